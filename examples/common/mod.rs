@@ -1,0 +1,84 @@
+//! The small notebook app the examples and tests share: its schema, models and migrations.
+#![allow(dead_code)]
+
+use diesel::prelude::*;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+/// The crate's `migrations/` folder, compiled in.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+diesel::table! {
+    notebooks (id) {
+        id -> Integer,
+        title -> Text,
+        created_at -> Text,
+    }
+}
+
+diesel::table! {
+    notes (id) {
+        id -> Integer,
+        notebook_id -> Integer,
+        title -> Text,
+        body -> Text,
+    }
+}
+
+diesel::joinable!(notes -> notebooks (notebook_id));
+diesel::allow_tables_to_appear_in_same_query!(notebooks, notes);
+
+#[derive(Insertable)]
+#[diesel(table_name = notebooks)]
+pub struct NewNotebook<'a> {
+    pub title: &'a str,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = notes)]
+pub struct NewNote<'a> {
+    pub notebook_id: i32,
+    pub title: &'a str,
+    pub body: &'a str,
+}
+
+/// Runs every pending migration.
+pub fn migrate(conn: &mut SqliteConnection) {
+    conn.run_pending_migrations(MIGRATIONS)
+        .expect("migrations run");
+}
+
+/// Creates a notebook and returns its id.
+pub fn add_notebook(conn: &mut SqliteConnection, title: &str) -> i32 {
+    diesel::insert_into(notebooks::table)
+        .values(NewNotebook { title })
+        .execute(conn)
+        .expect("insert notebook");
+    notebooks::table
+        .filter(notebooks::title.eq(title))
+        .select(notebooks::id)
+        .first(conn)
+        .expect("read notebook id")
+}
+
+/// Adds `count` notes with bodies of `body_len` bytes to a new notebook, in one transaction.
+pub fn fill(conn: &mut SqliteConnection, notebook: &str, count: usize, body_len: usize) -> i32 {
+    conn.transaction(|conn| {
+        let id = add_notebook(conn, notebook);
+        let body = "x".repeat(body_len);
+        let titles: Vec<String> = (0..count).map(|i| format!("note {i}")).collect();
+        for chunk in titles.chunks(500) {
+            let rows: Vec<NewNote> = chunk
+                .iter()
+                .map(|title| NewNote { notebook_id: id, title, body: &body })
+                .collect();
+            diesel::insert_into(notes::table).values(&rows).execute(conn)?;
+        }
+        Ok::<_, diesel::result::Error>(id)
+    })
+    .expect("fill notes")
+}
+
+/// How many notes there are.
+pub fn note_count(conn: &mut SqliteConnection) -> i64 {
+    notes::table.count().get_result(conn).expect("count notes")
+}

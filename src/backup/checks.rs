@@ -1,0 +1,56 @@
+//! Preconditions every backup entry point checks before touching any data.
+
+use std::ffi::CString;
+use std::path::PathBuf;
+
+use libsqlite3_sys as ffi;
+
+use crate::error::{BackupError, Operation, SqliteFailure};
+use crate::raw::DbRef;
+
+/// `name` as a C string, if the connection has a schema by that name.
+pub(crate) fn schema(db: &DbRef<'_>, name: &str, op: Operation) -> Result<CString, BackupError> {
+    let unknown = || BackupError::UnknownSchema {
+        op,
+        schema: name.to_owned(),
+    };
+    let c = CString::new(name).map_err(|_| unknown())?;
+    db.filename(&c).map(|_| c).ok_or_else(unknown)
+}
+
+/// SQLite answers BUSY forever while the source connection itself is writing; refuse at once.
+pub(crate) fn source_not_writing(
+    db: &DbRef<'_>,
+    schema: &std::ffi::CStr,
+    op: Operation,
+) -> Result<(), BackupError> {
+    if db.txn_state(schema) == ffi::SQLITE_TXN_WRITE {
+        return Err(BackupError::SourceInWriteTransaction {
+            op,
+            schema: schema.to_string_lossy().into_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// SQLite refuses to overwrite a database its own connection is reading or writing.
+/// Returns the destination's printable path.
+pub(crate) fn dest_idle(
+    db: &DbRef<'_>,
+    schema: &std::ffi::CStr,
+    op: Operation,
+) -> Result<PathBuf, BackupError> {
+    let path = db.display_path(schema);
+    if db.txn_state(schema) != ffi::SQLITE_TXN_NONE || !db.autocommit() {
+        return Err(BackupError::DestinationInUse {
+            op,
+            path,
+            failure: SqliteFailure {
+                code: ffi::SQLITE_ERROR,
+                extended_code: ffi::SQLITE_ERROR,
+                message: "destination database is in use".to_owned(),
+            },
+        });
+    }
+    Ok(path)
+}

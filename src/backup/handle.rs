@@ -1,0 +1,216 @@
+//! The `sqlite3_backup` object: an internal RAII wrapper over raw handles, and the public
+//! stepped [`Backup`] handle for callers who drive the loop themselves.
+
+use std::ffi::CStr;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::ptr::NonNull;
+
+use diesel::SqliteConnection;
+use libsqlite3_sys as ffi;
+
+use super::options::Progress;
+use crate::error::{BackupError, Operation, SqliteFailure};
+use crate::raw::{raw_handle, DbRef};
+
+/// What one step did, as the engine sees it.
+pub(crate) enum StepOutcome {
+    Done,
+    More,
+    Busy(SqliteFailure),
+}
+
+/// An initialised `sqlite3_backup`, finished exactly once: by [`RawBackup::finish`] or on drop.
+/// The borrows of both connections outlive it, so it is always finished before either closes.
+pub(crate) struct RawBackup<'a> {
+    ptr: NonNull<ffi::sqlite3_backup>,
+    dest: NonNull<ffi::sqlite3>,
+    _conns: PhantomData<&'a mut ffi::sqlite3>,
+}
+
+impl<'a> RawBackup<'a> {
+    pub(crate) fn new(
+        dest: &DbRef<'a>,
+        dest_schema: &CStr,
+        src: &DbRef<'a>,
+        src_schema: &CStr,
+    ) -> Result<Self, SqliteFailure> {
+        // SAFETY: both handles are open for 'a (DbRef invariant) and the names are
+        // NUL-terminated. On failure SQLite leaves the error on the destination connection.
+        let ptr = unsafe {
+            ffi::sqlite3_backup_init(
+                dest.as_ptr(),
+                dest_schema.as_ptr(),
+                src.as_ptr(),
+                src_schema.as_ptr(),
+            )
+        };
+        match NonNull::new(ptr) {
+            Some(ptr) => Ok(RawBackup {
+                ptr,
+                // SAFETY: non-null, taken from a live DbRef.
+                dest: unsafe { NonNull::new_unchecked(dest.as_ptr()) },
+                _conns: PhantomData,
+            }),
+            // SAFETY: reading the error state of an open connection.
+            None => Err(dest.failure(unsafe { ffi::sqlite3_errcode(dest.as_ptr()) })),
+        }
+    }
+
+    fn dest(&self) -> DbRef<'a> {
+        // SAFETY: the destination outlives 'a, as `new`'s borrow guarantees.
+        unsafe { DbRef::from_raw(self.dest) }
+    }
+
+    /// Copies up to `pages` pages (-1: all). Busy and locked are reported, not failed.
+    pub(crate) fn step(&mut self, pages: i32) -> Result<StepOutcome, SqliteFailure> {
+        // SAFETY: `ptr` is a live backup object (not finished until drop/finish); the
+        // connections it uses are alive and not used elsewhere during the call.
+        let rc = unsafe { ffi::sqlite3_backup_step(self.ptr.as_ptr(), pages) };
+        match rc & 0xff {
+            ffi::SQLITE_DONE => Ok(StepOutcome::Done),
+            ffi::SQLITE_OK => Ok(StepOutcome::More),
+            ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED => {
+                Ok(StepOutcome::Busy(crate::raw::failure_from_code(rc)))
+            }
+            _ => Err(self.dest().failure(rc)),
+        }
+    }
+
+    pub(crate) fn progress(&self) -> Progress {
+        // SAFETY: live backup object; both calls only read its counters.
+        unsafe {
+            Progress {
+                remaining: ffi::sqlite3_backup_remaining(self.ptr.as_ptr()).max(0) as u32,
+                page_count: ffi::sqlite3_backup_pagecount(self.ptr.as_ptr()).max(0) as u32,
+            }
+        }
+    }
+
+    /// Releases the backup. A destination left mid-copy is rolled back by SQLite.
+    ///
+    /// `sqlite3_backup_finish` repeats the last step's error; BUSY and LOCKED from a step
+    /// that was merely retried are not new failures, so they are not reported here.
+    pub(crate) fn finish(self) -> Result<(), SqliteFailure> {
+        let ptr = self.ptr;
+        let dest = self.dest();
+        std::mem::forget(self);
+        // SAFETY: `self` is forgotten, so this is the one and only finish of `ptr`.
+        let rc = unsafe { ffi::sqlite3_backup_finish(ptr.as_ptr()) };
+        match rc & 0xff {
+            ffi::SQLITE_OK | ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED => Ok(()),
+            _ => Err(dest.failure(rc)),
+        }
+    }
+}
+
+impl Drop for RawBackup<'_> {
+    fn drop(&mut self) {
+        // SAFETY: drop runs only when `finish` did not (it forgets self), so this is the one
+        // finish; errors are moot because the copy is being abandoned.
+        unsafe { ffi::sqlite3_backup_finish(self.ptr.as_ptr()) };
+    }
+}
+
+/// What a call to [`Backup::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepResult {
+    /// Every page is copied and the destination committed.
+    Done,
+    /// Pages remain; call `step` again.
+    More,
+    /// A lock was not available (`SQLITE_BUSY` or `SQLITE_LOCKED`); nothing failed, call
+    /// `step` again later.
+    Busy,
+}
+
+/// A stepped backup between two Diesel connections, for callers who drive the loop
+/// themselves. Dropping it before it is done cancels the copy: SQLite rolls the destination
+/// back and the backup object is finished before either connection can close.
+///
+/// Most code wants [`BackupExt::backup_to`](crate::BackupExt::backup_to), which adds the
+/// deadline, busy backoff and restart handling on top of this.
+///
+/// ```
+/// use diesel::{Connection, RunQueryDsl, SqliteConnection};
+/// use diesel_sqlite_backup::{establish, Backup, StepResult};
+///
+/// let mut src = establish(":memory:")?;
+/// diesel::sql_query("CREATE TABLE t(x)").execute(&mut src)?;
+/// let mut dst = establish(":memory:")?;
+/// let mut backup = Backup::new(&mut src, &mut dst)?;
+/// while backup.step(1)? != StepResult::Done {
+///     println!("{} of {} pages left", backup.progress().remaining, backup.progress().page_count);
+/// }
+/// backup.finish()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Backup<'a> {
+    raw: RawBackup<'a>,
+    dest_path: PathBuf,
+}
+
+impl<'a> Backup<'a> {
+    /// Starts copying `src`'s `main` database over `dst`'s `main` database.
+    pub fn new(
+        src: &'a mut SqliteConnection,
+        dst: &'a mut SqliteConnection,
+    ) -> Result<Self, BackupError> {
+        Self::with_schemas(src, "main", dst, "main")
+    }
+
+    /// Starts copying `src_schema` of `src` over `dst_schema` of `dst`.
+    pub fn with_schemas(
+        src: &'a mut SqliteConnection,
+        src_schema: &str,
+        dst: &'a mut SqliteConnection,
+        dst_schema: &str,
+    ) -> Result<Self, BackupError> {
+        let op = Operation::Backup;
+        let src = raw_handle(src, op)?;
+        let dst = raw_handle(dst, op)?;
+        let src_schema = super::checks::schema(&src, src_schema, op)?;
+        let dst_schema = super::checks::schema(&dst, dst_schema, op)?;
+        super::checks::source_not_writing(&src, &src_schema, op)?;
+        let dest_path = super::checks::dest_idle(&dst, &dst_schema, op)?;
+        let raw = RawBackup::new(&dst, &dst_schema, &src, &src_schema).map_err(|failure| {
+            BackupError::Sqlite {
+                op,
+                path: dest_path.clone(),
+                failure,
+            }
+        })?;
+        Ok(Backup { raw, dest_path })
+    }
+
+    /// Copies up to `pages` pages; zero or less copies all that remain.
+    pub fn step(&mut self, pages: i32) -> Result<StepResult, BackupError> {
+        let pages = if pages <= 0 { -1 } else { pages };
+        match self.raw.step(pages) {
+            Ok(StepOutcome::Done) => Ok(StepResult::Done),
+            Ok(StepOutcome::More) => Ok(StepResult::More),
+            Ok(StepOutcome::Busy(_)) => Ok(StepResult::Busy),
+            Err(failure) => Err(BackupError::Sqlite {
+                op: Operation::Backup,
+                path: self.dest_path.clone(),
+                failure,
+            }),
+        }
+    }
+
+    /// Pages remaining and total, as of the last step.
+    pub fn progress(&self) -> Progress {
+        self.raw.progress()
+    }
+
+    /// Releases the backup and reports any error SQLite kept from the steps. A backup that
+    /// last returned [`StepResult::Busy`] finishes cleanly (its destination rolled back).
+    pub fn finish(self) -> Result<(), BackupError> {
+        let path = self.dest_path;
+        self.raw.finish().map_err(|failure| BackupError::Sqlite {
+            op: Operation::Backup,
+            path,
+            failure,
+        })
+    }
+}

@@ -1,0 +1,219 @@
+//! The backup engine: Save As, Open, and connection-to-connection copies through SQLite's
+//! online backup API.
+
+mod checks;
+mod engine;
+mod handle;
+mod options;
+mod restore;
+mod save;
+
+use std::path::Path;
+
+use diesel::SqliteConnection;
+
+pub use handle::{Backup, StepResult};
+pub use options::{BackupOptions, Progress, DEFAULT_PAGES_PER_STEP, DEFAULT_TIMEOUT};
+pub use save::TEMP_SUFFIX;
+
+use crate::error::{BackupError, Operation};
+use crate::raw::raw_handle;
+
+/// Save As, Open and copy for a Diesel [`SqliteConnection`].
+///
+/// Implemented for `SqliteConnection`, so it works on a pooled connection through
+/// `PooledConnection`'s `Deref`: `pool.get()?.save_as(path)?`.
+///
+/// The connection must be backup-capable: opened by [`establish`](crate::establish), by a
+/// [`SingletonManager`](crate::SingletonManager), or after [`init`](crate::init). Others
+/// fail with [`BackupError::NotBackupCapable`].
+pub trait BackupExt {
+    /// Saves this connection's `main` database to `path`, atomically replacing any file
+    /// there. Same as [`save_as_with`](Self::save_as_with) with default options.
+    ///
+    /// ```
+    /// use diesel::RunQueryDsl;
+    /// use diesel_sqlite_backup::{memory_pool, BackupExt};
+    ///
+    /// let pool = memory_pool()?;
+    /// diesel::sql_query("CREATE TABLE notes(body TEXT)").execute(&mut pool.get()?)?;
+    /// let dir = tempfile::tempdir()?;
+    /// pool.get()?.save_as(dir.path().join("notes.db"))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn save_as(&mut self, path: impl AsRef<Path>) -> Result<(), BackupError> {
+        self.save_as_with(path, BackupOptions::default())
+    }
+
+    /// Saves the database named by [`BackupOptions::schema`] to `path`.
+    ///
+    /// The copy is an online, stepped backup into a temporary file beside `path` (named
+    /// `.<name>.<random>.dsb-tmp`, see [`TEMP_SUFFIX`]). The temporary file is fsynced, renamed
+    /// over `path`, and the directory is fsynced, so after a crash, kill or error `path` holds
+    /// either the complete old file or the complete new one. On an error the process survives,
+    /// the temporary file is removed. A symbolic link at `path` is followed, not replaced.
+    ///
+    /// # Errors
+    /// - [`BackupError::SourceInWriteTransaction`] if this connection has uncommitted writes:
+    ///   they would never be saved, so the call refuses at once.
+    /// - [`BackupError::SameFile`] if `path` is the source database's own file.
+    /// - [`BackupError::Busy`] if another connection kept the source locked (or kept
+    ///   restarting the copy) past [`BackupOptions::timeout`].
+    /// - [`BackupError::UnknownSchema`], [`BackupError::InvalidInput`] (a directory, no file
+    ///   name), [`BackupError::Io`] (cannot create, write, sync or rename), or
+    ///   [`BackupError::Sqlite`] for anything else SQLite reports.
+    ///
+    /// ```
+    /// use diesel_sqlite_backup::{establish, BackupExt, BackupOptions};
+    ///
+    /// let mut conn = establish(":memory:")?;
+    /// let dir = tempfile::tempdir()?;
+    /// let mut steps = 0;
+    /// conn.save_as_with(
+    ///     dir.path().join("copy.db"),
+    ///     BackupOptions::default().pages_per_step(1).on_progress(|_| steps += 1),
+    /// )?;
+    /// assert!(steps >= 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn save_as_with(
+        &mut self,
+        path: impl AsRef<Path>,
+        options: BackupOptions<'_>,
+    ) -> Result<(), BackupError>;
+
+    /// Replaces this connection's `main` database with the database file at `path`.
+    /// Same as [`restore_from_with`](Self::restore_from_with) with default options.
+    ///
+    /// ```
+    /// use diesel::RunQueryDsl;
+    /// use diesel_sqlite_backup::{memory_pool, BackupExt};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let file = dir.path().join("doc.db");
+    /// let pool = memory_pool()?;
+    /// diesel::sql_query("CREATE TABLE t(x)").execute(&mut pool.get()?)?;
+    /// pool.get()?.save_as(&file)?;
+    ///
+    /// let reopened = memory_pool()?;
+    /// reopened.get()?.restore_from(&file)?;
+    /// diesel::sql_query("SELECT x FROM t").execute(&mut reopened.get()?)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn restore_from(&mut self, path: impl AsRef<Path>) -> Result<(), BackupError> {
+        self.restore_from_with(path, BackupOptions::default())
+    }
+
+    /// Replaces the database named by [`BackupOptions::schema`] with the file at `path`
+    /// (the application's "Open"). Every connection to the same database sees the result;
+    /// for a [`SingletonManager`](crate::SingletonManager) pool that is every pooled
+    /// connection.
+    ///
+    /// The file is opened read-only and never created. Before anything is replaced it must
+    /// exist, be a regular file, carry a valid header whose page count matches its size,
+    /// and have a schema SQLite can parse; with [`BackupOptions::verify_integrity`] it must
+    /// also pass `PRAGMA quick_check`. The copy runs in one destination transaction, so any
+    /// failure leaves the current data as it was. A file whose page size differs from a
+    /// non-empty in-memory (or WAL) destination is converted first through `VACUUM INTO` a
+    /// private in-memory copy, which costs a second copy's memory while it runs.
+    ///
+    /// # Errors
+    /// - [`BackupError::Io`] (with `NotFound`) for a missing file.
+    /// - [`BackupError::InvalidDatabase`] for a directory, a file that is not SQLite, a
+    ///   truncated or corrupt file.
+    /// - [`BackupError::DestinationInUse`] if this connection has a transaction open.
+    /// - [`BackupError::Busy`] if the file or the destination stayed locked past the
+    ///   deadline.
+    fn restore_from_with(
+        &mut self,
+        path: impl AsRef<Path>,
+        options: BackupOptions<'_>,
+    ) -> Result<(), BackupError>;
+
+    /// Copies this connection's database (schema from [`BackupOptions::schema`]) over
+    /// `dest`'s `main` database, for example into a file database other code has open.
+    /// Unlike [`save_as`](Self::save_as) this writes in place through `dest`'s own journal;
+    /// it is as atomic as a transaction on `dest`.
+    ///
+    /// # Errors
+    /// - [`BackupError::DestinationInUse`] if `dest` has a transaction open.
+    /// - [`BackupError::Busy`] if another connection keeps `dest` or the source locked past
+    ///   the deadline.
+    ///
+    /// ```
+    /// use diesel::RunQueryDsl;
+    /// use diesel_sqlite_backup::{establish, BackupExt, BackupOptions};
+    ///
+    /// let mut src = establish(":memory:")?;
+    /// diesel::sql_query("CREATE TABLE t(x)").execute(&mut src)?;
+    /// let mut dest = establish(":memory:")?;
+    /// src.backup_to(&mut dest, BackupOptions::default())?;
+    /// diesel::sql_query("SELECT x FROM t").execute(&mut dest)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn backup_to(
+        &mut self,
+        dest: &mut SqliteConnection,
+        options: BackupOptions<'_>,
+    ) -> Result<(), BackupError>;
+}
+
+impl BackupExt for SqliteConnection {
+    fn save_as_with(
+        &mut self,
+        path: impl AsRef<Path>,
+        mut options: BackupOptions<'_>,
+    ) -> Result<(), BackupError> {
+        save::save_as(self, path.as_ref(), &mut options)
+    }
+
+    fn restore_from_with(
+        &mut self,
+        path: impl AsRef<Path>,
+        mut options: BackupOptions<'_>,
+    ) -> Result<(), BackupError> {
+        restore::restore_from(self, path.as_ref(), &mut options)
+    }
+
+    fn backup_to(
+        &mut self,
+        dest: &mut SqliteConnection,
+        mut options: BackupOptions<'_>,
+    ) -> Result<(), BackupError> {
+        let op = Operation::Backup;
+        let src = raw_handle(self, op)?;
+        let dst = raw_handle(dest, op)?;
+        let src_schema = checks::schema(&src, &options.schema, op)?;
+        checks::source_not_writing(&src, &src_schema, op)?;
+        let path = checks::dest_idle(&dst, c"main", op)?;
+        let sqlite = |failure| BackupError::Sqlite {
+            op,
+            path: path.clone(),
+            failure,
+        };
+        let _src_pause = engine::BusyHandlerPause::new(&src);
+        let _dst_pause = engine::BusyHandlerPause::new(&dst);
+        let mut backup = handle::RawBackup::new(&dst, c"main", &src, &src_schema).map_err(sqlite)?;
+        engine::run(&mut backup, &mut options, op, &path)?;
+        backup.finish().map_err(sqlite)
+    }
+}
+
+/// True when both paths name the same existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => false,
+        }
+    }
+}

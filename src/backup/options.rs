@@ -1,0 +1,151 @@
+//! How a backup runs: step size, pauses, deadline, schema, progress reporting.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Pages copied per step when the caller does not choose.
+///
+/// Chosen by `cargo bench --bench backup` (README, "Performance"): at 4 KiB pages this is a
+/// 4 MiB slice, large enough that stepping costs within a few percent of a one-shot copy,
+/// small enough that other connections get the lock back every few milliseconds.
+pub const DEFAULT_PAGES_PER_STEP: i32 = 1024;
+
+/// The deadline for busy waits and restarts when the caller does not choose.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a running backup stands, reported after every step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Pages still to copy (`sqlite3_backup_remaining`).
+    pub remaining: u32,
+    /// Pages in the source database (`sqlite3_backup_pagecount`).
+    pub page_count: u32,
+}
+
+impl Progress {
+    /// Pages copied so far.
+    pub fn copied(&self) -> u32 {
+        self.page_count.saturating_sub(self.remaining)
+    }
+
+    /// True once nothing remains.
+    pub fn is_done(&self) -> bool {
+        self.remaining == 0
+    }
+}
+
+/// Options for [`BackupExt`](crate::BackupExt)'s `*_with` methods. Start from
+/// [`BackupOptions::default()`] and chain the builder methods.
+///
+/// ```
+/// use std::time::Duration;
+/// use diesel_sqlite_backup::BackupOptions;
+///
+/// let mut steps = 0;
+/// let options = BackupOptions::default()
+///     .pages_per_step(256)
+///     .pause(Duration::from_millis(1))
+///     .timeout(Duration::from_secs(5))
+///     .on_progress(|p| {
+///         steps += 1;
+///         assert!(p.remaining <= p.page_count);
+///     });
+/// # drop(options);
+/// ```
+pub struct BackupOptions<'a> {
+    pub(crate) pages_per_step: i32,
+    pub(crate) pause: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) schema: String,
+    pub(crate) verify: bool,
+    pub(crate) progress: Option<Box<dyn FnMut(Progress) + 'a>>,
+}
+
+impl Default for BackupOptions<'_> {
+    fn default() -> Self {
+        BackupOptions {
+            pages_per_step: DEFAULT_PAGES_PER_STEP,
+            pause: Duration::ZERO,
+            timeout: DEFAULT_TIMEOUT,
+            schema: "main".to_owned(),
+            verify: false,
+            progress: None,
+        }
+    }
+}
+
+impl fmt::Debug for BackupOptions<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackupOptions")
+            .field("pages_per_step", &self.pages_per_step)
+            .field("pause", &self.pause)
+            .field("timeout", &self.timeout)
+            .field("schema", &self.schema)
+            .field("verify", &self.verify)
+            .field("on_progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+impl<'a> BackupOptions<'a> {
+    /// Pages copied per `sqlite3_backup_step`. Zero or less copies everything in one step,
+    /// holding the source's read lock throughout. Default: [`DEFAULT_PAGES_PER_STEP`].
+    pub fn pages_per_step(mut self, pages: i32) -> Self {
+        self.pages_per_step = pages;
+        self
+    }
+
+    /// Sleeps this long between steps so other connections can take the lock. Default: none.
+    pub fn pause(mut self, pause: Duration) -> Self {
+        self.pause = pause;
+        self
+    }
+
+    /// The overall deadline, counted from the start, for waiting on locks and for restarts
+    /// caused by concurrent writers. Steps that make progress are never cut short; once the
+    /// deadline has passed, the next busy lock or restart ends the backup with
+    /// [`BackupError::Busy`](crate::BackupError::Busy). Default: [`DEFAULT_TIMEOUT`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The schema to copy: `main` (the default), `temp`, or an attached database's name.
+    /// For [`restore_from`](crate::BackupExt::restore_from) it names the schema that is
+    /// replaced. An unknown name fails with
+    /// [`BackupError::UnknownSchema`](crate::BackupError::UnknownSchema).
+    pub fn schema(mut self, schema: &str) -> Self {
+        schema.clone_into(&mut self.schema);
+        self
+    }
+
+    /// For [`restore_from`](crate::BackupExt::restore_from): also run `PRAGMA quick_check`
+    /// on the file before anything is replaced, so page-level corruption that the cheap
+    /// header and size checks cannot see is refused too. Costs a full read of the file.
+    /// Default: off.
+    pub fn verify_integrity(mut self, verify: bool) -> Self {
+        self.verify = verify;
+        self
+    }
+
+    /// Called after every step, including the last, with the pages remaining.
+    pub fn on_progress(mut self, callback: impl FnMut(Progress) + 'a) -> Self {
+        self.progress = Some(Box::new(callback));
+        self
+    }
+
+    pub(crate) fn report(&mut self, progress: Progress) {
+        if let Some(cb) = self.progress.as_mut() {
+            cb(progress);
+        }
+    }
+
+    /// The step size SQLite expects: a positive count, or -1 for "all".
+    pub(crate) fn step_pages(&self) -> i32 {
+        if self.pages_per_step <= 0 {
+            -1
+        } else {
+            self.pages_per_step
+        }
+    }
+}

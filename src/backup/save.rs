@@ -1,0 +1,166 @@
+//! Save As: a stepped backup into a private temporary file, made durable, then renamed over
+//! the destination. The destination is always either the complete old file or the complete
+//! new one.
+
+use std::fs::{self, File, Permissions};
+use std::path::{Path, PathBuf};
+
+use diesel::SqliteConnection;
+use libsqlite3_sys as ffi;
+use tempfile::NamedTempFile;
+
+use super::engine::{self, BusyHandlerPause};
+use super::handle::RawBackup;
+use super::options::BackupOptions;
+use super::{checks, same_file};
+use crate::error::{BackupError, Operation};
+use crate::raw::{path_cstring, raw_handle, DbRef, OwnedDb};
+
+/// The suffix of every temporary file a save creates next to its destination, so that files
+/// left by a killed process can be recognised: `.<name>.<random>.dsb-tmp`.
+pub const TEMP_SUFFIX: &str = ".dsb-tmp";
+
+/// The temporary file is private and thrown away on any failure, so it needs no journal and
+/// no syncs while it is written; durability comes from one fsync before the rename.
+const TEMP_PRAGMAS: &str =
+    "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA locking_mode=EXCLUSIVE;";
+
+pub(crate) fn save_as(
+    conn: &mut SqliteConnection,
+    path: &Path,
+    opts: &mut BackupOptions<'_>,
+) -> Result<(), BackupError> {
+    let op = Operation::Save;
+    let src = raw_handle(conn, op)?;
+    let schema = checks::schema(&src, &opts.schema, op)?;
+    checks::source_not_writing(&src, &schema, op)?;
+    let dest = Destination::resolve(path)?;
+    if let Some(source_file) = src.filename(&schema).filter(|f| !src.is_in_memory(&schema) && !f.is_empty()) {
+        if same_file(Path::new(&source_file), &dest.path) {
+            return Err(BackupError::SameFile {
+                op,
+                path: path.to_path_buf(),
+            });
+        }
+    }
+
+    let temp = dest.create_temp()?;
+    copy_into_file(&src, &schema, temp.path(), &dest.path, opts)?;
+    let io = |action, source| BackupError::io(op, &dest.path, action, source);
+    temp.as_file().sync_all().map_err(|e| io("fsync", e))?;
+    temp.persist(&dest.path).map_err(|e| io("rename", e.error))?;
+    sync_dir(&dest.dir).map_err(|e| BackupError::io(op, &dest.dir, "fsync directory", e))
+}
+
+/// Copies `schema` of `src` into the empty file at `temp`.
+fn copy_into_file(
+    src: &DbRef<'_>,
+    schema: &std::ffi::CStr,
+    temp: &Path,
+    dest_path: &Path,
+    opts: &mut BackupOptions<'_>,
+) -> Result<(), BackupError> {
+    let op = Operation::Save;
+    let sqlite = |failure| BackupError::Sqlite {
+        op,
+        path: dest_path.to_path_buf(),
+        failure,
+    };
+    let name = path_cstring(temp).ok_or_else(|| BackupError::InvalidInput {
+        op,
+        path: dest_path.to_path_buf(),
+        reason: "path contains a NUL byte".into(),
+    })?;
+    let file_db = OwnedDb::open(&name, ffi::SQLITE_OPEN_READWRITE).map_err(sqlite)?;
+    {
+        let dst = file_db.db();
+        dst.exec(TEMP_PRAGMAS).map_err(sqlite)?;
+        let _no_busy_handler = BusyHandlerPause::new(src);
+        let mut backup = RawBackup::new(&dst, c"main", src, schema).map_err(sqlite)?;
+        engine::run(&mut backup, opts, op, dest_path)?;
+        backup.finish().map_err(sqlite)?;
+    }
+    file_db.close().map_err(sqlite)
+}
+
+/// Where a save lands, with symbolic links followed so the link itself is not replaced.
+struct Destination {
+    path: PathBuf,
+    dir: PathBuf,
+    file_name: String,
+    existing: Option<Permissions>,
+}
+
+impl Destination {
+    fn resolve(path: &Path) -> Result<Destination, BackupError> {
+        let op = Operation::Save;
+        let invalid = |reason: &str| BackupError::InvalidInput {
+            op,
+            path: path.to_path_buf(),
+            reason: reason.to_owned(),
+        };
+        let is_link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        let path = match is_link {
+            true => fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+            false => path.to_path_buf(),
+        };
+        let file_name = path
+            .file_name()
+            .ok_or_else(|| invalid("destination has no file name"))?
+            .to_string_lossy()
+            .into_owned();
+        let existing = match fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => return Err(invalid("destination is a directory")),
+            Ok(meta) => Some(meta.permissions()),
+            Err(_) => None,
+        };
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Ok(Destination {
+            path,
+            dir,
+            file_name,
+            existing,
+        })
+    }
+
+    /// An empty file beside the destination; deleted when dropped unless persisted.
+    /// It gets the old destination's permissions, or a new file's usual ones.
+    fn create_temp(&self) -> Result<NamedTempFile, BackupError> {
+        let prefix = format!(".{}.", self.file_name);
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(TEMP_SUFFIX);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = self.existing.as_ref().map_or(0o666, |p| p.mode() & 0o7777);
+            builder.permissions(Permissions::from_mode(mode));
+        }
+        let io = |action, e| BackupError::io(Operation::Save, &self.dir, action, e);
+        let temp = builder
+            .tempfile_in(&self.dir)
+            .map_err(|e| io("create temporary file", e))?;
+        if let Some(permissions) = &self.existing {
+            // The umask may have narrowed the mode; the new file keeps the old one exactly.
+            temp.as_file()
+                .set_permissions(permissions.clone())
+                .map_err(|e| io("set permissions", e))?;
+        }
+        Ok(temp)
+    }
+}
+
+/// Makes a rename in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}

@@ -1,0 +1,269 @@
+//! The crate's one error type.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What the crate was doing when an error happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Operation {
+    /// [`BackupExt::save_as`](crate::BackupExt::save_as) and friends.
+    Save,
+    /// [`BackupExt::restore_from`](crate::BackupExt::restore_from) and friends.
+    Restore,
+    /// [`BackupExt::backup_to`](crate::BackupExt::backup_to) or a [`Backup`](crate::Backup) handle.
+    Backup,
+    /// Building or cloning a [`Template`](crate::Template).
+    Template,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Operation::Save => "save",
+            Operation::Restore => "restore",
+            Operation::Backup => "backup",
+            Operation::Template => "template",
+        })
+    }
+}
+
+/// SQLite's own account of a failure: result codes and `sqlite3_errmsg` text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteFailure {
+    /// The primary result code, for example `SQLITE_BUSY` (5).
+    pub code: i32,
+    /// The extended result code, for example `SQLITE_IOERR_FSYNC` (1034).
+    pub extended_code: i32,
+    /// The text of `sqlite3_errmsg`, or of `sqlite3_errstr` when no connection had one.
+    pub message: String,
+}
+
+impl fmt::Display for SqliteFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (SQLite code {}, extended {})",
+            self.message, self.code, self.extended_code
+        )
+    }
+}
+
+/// Every failure of this crate. Each variant names the operation and, where
+/// there is one, the path; SQLite failures keep SQLite's codes and message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackupError {
+    /// A file-system call failed.
+    #[error("{op} {}: {action} failed: {source}", path.display())]
+    Io {
+        /// What was being done.
+        op: Operation,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The step that failed, for example "fsync" or "rename".
+        action: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// SQLite reported an error that is not one of the more specific variants.
+    #[error("{op} {}: {failure}", path.display())]
+    Sqlite {
+        /// What was being done.
+        op: Operation,
+        /// The database file involved (`:memory:` or a memdb name for in-memory ones).
+        path: PathBuf,
+        /// SQLite's codes and message.
+        failure: SqliteFailure,
+    },
+
+    /// A lock stayed busy, or concurrent writers kept restarting the copy,
+    /// until the deadline set by [`BackupOptions::timeout`](crate::BackupOptions::timeout) passed.
+    #[error("{op} {}: database stayed busy; gave up after {waited:?} ({failure})", path.display())]
+    Busy {
+        /// What was being done.
+        op: Operation,
+        /// The database file involved.
+        path: PathBuf,
+        /// How long the operation had run when it gave up.
+        waited: Duration,
+        /// The last busy or locked result SQLite gave.
+        failure: SqliteFailure,
+    },
+
+    /// The schema named in [`BackupOptions::schema`](crate::BackupOptions::schema) is not attached.
+    #[error("{op}: this connection has no database named `{schema}`")]
+    UnknownSchema {
+        /// What was being done.
+        op: Operation,
+        /// The name that was asked for.
+        schema: String,
+    },
+
+    /// The destination connection has a transaction open, so SQLite will not overwrite it.
+    #[error("{op} {}: destination is in use (it has an open transaction): {failure}", path.display())]
+    DestinationInUse {
+        /// What was being done.
+        op: Operation,
+        /// The destination database.
+        path: PathBuf,
+        /// SQLite's codes and message.
+        failure: SqliteFailure,
+    },
+
+    /// The source connection holds an open write transaction. Commit or roll
+    /// back first: uncommitted rows are never written to a backup.
+    #[error("{op}: the source connection has an uncommitted write transaction on `{schema}`; commit or roll back before saving")]
+    SourceInWriteTransaction {
+        /// What was being done.
+        op: Operation,
+        /// The source schema.
+        schema: String,
+    },
+
+    /// The destination is the source database's own file.
+    #[error("{op} {}: refusing to overwrite the source database with itself", path.display())]
+    SameFile {
+        /// What was being done.
+        op: Operation,
+        /// The path that was given.
+        path: PathBuf,
+    },
+
+    /// The file to restore is missing, not a regular file, not SQLite, truncated or corrupt.
+    #[error("{op} {}: not a usable SQLite database: {reason}", path.display())]
+    InvalidDatabase {
+        /// What was being done.
+        op: Operation,
+        /// The file that was rejected.
+        path: PathBuf,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// The connection was opened before this crate's one-time set-up ran, so
+    /// its raw handle cannot be reached.
+    #[error(
+        "{op}: this SqliteConnection cannot do backups because it was opened before \
+         diesel_sqlite_backup::init() ran; open it with diesel_sqlite_backup::establish, \
+         a SingletonManager pool, or call diesel_sqlite_backup::init() before opening it"
+    )]
+    NotBackupCapable {
+        /// What was being done.
+        op: Operation,
+    },
+
+    /// A caller-supplied value is unusable, for example a path with no file name.
+    #[error("{op} {}: {reason}", path.display())]
+    InvalidInput {
+        /// What was being done.
+        op: Operation,
+        /// The path involved.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A [`Template`](crate::Template) initialiser or migration failed.
+    #[error("{op}: initialiser failed: {source}")]
+    Init {
+        /// What was being done.
+        op: Operation,
+        /// The initialiser's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl BackupError {
+    /// SQLite's codes and message, when SQLite reported the failure.
+    pub fn sqlite_failure(&self) -> Option<&SqliteFailure> {
+        match self {
+            BackupError::Sqlite { failure, .. }
+            | BackupError::Busy { failure, .. }
+            | BackupError::DestinationInUse { failure, .. } => Some(failure),
+            _ => None,
+        }
+    }
+
+    /// The primary SQLite result code, when SQLite reported the failure.
+    pub fn code(&self) -> Option<i32> {
+        self.sqlite_failure().map(|f| f.code)
+    }
+
+    /// The extended SQLite result code, when SQLite reported the failure.
+    pub fn extended_code(&self) -> Option<i32> {
+        self.sqlite_failure().map(|f| f.extended_code)
+    }
+
+    /// The path the error is about, when there is one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            BackupError::Io { path, .. }
+            | BackupError::Sqlite { path, .. }
+            | BackupError::Busy { path, .. }
+            | BackupError::DestinationInUse { path, .. }
+            | BackupError::SameFile { path, .. }
+            | BackupError::InvalidDatabase { path, .. }
+            | BackupError::InvalidInput { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// True for [`BackupError::Busy`]: retrying later may succeed.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, BackupError::Busy { .. })
+    }
+
+    pub(crate) fn io(op: Operation, path: &Path, action: &'static str, source: io::Error) -> Self {
+        BackupError::Io {
+            op,
+            path: path.to_path_buf(),
+            action,
+            source,
+        }
+    }
+
+    pub(crate) fn invalid_db(op: Operation, path: &Path, reason: impl Into<String>) -> Self {
+        BackupError::InvalidDatabase {
+            op,
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync_static<T: std::error::Error + Send + Sync + 'static>() {}
+
+    #[test]
+    fn error_is_send_sync_static() {
+        assert_send_sync_static::<BackupError>();
+    }
+
+    #[test]
+    fn display_names_operation_path_and_codes() {
+        let e = BackupError::Sqlite {
+            op: Operation::Save,
+            path: PathBuf::from("/tmp/notes.db"),
+            failure: SqliteFailure {
+                code: 10,
+                extended_code: 1034,
+                message: "disk I/O error".into(),
+            },
+        };
+        let text = e.to_string();
+        assert!(text.starts_with("save /tmp/notes.db: disk I/O error"), "{text}");
+        assert!(text.contains("1034"), "{text}");
+        assert_eq!(e.code(), Some(10));
+        assert_eq!(e.extended_code(), Some(1034));
+        assert_eq!(e.path(), Some(Path::new("/tmp/notes.db")));
+    }
+}

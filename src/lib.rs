@@ -1,0 +1,33 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod backup;
+mod error;
+mod pool;
+mod raw;
+
+pub use backup::{
+    Backup, BackupExt, BackupOptions, Progress, StepResult, DEFAULT_PAGES_PER_STEP,
+    DEFAULT_TIMEOUT, TEMP_SUFFIX,
+};
+pub use error::{BackupError, Operation, SqliteFailure};
+pub use pool::{memory_pool, SingletonManager, DEFAULT_BUSY_TIMEOUT};
+pub use raw::init;
+
+use diesel::{Connection, ConnectionResult, SqliteConnection};
+
+/// Opens a plain Diesel connection (a file path, `:memory:`, or a `file:` URI) that supports
+/// [`BackupExt`].
+///
+/// ```
+/// use diesel_sqlite_backup::{establish, BackupExt};
+///
+/// let dir = tempfile::tempdir()?;
+/// let mut conn = establish(dir.path().join("app.db").to_str().unwrap())?;
+/// conn.save_as(dir.path().join("copy.db"))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn establish(url: &str) -> ConnectionResult<SqliteConnection> {
+    init();
+    SqliteConnection::establish(url)
+}

@@ -1,0 +1,161 @@
+//! [`SingletonManager`]: an r2d2 manager whose connections all share one in-memory database.
+
+use std::fmt;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use diesel::r2d2::{Error, ManageConnection, R2D2Connection};
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, ConnectionError, SqliteConnection};
+
+use crate::raw::{self, memdb, OwnedDb};
+
+/// How long a pooled connection waits for another one's lock before giving up.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An [`r2d2::ManageConnection`] whose connections, on any thread, all see one in-memory
+/// database that belongs to the manager.
+///
+/// The database lives as long as the manager (so as long as the pool), not as long as any
+/// connection: r2d2 may close and reopen connections (`max_lifetime`, `idle_timeout`, broken
+/// or invalid connections, `max_size > 1`) and no committed row is lost. Two managers never
+/// share data. Dropping the pool frees the memory.
+///
+/// Under the hood it is SQLite's `memdb` VFS with a process-unique name starting with `/`,
+/// which SQLite shares between the connections of one process with ordinary locking (not
+/// shared-cache mode). A private connection held by the manager keeps it alive. memdb's
+/// default 1 GiB cap is lifted; set one with [`SingletonManager::size_limit`].
+///
+/// ```
+/// use diesel::RunQueryDsl;
+/// use diesel_sqlite_backup::SingletonManager;
+///
+/// let pool = r2d2::Pool::builder()
+///     .max_size(4)
+///     .build(SingletonManager::new())?;
+/// diesel::sql_query("CREATE TABLE t(x)").execute(&mut pool.get()?)?;
+/// // Another connection of the same pool sees the table.
+/// let (mut a, mut b) = (pool.get()?, pool.get()?);
+/// diesel::sql_query("INSERT INTO t VALUES (1)").execute(&mut a)?;
+/// diesel::sql_query("SELECT x FROM t").execute(&mut b)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct SingletonManager {
+    uri: String,
+    busy_timeout: Duration,
+    size_limit: Option<u64>,
+    /// Opened by the first `connect`, closed when the manager drops: memdb frees a database
+    /// when its last connection closes, and this one is never handed out.
+    keeper: Mutex<Option<OwnedDb>>,
+}
+
+impl SingletonManager {
+    /// A manager for a fresh, empty in-memory database no other manager can see.
+    pub fn new() -> Self {
+        raw::init();
+        SingletonManager {
+            uri: memdb::unique_uri("pool"),
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            size_limit: None,
+            keeper: Mutex::new(None),
+        }
+    }
+
+    /// Sets how long each pooled connection waits for a lock another holds
+    /// (`sqlite3_busy_timeout`). Default: [`DEFAULT_BUSY_TIMEOUT`].
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// Caps the database at `bytes` (writes past it fail with `SQLITE_FULL`); `None`, the
+    /// default, lets it grow as far as memory allows.
+    pub fn size_limit(mut self, bytes: Option<u64>) -> Self {
+        self.size_limit = bytes;
+        self
+    }
+
+    /// The SQLite URI of the shared database, for opening extra connections to it in this
+    /// process (for example with `diesel::SqliteConnection::establish`).
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    fn ensure_keeper(&self) -> Result<(), ConnectionError> {
+        let mut keeper = self.keeper.lock().unwrap_or_else(|poison| poison.into_inner());
+        if keeper.is_none() {
+            let opened = memdb::open_keeper(&self.uri, self.size_limit)
+                .map_err(|f| ConnectionError::BadConnection(f.to_string()))?;
+            *keeper = Some(opened);
+        }
+        Ok(())
+    }
+}
+
+impl Default for SingletonManager {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for SingletonManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SingletonManager")
+            .field("uri", &self.uri)
+            .field("busy_timeout", &self.busy_timeout)
+            .field("size_limit", &self.size_limit)
+            .finish()
+    }
+}
+
+impl ManageConnection for SingletonManager {
+    type Connection = SqliteConnection;
+    type Error = Error;
+
+    fn connect(&self) -> Result<SqliteConnection, Error> {
+        self.ensure_keeper().map_err(Error::ConnectionError)?;
+        let mut conn = SqliteConnection::establish(&self.uri).map_err(Error::ConnectionError)?;
+        conn.batch_execute(&self.busy_timeout_pragma())
+            .map_err(Error::QueryError)?;
+        Ok(conn)
+    }
+
+    /// Pings the connection and rejects one that someone left inside a transaction. A
+    /// database that is merely locked by another connection is not a reason to reject it.
+    fn is_valid(&self, conn: &mut SqliteConnection) -> Result<(), Error> {
+        match raw::probe(conn) {
+            Ok(Some(db)) if !db.autocommit() => Err(Error::QueryError(
+                diesel::result::Error::AlreadyInTransaction,
+            )),
+            Ok(_) => Ok(()),
+            Err(e) if raw::is_lock_error(&e) => Ok(()),
+            Err(e) => Err(Error::QueryError(e)),
+        }
+    }
+
+    /// A connection dropped during a panic, or returned inside a transaction (Diesel's or a
+    /// raw `BEGIN`), is never handed out again. Never waits for a lock.
+    fn has_broken(&self, conn: &mut SqliteConnection) -> bool {
+        if std::thread::panicking() || conn.is_broken() {
+            return true;
+        }
+        // The probe may need a lock to load the schema; answer at once instead of waiting.
+        if conn.batch_execute("PRAGMA busy_timeout = 0").is_err() {
+            return true;
+        }
+        let open = match raw::probe(conn) {
+            Ok(Some(db)) => !db.autocommit(),
+            Ok(None) => false,
+            Err(e) => !raw::is_lock_error(&e),
+        };
+        let restored = conn.batch_execute(&self.busy_timeout_pragma()).is_ok();
+        open || !restored
+    }
+}
+
+impl SingletonManager {
+    fn busy_timeout_pragma(&self) -> String {
+        let ms = self.busy_timeout.as_millis().min(i32::MAX as u128);
+        format!("PRAGMA busy_timeout = {ms}")
+    }
+}

@@ -1,0 +1,156 @@
+//! Reaching the `sqlite3*` behind a Diesel `SqliteConnection` through documented SQLite APIs only.
+//!
+//! [`init`] registers an auto-extension, so every connection opened afterwards in this process
+//! gets a direct-only SQL function. Calling that function through Diesel makes SQLite hand the
+//! function its own connection (`sqlite3_context_db_handle`), which the function stores in a
+//! thread-local for [`raw_handle`] to pick up. No Diesel internals are read and nothing is
+//! transmuted; SQL can never see or forge the pointer.
+
+use std::cell::Cell;
+use std::ffi::{c_char, c_int, c_void};
+use std::ptr::{self, NonNull};
+use std::sync::Once;
+
+use diesel::{RunQueryDsl, SqliteConnection};
+use libsqlite3_sys as ffi;
+
+use super::db::DbRef;
+use crate::error::{BackupError, Operation};
+
+/// Name of the SQL function; long and namespaced so no application will collide with it.
+const PROBE_NAME: &std::ffi::CStr = c"diesel_sqlite_backup_handle";
+
+diesel::define_sql_function! {
+    #[sql_name = "diesel_sqlite_backup_handle"]
+    fn handle_probe() -> diesel::sql_types::Nullable<diesel::sql_types::Integer>;
+}
+
+/// Identifies our registration: the probe only trusts calls whose user data is this address.
+static PROBE_TOKEN: u8 = 0;
+
+thread_local! {
+    static CAPTURED: Cell<*mut ffi::sqlite3> = const { Cell::new(ptr::null_mut()) };
+}
+
+static INIT: Once = Once::new();
+
+/// Makes every SQLite connection opened from now on in this process backup-capable.
+///
+/// [`establish`](crate::establish), [`SingletonManager`](crate::SingletonManager) and
+/// [`BackupExt`](crate::BackupExt) call this for you. Call it yourself, once, before you open
+/// connections some other way (for example with `SqliteConnection::establish` or diesel's own
+/// `ConnectionManager`) if you want to back those up. It is idempotent and cheap after the
+/// first call.
+///
+/// ```
+/// use diesel::{Connection, SqliteConnection};
+/// use diesel_sqlite_backup::BackupExt;
+///
+/// diesel_sqlite_backup::init();
+/// let mut conn = SqliteConnection::establish(":memory:")?;
+/// let dir = tempfile::tempdir()?;
+/// conn.save_as(dir.path().join("copy.db"))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn init() {
+    INIT.call_once(|| {
+        // SAFETY: `register_probe` has exactly the signature SQLite's auto-extension contract
+        // requires, never unwinds, and lives for the whole program (it is a plain fn item).
+        let rc = unsafe { ffi::sqlite3_auto_extension(Some(register_probe)) };
+        // Only SQLITE_NOMEM is possible here; connections then stay incapable and
+        // `raw_handle` reports NotBackupCapable instead of misbehaving.
+        debug_assert_eq!(rc, ffi::SQLITE_OK);
+    });
+}
+
+/// Runs inside `sqlite3_open_v2` for every new connection.
+unsafe extern "C" fn register_probe(
+    db: *mut ffi::sqlite3,
+    _err: *mut *mut c_char,
+    _api: *const ffi::sqlite3_api_routines,
+) -> c_int {
+    // SAFETY: SQLite passes the connection being opened, which is valid for this call. The
+    // name is a NUL-terminated static; the user-data pointer is a static, so it outlives the
+    // connection; no destructor is needed. DIRECTONLY keeps triggers, views and schema
+    // expressions (which an untrusted database file controls) from calling the probe.
+    unsafe {
+        ffi::sqlite3_create_function_v2(
+            db,
+            PROBE_NAME.as_ptr(),
+            0,
+            ffi::SQLITE_UTF8 | ffi::SQLITE_DIRECTONLY,
+            ptr::addr_of!(PROBE_TOKEN) as *mut c_void,
+            Some(capture_handle),
+            None,
+            None,
+            None,
+        )
+    }
+}
+
+/// The SQL function's body: records which connection called it.
+unsafe extern "C" fn capture_handle(
+    ctx: *mut ffi::sqlite3_context,
+    _argc: c_int,
+    _argv: *mut *mut ffi::sqlite3_value,
+) {
+    // SAFETY: SQLite calls this with a valid context for the duration of the call; both
+    // accessors only read from it, and `sqlite3_result_null` is the documented way to answer.
+    unsafe {
+        if ffi::sqlite3_user_data(ctx) as *const u8 == ptr::addr_of!(PROBE_TOKEN) {
+            CAPTURED.with(|c| c.set(ffi::sqlite3_context_db_handle(ctx)));
+        }
+        ffi::sqlite3_result_null(ctx);
+    }
+}
+
+/// The raw handle of `conn`, borrowed for as long as `conn` is.
+///
+/// Fails with [`BackupError::NotBackupCapable`] when `conn` was opened before [`init`], and
+/// with [`BackupError::Busy`] when the probe could not even run because another connection
+/// holds a lock SQLite needed to load the schema.
+pub(crate) fn raw_handle(
+    conn: &mut SqliteConnection,
+    op: Operation,
+) -> Result<DbRef<'_>, BackupError> {
+    match probe(conn) {
+        Ok(Some(db)) => Ok(db),
+        Ok(None) => Err(BackupError::NotBackupCapable { op }),
+        Err(e) if is_lock_error(&e) => Err(BackupError::Busy {
+            op,
+            path: std::path::PathBuf::from(":memory:"),
+            waited: std::time::Duration::ZERO,
+            failure: crate::raw::failure_from_code(ffi::SQLITE_BUSY),
+        }),
+        Err(_) => Err(BackupError::NotBackupCapable { op }),
+    }
+}
+
+/// Runs the probe on `conn`: `Ok(Some)` with its handle, `Ok(None)` when `conn` has no probe
+/// (opened before [`init`]), `Err` when the query itself failed.
+pub(crate) fn probe(
+    conn: &mut SqliteConnection,
+) -> Result<Option<DbRef<'_>>, diesel::result::Error> {
+    init();
+    CAPTURED.with(|c| c.set(ptr::null_mut()));
+    let ran = diesel::select(handle_probe()).get_result::<Option<i32>>(conn);
+    let captured = CAPTURED.with(|c| c.replace(ptr::null_mut()));
+    match (ran, NonNull::new(captured)) {
+        // SAFETY: the pointer was written by `capture_handle` during the query we just ran on
+        // `conn` on this thread, so it is `conn`'s own handle, open for as long as `conn` is.
+        // The returned borrow ties its use to the `&mut` borrow of `conn`.
+        (Ok(_), Some(handle)) => Ok(Some(unsafe { DbRef::from_raw(handle) })),
+        (Err(e), _) if !is_missing_probe(&e) => Err(e),
+        _ => Ok(None),
+    }
+}
+
+fn is_missing_probe(e: &diesel::result::Error) -> bool {
+    e.to_string().contains("no such function")
+}
+
+/// SQLite's BUSY and LOCKED reach Diesel only as message text.
+pub(crate) fn is_lock_error(e: &diesel::result::Error) -> bool {
+    let text = e.to_string();
+    text.contains("database is locked") || text.contains("database table is locked")
+}

@@ -1,0 +1,315 @@
+//! Thin, safe wrappers over a raw `sqlite3*`: a borrowed one (a Diesel connection's) and an
+//! owned one (the crate's private connections to temporary and source files).
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::ptr::{self, NonNull};
+
+use libsqlite3_sys as ffi;
+
+use crate::error::SqliteFailure;
+
+/// A connection handle borrowed for `'a`. Not `Send`: it is used on the thread that borrowed it.
+pub(crate) struct DbRef<'a> {
+    ptr: NonNull<ffi::sqlite3>,
+    _borrow: PhantomData<&'a mut ffi::sqlite3>,
+}
+
+impl<'a> DbRef<'a> {
+    /// # Safety
+    /// `ptr` must be an open connection that stays open, and is used by no other thread,
+    /// for `'a`.
+    pub(crate) unsafe fn from_raw(ptr: NonNull<ffi::sqlite3>) -> Self {
+        DbRef {
+            ptr,
+            _borrow: PhantomData,
+        }
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut ffi::sqlite3 {
+        self.ptr.as_ptr()
+    }
+
+    /// SQLite's account of the last failure on this connection, for result code `rc`.
+    pub(crate) fn failure(&self, rc: c_int) -> SqliteFailure {
+        // SAFETY: the handle is open (type invariant); both calls only read connection state.
+        let (ext, msg) = unsafe {
+            (
+                ffi::sqlite3_extended_errcode(self.as_ptr()),
+                cstr_lossy(ffi::sqlite3_errmsg(self.as_ptr())),
+            )
+        };
+        // The connection's message belongs to this failure only when its code matches.
+        if ext & 0xff == rc & 0xff {
+            SqliteFailure {
+                code: ext & 0xff,
+                extended_code: ext,
+                message: msg,
+            }
+        } else {
+            failure_from_code(rc)
+        }
+    }
+
+    /// Runs one or more statements, discarding any rows.
+    pub(crate) fn exec(&self, sql: &str) -> Result<(), SqliteFailure> {
+        let sql = CString::new(sql).map_err(|_| failure_from_code(ffi::SQLITE_MISUSE))?;
+        let mut err: *mut c_char = ptr::null_mut();
+        // SAFETY: open handle; `sql` is NUL-terminated and outlives the call; no callback.
+        let rc = unsafe {
+            ffi::sqlite3_exec(self.as_ptr(), sql.as_ptr(), None, ptr::null_mut(), &mut err)
+        };
+        if rc == ffi::SQLITE_OK {
+            return Ok(());
+        }
+        let mut failure = self.failure(rc);
+        if !err.is_null() {
+            // SAFETY: sqlite3_exec allocated `err` with sqlite3_malloc; we read then free it once.
+            unsafe {
+                failure.message = cstr_lossy(err);
+                ffi::sqlite3_free(err as *mut c_void);
+            }
+        }
+        Err(failure)
+    }
+
+    /// Every row's first column as text (NULL becomes an empty string).
+    pub(crate) fn query_column(&self, sql: &str) -> Result<Vec<String>, SqliteFailure> {
+        let sql = CString::new(sql).map_err(|_| failure_from_code(ffi::SQLITE_MISUSE))?;
+        let mut stmt: *mut ffi::sqlite3_stmt = ptr::null_mut();
+        // SAFETY: open handle, NUL-terminated SQL, out-pointer to a local.
+        let rc = unsafe {
+            ffi::sqlite3_prepare_v2(self.as_ptr(), sql.as_ptr(), -1, &mut stmt, ptr::null_mut())
+        };
+        if rc != ffi::SQLITE_OK {
+            return Err(self.failure(rc));
+        }
+        let mut rows = Vec::new();
+        let result = loop {
+            // SAFETY: `stmt` is a live statement of this connection until finalized below.
+            match unsafe { ffi::sqlite3_step(stmt) } {
+                ffi::SQLITE_ROW => {
+                    // SAFETY: a row is current, column 0 exists for every statement we run;
+                    // the text pointer is valid until the next step, and we copy it now.
+                    rows.push(unsafe { cstr_lossy(ffi::sqlite3_column_text(stmt, 0).cast()) });
+                }
+                ffi::SQLITE_DONE => break Ok(rows),
+                rc => break Err(self.failure(rc)),
+            }
+        };
+        // SAFETY: finalizing a statement we prepared, exactly once.
+        unsafe { ffi::sqlite3_finalize(stmt) };
+        result
+    }
+
+    /// The first column of the first row as an integer.
+    pub(crate) fn query_i64(&self, sql: &str) -> Result<i64, SqliteFailure> {
+        let rows = self.query_column(sql)?;
+        rows.first()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| failure_from_code(ffi::SQLITE_MISMATCH))
+    }
+
+    /// The file behind `schema`: `None` when no such schema is attached, `Some("")` for a
+    /// private in-memory or temporary database.
+    pub(crate) fn filename(&self, schema: &CStr) -> Option<String> {
+        // SAFETY: open handle and NUL-terminated name; the result is NULL or a string owned
+        // by the connection, which we copy before returning.
+        unsafe {
+            let name = ffi::sqlite3_db_filename(self.as_ptr(), schema.as_ptr());
+            if name.is_null() {
+                None
+            } else {
+                Some(cstr_lossy(name))
+            }
+        }
+    }
+
+    /// A printable name for `schema`'s database, for error messages.
+    pub(crate) fn display_path(&self, schema: &CStr) -> PathBuf {
+        match self.filename(schema) {
+            Some(f) if !f.is_empty() => PathBuf::from(f),
+            _ => PathBuf::from(":memory:"),
+        }
+    }
+
+    /// True when `schema` lives in memory (`:memory:`, temp, or the memdb VFS).
+    pub(crate) fn is_in_memory(&self, schema: &CStr) -> bool {
+        if self.filename(schema).is_none_or(|f| f.is_empty()) {
+            return true;
+        }
+        let mut vfs: *mut ffi::sqlite3_vfs = ptr::null_mut();
+        // SAFETY: SQLITE_FCNTL_VFS_POINTER writes one `sqlite3_vfs*` into the out-pointer;
+        // the VFS object is registered for the life of the process, so reading its name is fine.
+        unsafe {
+            let rc = ffi::sqlite3_file_control(
+                self.as_ptr(),
+                schema.as_ptr(),
+                ffi::SQLITE_FCNTL_VFS_POINTER,
+                (&mut vfs as *mut *mut ffi::sqlite3_vfs).cast(),
+            );
+            rc == ffi::SQLITE_OK && !vfs.is_null() && CStr::from_ptr((*vfs).zName) == c"memdb"
+        }
+    }
+
+    /// `sqlite3_txn_state` for `schema`: `SQLITE_TXN_NONE`, `_READ` or `_WRITE`.
+    pub(crate) fn txn_state(&self, schema: &CStr) -> c_int {
+        // SAFETY: open handle and NUL-terminated schema name.
+        unsafe { ffi::sqlite3_txn_state(self.as_ptr(), schema.as_ptr()) }
+    }
+
+    /// False while a transaction is open on this connection.
+    pub(crate) fn autocommit(&self) -> bool {
+        // SAFETY: open handle; a pure read of connection state.
+        unsafe { ffi::sqlite3_get_autocommit(self.as_ptr()) != 0 }
+    }
+
+    /// Sets the busy timeout; 0 removes any busy handler.
+    pub(crate) fn set_busy_timeout(&self, ms: c_int) {
+        // SAFETY: open handle; the call only replaces the connection's busy handler.
+        unsafe { ffi::sqlite3_busy_timeout(self.as_ptr(), ms) };
+    }
+
+    /// Lifts (or sets) memdb's size cap for `schema`. Returns the cap now in force.
+    pub(crate) fn set_memdb_size_limit(&self, schema: &CStr, limit: i64) -> Option<i64> {
+        let mut value = limit;
+        // SAFETY: SQLITE_FCNTL_SIZE_LIMIT reads and writes one sqlite3_int64 through the
+        // pointer, which points at a live local. Non-memdb files answer SQLITE_NOTFOUND.
+        let rc = unsafe {
+            ffi::sqlite3_file_control(
+                self.as_ptr(),
+                schema.as_ptr(),
+                ffi::SQLITE_FCNTL_SIZE_LIMIT,
+                (&mut value as *mut i64).cast(),
+            )
+        };
+        (rc == ffi::SQLITE_OK).then_some(value)
+    }
+}
+
+/// A connection this crate opened itself; closed on drop.
+pub(crate) struct OwnedDb {
+    ptr: NonNull<ffi::sqlite3>,
+}
+
+// SAFETY: SQLite connections may move between threads when SQLite is built thread-safe
+// (libsqlite3-sys's bundled build and every supported system build are); an OwnedDb is only
+// ever used through `&mut`/`&` from one thread at a time because it is not `Sync`.
+unsafe impl Send for OwnedDb {}
+
+impl OwnedDb {
+    /// Opens `target` (a path, or a URI when `flags` has `SQLITE_OPEN_URI`).
+    pub(crate) fn open(target: &CStr, flags: c_int) -> Result<OwnedDb, SqliteFailure> {
+        let mut db: *mut ffi::sqlite3 = ptr::null_mut();
+        // SAFETY: NUL-terminated name, out-pointer to a local, default VFS.
+        let rc = unsafe { ffi::sqlite3_open_v2(target.as_ptr(), &mut db, flags, ptr::null()) };
+        let Some(ptr) = NonNull::new(db) else {
+            return Err(failure_from_code(ffi::SQLITE_NOMEM));
+        };
+        let owned = OwnedDb { ptr };
+        if rc != ffi::SQLITE_OK {
+            // Dropping `owned` closes the half-open handle, as sqlite3_open_v2 requires.
+            return Err(owned.db().failure(rc));
+        }
+        // SAFETY: the handle is open; extended codes make failures precise.
+        unsafe { ffi::sqlite3_extended_result_codes(ptr.as_ptr(), 1) };
+        Ok(owned)
+    }
+
+    /// Borrows the handle.
+    pub(crate) fn db(&self) -> DbRef<'_> {
+        // SAFETY: the handle stays open for as long as `self` is borrowed.
+        unsafe { DbRef::from_raw(self.ptr) }
+    }
+
+    /// Closes the handle, reporting SQLite's verdict.
+    pub(crate) fn close(self) -> Result<(), SqliteFailure> {
+        let ptr = self.ptr;
+        std::mem::forget(self);
+        // SAFETY: we own the handle and forgot `self`, so it is closed exactly once.
+        match unsafe { close_handle(ptr) } {
+            ffi::SQLITE_OK => Ok(()),
+            rc => Err(failure_from_code(rc)),
+        }
+    }
+}
+
+impl Drop for OwnedDb {
+    fn drop(&mut self) {
+        // SAFETY: we own the handle and drop runs once (`close` forgets self).
+        unsafe { close_handle(self.ptr) };
+    }
+}
+
+/// Finalizes any statement still open, then closes. Every backup object using the handle is
+/// already finished: a `RawBackup` borrows the handle, so it cannot outlive it.
+///
+/// # Safety
+/// `ptr` is an open connection owned by the caller and never used again.
+unsafe fn close_handle(ptr: NonNull<ffi::sqlite3>) -> c_int {
+    // SAFETY: per the contract, the handle is open and ours; statements returned by
+    // sqlite3_next_stmt belong to it and are finalized once each.
+    unsafe {
+        loop {
+            let stmt = ffi::sqlite3_next_stmt(ptr.as_ptr(), ptr::null_mut());
+            if stmt.is_null() {
+                break;
+            }
+            ffi::sqlite3_finalize(stmt);
+        }
+        ffi::sqlite3_close(ptr.as_ptr())
+    }
+}
+
+/// A failure built from a result code alone (`sqlite3_errstr`).
+pub(crate) fn failure_from_code(rc: c_int) -> SqliteFailure {
+    // SAFETY: sqlite3_errstr returns a static string for any code.
+    let message = unsafe { cstr_lossy(ffi::sqlite3_errstr(rc)) };
+    SqliteFailure {
+        code: rc & 0xff,
+        extended_code: rc,
+        message,
+    }
+}
+
+/// Copies a C string; NULL becomes "".
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string valid for the call.
+unsafe fn cstr_lossy(p: *const c_char) -> String {
+    if p.is_null() {
+        String::new()
+    } else {
+        // SAFETY: guaranteed by the caller.
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
+}
+
+/// A path as SQLite wants it: NUL-terminated bytes.
+pub(crate) fn path_cstring(path: &Path) -> Option<CString> {
+    #[cfg(unix)]
+    let bytes = {
+        use std::os::unix::ffi::OsStrExt;
+        path.as_os_str().as_bytes().to_vec()
+    };
+    #[cfg(not(unix))]
+    let bytes = path.to_str()?.as_bytes().to_vec();
+    CString::new(bytes).ok()
+}
+
+/// A read-only `file:` URI for `path` (absolute), percent-encoding everything SQLite's URI
+/// parser could misread.
+pub(crate) fn readonly_uri(path: &Path) -> Option<CString> {
+    let raw = path_cstring(path)?;
+    let mut uri = String::from("file:");
+    for &b in raw.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?mode=ro");
+    CString::new(uri).ok()
+}

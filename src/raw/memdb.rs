@@ -1,0 +1,31 @@
+//! Named in-memory databases on SQLite's `memdb` VFS, shared by the connections of this process.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use libsqlite3_sys as ffi;
+
+use super::db::OwnedDb;
+use crate::error::SqliteFailure;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A URI no other database in this process uses. The leading `/` makes memdb share the
+/// database between every connection that opens the same name.
+pub(crate) fn unique_uri(label: &str) -> String {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "file:/diesel-sqlite-backup-{}-{label}-{id}?vfs=memdb",
+        std::process::id()
+    )
+}
+
+/// Opens a connection that keeps the named database alive (memdb frees it when its last
+/// connection closes) and lifts memdb's size cap to `size_limit` bytes (`None`: no cap).
+pub(crate) fn open_keeper(uri: &str, size_limit: Option<u64>) -> Result<OwnedDb, SqliteFailure> {
+    let uri = std::ffi::CString::new(uri).expect("generated URIs hold no NUL");
+    let flags = ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_CREATE | ffi::SQLITE_OPEN_URI;
+    let keeper = OwnedDb::open(&uri, flags)?;
+    let limit = size_limit.map_or(i64::MAX, |l| l.min(i64::MAX as u64) as i64);
+    keeper.db().set_memdb_size_limit(c"main", limit);
+    Ok(keeper)
+}

@@ -1,0 +1,213 @@
+//! `save_as`: what lands in the file, atomic replacement, and the refusals.
+
+mod common;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use common::{app, filled_pool, integrity, notes_in_file, scalar, temp_files};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel_sqlite_backup::{establish, BackupError, BackupExt, BackupOptions, SingletonManager};
+
+/// A save holds every committed row and passes integrity_check.
+#[test]
+fn save_as_writes_a_complete_database() {
+    let pool = filled_pool(2_000, 200);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.db");
+    pool.get().unwrap().save_as(&file).unwrap();
+    assert_eq!(notes_in_file(&file), 2_000);
+    assert_eq!(integrity(&file), "ok");
+    assert!(temp_files(dir.path()).is_empty());
+}
+
+/// Saving over an existing file replaces it whole, keeps its permissions, and leaves no
+/// temporary file behind.
+#[test]
+fn save_as_replaces_an_existing_file_and_keeps_its_permissions() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("doc.db");
+    filled_pool(10, 10).get().unwrap().save_as(&file).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).unwrap();
+    }
+    filled_pool(500, 10).get().unwrap().save_as(&file).unwrap();
+    assert_eq!(notes_in_file(&file), 500);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o640);
+    }
+    assert!(temp_files(dir.path()).is_empty());
+}
+
+/// When a save fails part-way (here: the source stays locked past the deadline), the old
+/// destination is untouched byte for byte and no temporary file remains.
+#[test]
+fn failed_save_leaves_the_old_file_and_no_temp_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("doc.db");
+    let pool = r2d2::Pool::builder()
+        .max_size(2)
+        .build(SingletonManager::new())
+        .unwrap();
+    {
+        let mut c = pool.get().unwrap();
+        app::migrate(&mut c);
+        app::fill(&mut c, "first", 100, 50);
+        c.save_as(&file).unwrap();
+    }
+    let before = fs::read(&file).unwrap();
+
+    let (mut writer, mut saver) = (pool.get().unwrap(), pool.get().unwrap());
+    writer
+        .batch_execute("BEGIN IMMEDIATE; INSERT INTO notebooks(title) VALUES ('uncommitted');")
+        .unwrap();
+    let err = saver
+        .save_as_with(&file, BackupOptions::default().timeout(Duration::from_millis(200)))
+        .unwrap_err();
+    assert!(err.is_busy(), "{err}");
+    writer.batch_execute("ROLLBACK").unwrap();
+
+    assert_eq!(fs::read(&file).unwrap(), before);
+    assert!(temp_files(dir.path()).is_empty());
+}
+
+/// Saving a file database onto its own path is refused, even through another spelling.
+#[test]
+fn save_onto_the_source_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("self.db");
+    let mut conn = establish(file.to_str().unwrap()).unwrap();
+    app::migrate(&mut conn);
+    let before = fs::read(&file).unwrap();
+    let other_spelling = dir.path().join(".").join("self.db");
+    let err = conn.save_as(&other_spelling).unwrap_err();
+    assert!(matches!(err, BackupError::SameFile { .. }), "{err}");
+    assert_eq!(fs::read(&file).unwrap(), before);
+}
+
+/// A directory, or a path without a file name, is not a destination.
+#[test]
+fn save_to_a_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = filled_pool(1, 1).get().unwrap().save_as(dir.path()).unwrap_err();
+    assert!(matches!(err, BackupError::InvalidInput { .. }), "{err}");
+    assert!(err.to_string().contains(&dir.path().display().to_string()));
+}
+
+/// A missing parent directory gives an I/O error naming the path.
+#[test]
+fn save_into_a_missing_directory_is_an_io_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("no/such/dir/x.db");
+    let err = filled_pool(1, 1).get().unwrap().save_as(&file).unwrap_err();
+    assert!(matches!(err, BackupError::Io { .. }), "{err}");
+    assert!(err.to_string().contains("no/such/dir"), "{err}");
+}
+
+/// A symbolic link is followed: the file it points to is replaced, the link stays a link.
+#[cfg(unix)]
+#[test]
+fn save_through_a_symlink_replaces_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("real.db");
+    let link = dir.path().join("link.db");
+    filled_pool(1, 1).get().unwrap().save_as(&target).unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    filled_pool(42, 1).get().unwrap().save_as(&link).unwrap();
+    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(notes_in_file(&target), 42);
+}
+
+/// The connection's own uncommitted writes never reach a file: save_as refuses at once.
+#[test]
+fn save_inside_own_write_transaction_is_refused_and_writes_nothing() {
+    let pool = filled_pool(10, 10);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tx.db");
+    let mut conn = pool.get().unwrap();
+    let started = Instant::now();
+    let result = conn.transaction(|c| {
+        app::fill(c, "pending", 5, 10);
+        let err = c.save_as(&file).unwrap_err();
+        assert!(matches!(err, BackupError::SourceInWriteTransaction { .. }), "{err}");
+        Err::<(), _>(diesel::result::Error::RollbackTransaction)
+    });
+    assert!(result.is_err());
+    assert!(started.elapsed() < Duration::from_secs(5), "refused at once, not after a wait");
+    assert!(!file.exists());
+    // After the transaction ends, the save works and holds only committed rows.
+    conn.save_as(&file).unwrap();
+    assert_eq!(notes_in_file(&file), 10);
+}
+
+/// A read transaction is fine: the save sees the committed state.
+#[test]
+fn save_inside_a_read_transaction_works() {
+    let pool = filled_pool(10, 10);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("read.db");
+    let mut conn = pool.get().unwrap();
+    conn.batch_execute("BEGIN").unwrap();
+    assert_eq!(app::note_count(&mut conn), 10);
+    conn.save_as(&file).unwrap();
+    conn.batch_execute("COMMIT").unwrap();
+    assert_eq!(notes_in_file(&file), 10);
+}
+
+/// `schema` picks an attached database or `temp`; an unknown name is an error.
+#[test]
+fn save_picks_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let attached = dir.path().join("attached.db");
+    let mut conn = establish(":memory:").unwrap();
+    conn.batch_execute(&format!(
+        "ATTACH '{}' AS side; CREATE TABLE side.s(x); INSERT INTO side.s VALUES (7);
+         CREATE TEMP TABLE t(y); INSERT INTO t VALUES (1), (2);",
+        attached.display()
+    ))
+    .unwrap();
+
+    let side_copy = dir.path().join("side.db");
+    conn.save_as_with(&side_copy, BackupOptions::default().schema("side")).unwrap();
+    let mut c = establish(side_copy.to_str().unwrap()).unwrap();
+    assert_eq!(scalar(&mut c, "SELECT x AS n FROM s"), 7);
+
+    let temp_copy = dir.path().join("temp.db");
+    conn.save_as_with(&temp_copy, BackupOptions::default().schema("temp")).unwrap();
+    let mut c = establish(temp_copy.to_str().unwrap()).unwrap();
+    assert_eq!(scalar(&mut c, "SELECT count(*) AS n FROM t"), 2);
+
+    let err = conn
+        .save_as_with(dir.path().join("x.db"), BackupOptions::default().schema("nope"))
+        .unwrap_err();
+    assert!(matches!(err, BackupError::UnknownSchema { ref schema, .. } if schema == "nope"), "{err}");
+}
+
+/// A connection opened before the crate's set-up gets a clear error, not a crash.
+/// Runs in its own process so that no other test has called `init()` yet.
+#[test]
+fn connection_opened_before_init_is_not_backup_capable() {
+    if std::env::var_os("DSB_CHILD_NOT_CAPABLE").is_none() {
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "connection_opened_before_init_is_not_backup_capable", "--nocapture"])
+            .env("DSB_CHILD_NOT_CAPABLE", "1")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        return;
+    }
+    let mut early = SqliteConnection::establish(":memory:").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let err = early.save_as(dir.path().join("x.db")).unwrap_err();
+    assert!(matches!(err, BackupError::NotBackupCapable { .. }), "{err}");
+    assert!(err.to_string().contains("init()"), "{err}");
+    // After init, new connections work.
+    diesel_sqlite_backup::init();
+    let mut late = SqliteConnection::establish(":memory:").unwrap();
+    late.save_as(dir.path().join("y.db")).unwrap();
+}
