@@ -260,7 +260,10 @@ mod tests {
             },
         };
         let text = e.to_string();
-        assert!(text.starts_with("save /tmp/notes.db: disk I/O error"), "{text}");
+        assert!(
+            text.starts_with("save /tmp/notes.db: disk I/O error"),
+            "{text}"
+        );
         assert!(text.contains("1034"), "{text}");
         assert_eq!(e.code(), Some(10));
         assert_eq!(e.extended_code(), Some(1034));

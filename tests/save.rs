@@ -39,7 +39,10 @@ fn save_as_replaces_an_existing_file_and_keeps_its_permissions() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
     }
     assert!(temp_files(dir.path()).is_empty());
 }
@@ -67,7 +70,10 @@ fn failed_save_leaves_the_old_file_and_no_temp_file() {
         .batch_execute("BEGIN IMMEDIATE; INSERT INTO notebooks(title) VALUES ('uncommitted');")
         .unwrap();
     let err = saver
-        .save_as_with(&file, BackupOptions::default().timeout(Duration::from_millis(200)))
+        .save_as_with(
+            &file,
+            BackupOptions::default().timeout(Duration::from_millis(200)),
+        )
         .unwrap_err();
     assert!(err.is_busy(), "{err}");
     writer.batch_execute("ROLLBACK").unwrap();
@@ -94,7 +100,11 @@ fn save_onto_the_source_file_is_refused() {
 #[test]
 fn save_to_a_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let err = filled_pool(1, 1).get().unwrap().save_as(dir.path()).unwrap_err();
+    let err = filled_pool(1, 1)
+        .get()
+        .unwrap()
+        .save_as(dir.path())
+        .unwrap_err();
     assert!(matches!(err, BackupError::InvalidInput { .. }), "{err}");
     assert!(err.to_string().contains(&dir.path().display().to_string()));
 }
@@ -119,7 +129,10 @@ fn save_through_a_symlink_replaces_the_target() {
     filled_pool(1, 1).get().unwrap().save_as(&target).unwrap();
     std::os::unix::fs::symlink(&target, &link).unwrap();
     filled_pool(42, 1).get().unwrap().save_as(&link).unwrap();
-    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert_eq!(notes_in_file(&target), 42);
 }
 
@@ -134,11 +147,17 @@ fn save_inside_own_write_transaction_is_refused_and_writes_nothing() {
     let result = conn.transaction(|c| {
         app::fill(c, "pending", 5, 10);
         let err = c.save_as(&file).unwrap_err();
-        assert!(matches!(err, BackupError::SourceInWriteTransaction { .. }), "{err}");
+        assert!(
+            matches!(err, BackupError::SourceInWriteTransaction { .. }),
+            "{err}"
+        );
         Err::<(), _>(diesel::result::Error::RollbackTransaction)
     });
     assert!(result.is_err());
-    assert!(started.elapsed() < Duration::from_secs(5), "refused at once, not after a wait");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused at once, not after a wait"
+    );
     assert!(!file.exists());
     // After the transaction ends, the save works and holds only committed rows.
     conn.save_as(&file).unwrap();
@@ -173,32 +192,34 @@ fn save_picks_the_schema() {
     .unwrap();
 
     let side_copy = dir.path().join("side.db");
-    conn.save_as_with(&side_copy, BackupOptions::default().schema("side")).unwrap();
+    conn.save_as_with(&side_copy, BackupOptions::default().schema("side"))
+        .unwrap();
     let mut c = establish(side_copy.to_str().unwrap()).unwrap();
     assert_eq!(scalar(&mut c, "SELECT x AS n FROM s"), 7);
 
     let temp_copy = dir.path().join("temp.db");
-    conn.save_as_with(&temp_copy, BackupOptions::default().schema("temp")).unwrap();
+    conn.save_as_with(&temp_copy, BackupOptions::default().schema("temp"))
+        .unwrap();
     let mut c = establish(temp_copy.to_str().unwrap()).unwrap();
     assert_eq!(scalar(&mut c, "SELECT count(*) AS n FROM t"), 2);
 
     let err = conn
-        .save_as_with(dir.path().join("x.db"), BackupOptions::default().schema("nope"))
+        .save_as_with(
+            dir.path().join("x.db"),
+            BackupOptions::default().schema("nope"),
+        )
         .unwrap_err();
-    assert!(matches!(err, BackupError::UnknownSchema { ref schema, .. } if schema == "nope"), "{err}");
+    assert!(
+        matches!(err, BackupError::UnknownSchema { ref schema, .. } if schema == "nope"),
+        "{err}"
+    );
 }
 
 /// A connection opened before the crate's set-up gets a clear error, not a crash.
 /// Runs in its own process so that no other test has called `init()` yet.
 #[test]
 fn connection_opened_before_init_is_not_backup_capable() {
-    if std::env::var_os("DSB_CHILD_NOT_CAPABLE").is_none() {
-        let status = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "connection_opened_before_init_is_not_backup_capable", "--nocapture"])
-            .env("DSB_CHILD_NOT_CAPABLE", "1")
-            .status()
-            .unwrap();
-        assert!(status.success());
+    if !common::in_own_process("connection_opened_before_init_is_not_backup_capable") {
         return;
     }
     let mut early = SqliteConnection::establish(":memory:").unwrap();

@@ -69,9 +69,15 @@ pub fn fill(conn: &mut SqliteConnection, notebook: &str, count: usize, body_len:
         for chunk in titles.chunks(500) {
             let rows: Vec<NewNote> = chunk
                 .iter()
-                .map(|title| NewNote { notebook_id: id, title, body: &body })
+                .map(|title| NewNote {
+                    notebook_id: id,
+                    title,
+                    body: &body,
+                })
                 .collect();
-            diesel::insert_into(notes::table).values(&rows).execute(conn)?;
+            diesel::insert_into(notes::table)
+                .values(&rows)
+                .execute(conn)?;
         }
         Ok::<_, diesel::result::Error>(id)
     })

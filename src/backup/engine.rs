@@ -18,7 +18,7 @@ const MAX_BACKOFF: Duration = Duration::from_millis(8);
 /// Runs `backup` to completion under `opts`.
 ///
 /// - A busy or locked step is retried with exponential backoff until the deadline.
-/// - A restart (a concurrent writer changed the source, so `remaining` went up) switches to
+/// - A restart (a concurrent writer changed the source, so `remaining` did not shrink) switches to
 ///   copying everything in one step, which holds one read lock and so cannot restart again.
 /// - The deadline only ends the backup when it would otherwise wait or redo work.
 pub(crate) fn run(
@@ -48,7 +48,9 @@ pub(crate) fn run(
                 let progress = backup.progress();
                 opts.report(progress);
                 backoff = MIN_BACKOFF;
-                if last_remaining.is_some_and(|prev| progress.remaining > prev) {
+                // Without interference every step shrinks `remaining`; if it did not, a concurrent
+                // writer restarted the copy (restarts copy from page 1 again).
+                if last_remaining.is_some_and(|prev| progress.remaining >= prev) {
                     let now = Instant::now();
                     if past_deadline(now) {
                         return Err(BackupError::Busy {

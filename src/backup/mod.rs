@@ -193,7 +193,8 @@ impl BackupExt for SqliteConnection {
         };
         let _src_pause = engine::BusyHandlerPause::new(&src);
         let _dst_pause = engine::BusyHandlerPause::new(&dst);
-        let mut backup = handle::RawBackup::new(&dst, c"main", &src, &src_schema).map_err(sqlite)?;
+        let mut backup =
+            handle::RawBackup::new(&dst, c"main", &src, &src_schema).map_err(sqlite)?;
         engine::run(&mut backup, &mut options, op, &path)?;
         backup.finish().map_err(sqlite)
     }

@@ -42,7 +42,7 @@ pub(crate) fn restore_from(
     // is what gets copied, and concurrent writers to the file cannot restart the copy.
     begin_read(&source.db(), path)?;
     check_source(&source.db(), path, &header, opts.verify)?;
-    let staged = match needs_restaging(&dest, &schema, header.page_size).map_err(sqlite)? {
+    let staged = match needs_restaging(&dest, &schema, &header).map_err(sqlite)? {
         Some(page_size) => {
             source.db().exec("COMMIT").map_err(sqlite)?;
             Some(restage(&source, page_size, path)?)
@@ -103,28 +103,39 @@ fn check_source(
         ));
     }
     if verify {
-        let report = db.query_column("PRAGMA quick_check").map_err(sqlite)?;
+        let report = db
+            .query_column("PRAGMA quick_check")
+            .unwrap_or_else(|failure| vec![failure.message]);
         if report.first().map(String::as_str) != Some("ok") {
             let detail = report.into_iter().take(3).collect::<Vec<_>>().join("; ");
-            return Err(BackupError::invalid_db(OP, path, format!("integrity check failed: {detail}")));
+            return Err(BackupError::invalid_db(
+                OP,
+                path,
+                format!("integrity check failed: {detail}"),
+            ));
         }
     }
     Ok(())
 }
 
-/// SQLite refuses a backup between different page sizes into an in-memory or WAL database
-/// that already holds pages. Returns the page size the source must be converted to.
+/// Whether the file must be rewritten before it can be copied, and with which page size:
+/// - SQLite refuses a backup between different page sizes into an in-memory or WAL database
+///   that already holds pages;
+/// - a WAL-mode file's header would make an in-memory destination try to open a WAL.
 fn needs_restaging(
     dest: &DbRef<'_>,
     schema: &CStr,
-    source_page_size: u32,
+    source: &Header,
 ) -> Result<Option<u32>, SqliteFailure> {
     let quoted = schema.to_string_lossy().replace('"', "\"\"");
     let dest_page_size = dest.query_i64(&format!("PRAGMA \"{quoted}\".page_size"))? as u32;
-    if dest_page_size == source_page_size {
+    let in_memory = dest.is_in_memory(schema);
+    if source.wal && in_memory {
+        return Ok(Some(dest_page_size));
+    }
+    if dest_page_size == source.page_size {
         return Ok(None);
     }
-    let in_memory = dest.is_in_memory(schema);
     let dest_pages = dest.query_i64(&format!("PRAGMA \"{quoted}\".page_count"))?;
     let mode = dest.query_column(&format!("PRAGMA \"{quoted}\".journal_mode"))?;
     let wal = mode.first().is_some_and(|m| m.eq_ignore_ascii_case("wal"));
@@ -141,9 +152,14 @@ fn restage(source: &OwnedDb, page_size: u32, path: &Path) -> Result<OwnedDb, Bac
     let staged = memdb::open_keeper(&uri, None).map_err(sqlite)?;
     source
         .db()
-        .exec(&format!("PRAGMA page_size={page_size}; VACUUM INTO '{uri}';"))
+        .exec(&format!(
+            "PRAGMA page_size={page_size}; VACUUM INTO '{uri}';"
+        ))
         .map_err(sqlite)?;
-    staged.db().exec("BEGIN; SELECT count(*) FROM sqlite_schema;").map_err(sqlite)?;
+    staged
+        .db()
+        .exec("BEGIN; SELECT count(*) FROM sqlite_schema;")
+        .map_err(sqlite)?;
     Ok(staged)
 }
 
@@ -171,13 +187,18 @@ fn classify(path: &Path, failure: SqliteFailure) -> BackupError {
 struct Header {
     page_size: u32,
     file_len: u64,
+    wal: bool,
 }
 
 impl Header {
     fn read(path: &Path) -> Result<Header, BackupError> {
         let meta = fs::metadata(path).map_err(|e| BackupError::io(OP, path, "open", e))?;
         if !meta.is_file() {
-            let what = if meta.is_dir() { "a directory" } else { "not a regular file" };
+            let what = if meta.is_dir() {
+                "a directory"
+            } else {
+                "not a regular file"
+            };
             return Err(BackupError::invalid_db(OP, path, format!("it is {what}")));
         }
         let file_len = meta.len();
@@ -204,7 +225,9 @@ impl Header {
         if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
             return Err(format!("invalid page size {page_size} in header"));
         }
-        let be32 = |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let be32 = |at: usize| {
+            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
         let wal = bytes[18] == 2 || bytes[19] == 2;
         // The header's page count is authoritative only while it is marked valid.
         let (pages, change, valid_for) = (be32(28), be32(24), be32(92));
@@ -219,6 +242,7 @@ impl Header {
         Ok(Header {
             page_size,
             file_len,
+            wal,
         })
     }
 }

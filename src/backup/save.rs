@@ -35,7 +35,10 @@ pub(crate) fn save_as(
     let schema = checks::schema(&src, &opts.schema, op)?;
     checks::source_not_writing(&src, &schema, op)?;
     let dest = Destination::resolve(path)?;
-    if let Some(source_file) = src.filename(&schema).filter(|f| !src.is_in_memory(&schema) && !f.is_empty()) {
+    if let Some(source_file) = src
+        .filename(&schema)
+        .filter(|f| !src.is_in_memory(&schema) && !f.is_empty())
+    {
         if same_file(Path::new(&source_file), &dest.path) {
             return Err(BackupError::SameFile {
                 op,
@@ -48,7 +51,8 @@ pub(crate) fn save_as(
     copy_into_file(&src, &schema, temp.path(), &dest.path, opts)?;
     let io = |action, source| BackupError::io(op, &dest.path, action, source);
     temp.as_file().sync_all().map_err(|e| io("fsync", e))?;
-    temp.persist(&dest.path).map_err(|e| io("rename", e.error))?;
+    temp.persist(&dest.path)
+        .map_err(|e| io("rename", e.error))?;
     sync_dir(&dest.dir).map_err(|e| BackupError::io(op, &dest.dir, "fsync directory", e))
 }
 

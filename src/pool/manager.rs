@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use diesel::r2d2::{Error, ManageConnection, R2D2Connection};
 use diesel::connection::SimpleConnection;
+use diesel::r2d2::{Error, ManageConnection, R2D2Connection};
 use diesel::{Connection, ConnectionError, SqliteConnection};
 
 use crate::raw::{self, memdb, OwnedDb};
@@ -82,7 +82,10 @@ impl SingletonManager {
     }
 
     fn ensure_keeper(&self) -> Result<(), ConnectionError> {
-        let mut keeper = self.keeper.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut keeper = self
+            .keeper
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         if keeper.is_none() {
             let opened = memdb::open_keeper(&self.uri, self.size_limit)
                 .map_err(|f| ConnectionError::BadConnection(f.to_string()))?;

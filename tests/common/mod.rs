@@ -31,16 +31,7 @@ pub fn notes_in_file(path: &Path) -> i64 {
 
 /// `PRAGMA integrity_check` of a database file.
 pub fn integrity(path: &Path) -> String {
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        integrity_check: String,
-    }
-    let mut conn = establish(path.to_str().unwrap()).expect("open file");
-    let rows: Vec<Row> = diesel::sql_query("PRAGMA integrity_check")
-        .load(&mut conn)
-        .expect("integrity_check");
-    rows.into_iter().map(|r| r.integrity_check).collect::<Vec<_>>().join("\n")
+    integrity_of(&mut establish(path.to_str().unwrap()).expect("open file"))
 }
 
 /// Every entry of `dir` whose name marks it as a save's temporary file.
@@ -48,7 +39,10 @@ pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(diesel_sqlite_backup::TEMP_SUFFIX))
+        .filter(|p| {
+            p.to_string_lossy()
+                .ends_with(diesel_sqlite_backup::TEMP_SUFFIX)
+        })
         .collect()
 }
 
@@ -60,4 +54,47 @@ pub fn scalar(conn: &mut SqliteConnection, sql: &str) -> i64 {
         n: i64,
     }
     diesel::sql_query(sql).get_result::<N>(conn).expect(sql).n
+}
+
+/// `PRAGMA integrity_check` through an open connection.
+pub fn integrity_of(conn: &mut SqliteConnection) -> String {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        integrity_check: String,
+    }
+    let rows: Vec<Row> = diesel::sql_query("PRAGMA integrity_check")
+        .load(conn)
+        .expect("integrity_check");
+    rows.into_iter()
+        .map(|r| r.integrity_check)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs test `name` alone in a child process of this test binary, so process-wide state
+/// (RSS, the crate's one-time set-up) is not shared with tests running in parallel.
+/// Returns true inside the child, where the caller runs the test body.
+pub fn in_own_process(name: &str) -> bool {
+    const CHILD: &str = "DSB_ISOLATED_TEST";
+    if std::env::var(CHILD).as_deref() == Ok(name) {
+        return true;
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(CHILD, name)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "isolated test {name} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("1 passed"),
+        "isolated test {name} did not run:\n{stdout}"
+    );
+    false
 }

@@ -1,0 +1,234 @@
+//! `SingletonManager` and `memory_pool`: one database per manager, shared by every
+//! connection on every thread, outliving every connection.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{app, scalar};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel_sqlite_backup::{memory_pool, SingletonManager};
+use r2d2::ManageConnection;
+
+/// Connections on different threads see one database; two managers never share one.
+#[test]
+fn every_connection_sees_the_same_database_and_managers_are_isolated() {
+    let pool = r2d2::Pool::builder()
+        .max_size(4)
+        .build(SingletonManager::new())
+        .unwrap();
+    let other = memory_pool().unwrap();
+    app::migrate(&mut pool.get().unwrap());
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let pool = pool.clone();
+            s.spawn(move || {
+                let mut c = pool.get().unwrap();
+                app::fill(&mut c, &format!("thread {t}"), 25, 5);
+            });
+        }
+    });
+    assert_eq!(app::note_count(&mut pool.get().unwrap()), 100);
+    let mut o = other.get().unwrap();
+    assert_eq!(
+        scalar(
+            &mut o,
+            "SELECT count(*) AS n FROM sqlite_schema WHERE name = 'notes'"
+        ),
+        0,
+        "a second manager saw the first one's tables"
+    );
+}
+
+/// r2d2 recycling every connection (max_lifetime, idle_timeout) loses no committed row.
+#[test]
+fn data_outlives_recycled_connections() {
+    let pool = r2d2::Pool::builder()
+        .max_size(2)
+        .min_idle(Some(0))
+        .max_lifetime(Some(Duration::from_millis(50)))
+        .idle_timeout(Some(Duration::from_millis(50)))
+        .build(SingletonManager::new())
+        .unwrap();
+    app::migrate(&mut pool.get().unwrap());
+    for round in 0..5 {
+        app::fill(&mut pool.get().unwrap(), &format!("round {round}"), 10, 5);
+        // Long enough for the reaper (which runs every 30 s in r2d2) not to matter: expired
+        // connections are also dropped when returned.
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(pool.state().connections <= 2);
+    }
+    assert_eq!(app::note_count(&mut pool.get().unwrap()), 50);
+}
+
+/// The manager's database survives even when no pooled connection is open at all.
+#[test]
+fn data_survives_with_zero_open_connections() {
+    let manager = SingletonManager::new();
+    let mut c = manager.connect().unwrap();
+    app::migrate(&mut c);
+    app::fill(&mut c, "kept", 9, 5);
+    drop(c);
+    let mut again = manager.connect().unwrap();
+    assert_eq!(app::note_count(&mut again), 9);
+}
+
+/// A connection dropped during a panic inside a transaction is discarded, its writes rolled
+/// back, and the next checkout is not inside anyone's transaction.
+#[test]
+fn panic_inside_transaction_never_leaks_the_transaction() {
+    let pool = memory_pool().unwrap();
+    app::migrate(&mut pool.get().unwrap());
+    let worker = {
+        let pool = pool.clone();
+        std::thread::spawn(move || {
+            let mut c = pool.get().unwrap();
+            c.transaction::<(), diesel::result::Error, _>(|c| {
+                app::fill(c, "doomed", 3, 1);
+                panic!("boom");
+            })
+            .unwrap();
+        })
+    };
+    assert!(worker.join().is_err());
+    let mut c = pool.get().unwrap();
+    assert_eq!(
+        app::note_count(&mut c),
+        0,
+        "the panicking transaction's rows leaked"
+    );
+    // A new transaction starts cleanly, so the connection is not stuck in the old one.
+    c.transaction::<_, diesel::result::Error, _>(|c| {
+        app::fill(c, "fresh", 1, 1);
+        Ok(())
+    })
+    .unwrap();
+}
+
+/// A raw `BEGIN` left open when a connection goes back to the pool is caught by
+/// `has_broken`, so nobody receives a connection inside someone else's transaction.
+#[test]
+fn connection_returned_inside_raw_begin_is_not_reused() {
+    let manager = SingletonManager::new();
+    let mut c = manager.connect().unwrap();
+    app::migrate(&mut c);
+    assert!(!manager.has_broken(&mut c));
+    c.batch_execute("BEGIN; INSERT INTO notebooks(title) VALUES ('half');")
+        .unwrap();
+    assert!(manager.has_broken(&mut c));
+    assert!(manager.is_valid(&mut c).is_err());
+    c.batch_execute("ROLLBACK").unwrap();
+    assert!(!manager.has_broken(&mut c));
+    assert!(manager.is_valid(&mut c).is_ok());
+
+    let pool = memory_pool().unwrap();
+    {
+        let mut c = pool.get().unwrap();
+        c.batch_execute("CREATE TABLE t(x); BEGIN; INSERT INTO t VALUES (1);")
+            .unwrap();
+    }
+    let mut c = pool.get().unwrap();
+    assert_eq!(scalar(&mut c, "SELECT count(*) AS n FROM t"), 0);
+    c.batch_execute("BEGIN; COMMIT;").unwrap();
+}
+
+/// Pooled connections wait for each other's locks instead of failing at once.
+#[test]
+fn pooled_connections_have_a_busy_timeout() {
+    let pool = r2d2::Pool::builder()
+        .max_size(2)
+        .build(SingletonManager::new().busy_timeout(Duration::from_millis(1234)))
+        .unwrap();
+    let mut c = pool.get().unwrap();
+    assert_eq!(
+        scalar(&mut c, "SELECT timeout AS n FROM pragma_busy_timeout"),
+        1234
+    );
+
+    let (mut a, mut b) = (pool.get().unwrap(), c);
+    a.batch_execute("CREATE TABLE t(x)").unwrap();
+    b.batch_execute("SELECT * FROM t").unwrap();
+    a.batch_execute("BEGIN IMMEDIATE; INSERT INTO t VALUES (1);")
+        .unwrap();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        a.batch_execute("COMMIT").unwrap();
+    });
+    // b waits for a's commit instead of failing with "database is locked".
+    b.batch_execute("INSERT INTO t VALUES (2)").unwrap();
+    releaser.join().unwrap();
+    assert_eq!(scalar(&mut b, "SELECT count(*) AS n FROM t"), 2);
+}
+
+/// `memory_pool` has one connection; a second `get` on the same thread times out (the
+/// documented re-entrancy pitfall) instead of deadlocking forever.
+#[test]
+fn memory_pool_is_pinned_to_one_connection() {
+    let pool = memory_pool().unwrap();
+    assert_eq!(pool.max_size(), 1);
+    let _held = pool.get().unwrap();
+    let second = pool.get_timeout(Duration::from_millis(100));
+    assert!(second.is_err());
+}
+
+/// memdb's 1 GiB default cap is lifted; an explicit cap is enforced.
+#[test]
+fn size_limit_is_configurable() {
+    let pool = r2d2::Pool::builder()
+        .max_size(1)
+        .build(SingletonManager::new().size_limit(Some(256 * 1024)))
+        .unwrap();
+    let mut c = pool.get().unwrap();
+    app::migrate(&mut c);
+    let too_much = c.transaction::<_, diesel::result::Error, _>(|c| {
+        let id = app::add_notebook(c, "big");
+        let body = "y".repeat(1000);
+        for i in 0..1000 {
+            let title = format!("{i}");
+            diesel::insert_into(app::notes::table)
+                .values(app::NewNote {
+                    notebook_id: id,
+                    title: &title,
+                    body: &body,
+                })
+                .execute(c)?;
+        }
+        Ok(())
+    });
+    let err = too_much.unwrap_err().to_string();
+    assert!(err.contains("full"), "{err}");
+}
+
+/// Dropping pools frees their databases: a thousand pools of ~256 KiB each do not
+/// accumulate (without freeing, they would hold ~250 MiB).
+#[cfg(target_os = "linux")]
+#[test]
+fn dropped_pools_free_their_memory() {
+    if !common::in_own_process("dropped_pools_free_their_memory") {
+        return;
+    }
+    fn rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+    let cycle = || {
+        let pool = memory_pool().unwrap();
+        let mut c = pool.get().unwrap();
+        c.batch_execute(
+            "CREATE TABLE t(x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 256)
+             INSERT INTO t SELECT randomblob(1000) FROM n;",
+        )
+        .unwrap();
+    };
+    for _ in 0..50 {
+        cycle();
+    }
+    let start = rss_kib();
+    for _ in 0..1000 {
+        cycle();
+    }
+    let grown = rss_kib().saturating_sub(start);
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB over 1000 pools");
+}

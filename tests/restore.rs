@@ -1,0 +1,252 @@
+//! `restore_from`: Open never loses the current data, never creates the file it reads, and
+//! copes with page-size differences.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::{app, filled_pool, scalar, Pool};
+use diesel::connection::SimpleConnection;
+use diesel_sqlite_backup::{establish, memory_pool, BackupError, BackupExt, BackupOptions};
+
+/// A pool whose data must survive every failed restore: 7 notes.
+fn precious() -> Pool {
+    filled_pool(7, 10)
+}
+
+fn assert_untouched(pool: &Pool) {
+    assert_eq!(
+        app::note_count(&mut pool.get().unwrap()),
+        7,
+        "current data was damaged"
+    );
+}
+
+/// A valid database file with `notes` notes.
+fn saved_file(dir: &Path, name: &str, notes: usize) -> std::path::PathBuf {
+    let file = dir.join(name);
+    filled_pool(notes, 100)
+        .get()
+        .unwrap()
+        .save_as(&file)
+        .unwrap();
+    file
+}
+
+#[test]
+fn restore_replaces_the_data_for_every_pooled_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = saved_file(dir.path(), "doc.db", 300);
+    let pool = r2d2::Pool::builder()
+        .max_size(3)
+        .build(diesel_sqlite_backup::SingletonManager::new())
+        .unwrap();
+    let (mut a, mut b, mut c) = (
+        pool.get().unwrap(),
+        pool.get().unwrap(),
+        pool.get().unwrap(),
+    );
+    app::migrate(&mut a);
+    app::fill(&mut a, "old", 3, 1);
+    assert_eq!(app::note_count(&mut b), 3);
+    c.restore_from(&file).unwrap();
+    assert_eq!(app::note_count(&mut a), 300);
+    assert_eq!(app::note_count(&mut b), 300);
+}
+
+/// A missing file is an error naming the path, the data stays, and the file is not created.
+#[test]
+fn missing_file_is_refused_and_not_created() {
+    let pool = precious();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.db");
+    let err = pool.get().unwrap().restore_from(&missing).unwrap_err();
+    match &err {
+        BackupError::Io { source, .. } => assert_eq!(source.kind(), std::io::ErrorKind::NotFound),
+        other => panic!("expected NotFound, got {other}"),
+    }
+    assert!(err.to_string().contains("missing.db"), "{err}");
+    assert!(
+        !missing.exists(),
+        "restore created the file it was asked to read"
+    );
+    assert_untouched(&pool);
+}
+
+#[test]
+fn directory_is_refused() {
+    let pool = precious();
+    let dir = tempfile::tempdir().unwrap();
+    let err = pool.get().unwrap().restore_from(dir.path()).unwrap_err();
+    assert!(matches!(err, BackupError::InvalidDatabase { .. }), "{err}");
+    assert!(err.to_string().contains("directory"), "{err}");
+    assert_untouched(&pool);
+}
+
+#[test]
+fn random_bytes_empty_and_short_files_are_refused() {
+    let pool = precious();
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, Vec<u8>); 3] = [
+        (
+            "random.db",
+            (0..8192u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect(),
+        ),
+        ("empty.db", Vec::new()),
+        ("short.db", b"SQLite format 3\0".to_vec()),
+    ];
+    for (name, bytes) in cases {
+        let file = dir.path().join(name);
+        fs::write(&file, bytes).unwrap();
+        let err = pool.get().unwrap().restore_from(&file).unwrap_err();
+        assert!(
+            matches!(err, BackupError::InvalidDatabase { .. }),
+            "{name}: {err}"
+        );
+        assert_untouched(&pool);
+    }
+}
+
+/// Cutting the last pages off a valid file makes it disagree with its own header.
+#[test]
+fn truncated_file_is_refused() {
+    let pool = precious();
+    let dir = tempfile::tempdir().unwrap();
+    let file = saved_file(dir.path(), "cut.db", 500);
+    let bytes = fs::read(&file).unwrap();
+    for keep in [bytes.len() - 4096, bytes.len() / 2, 4096 + 100] {
+        fs::write(&file, &bytes[..keep]).unwrap();
+        let err = pool.get().unwrap().restore_from(&file).unwrap_err();
+        assert!(
+            matches!(err, BackupError::InvalidDatabase { .. }),
+            "keep {keep}: {err}"
+        );
+        assert_untouched(&pool);
+    }
+}
+
+/// A header whose page count disagrees with the size, or with a bad page size.
+#[test]
+fn inconsistent_headers_are_refused() {
+    let pool = precious();
+    let dir = tempfile::tempdir().unwrap();
+    let file = saved_file(dir.path(), "hdr.db", 50);
+    let good = fs::read(&file).unwrap();
+
+    let mut more_pages = good.clone();
+    let pages = u32::from_be_bytes(good[28..32].try_into().unwrap());
+    more_pages[28..32].copy_from_slice(&(pages + 10).to_be_bytes());
+    let mut bad_page_size = good.clone();
+    bad_page_size[16..18].copy_from_slice(&1000u16.to_be_bytes());
+    let mut bad_magic = good.clone();
+    bad_magic[0] = b's';
+
+    for (what, bytes) in [
+        ("page count", more_pages),
+        ("page size", bad_page_size),
+        ("magic", bad_magic),
+    ] {
+        fs::write(&file, bytes).unwrap();
+        let err = pool.get().unwrap().restore_from(&file).unwrap_err();
+        assert!(
+            matches!(err, BackupError::InvalidDatabase { .. }),
+            "{what}: {err}"
+        );
+        assert_untouched(&pool);
+    }
+}
+
+/// Page-level corruption passes the cheap checks; `verify_integrity` refuses it.
+#[test]
+fn verify_integrity_refuses_corrupt_pages() {
+    let pool = precious();
+    let dir = tempfile::tempdir().unwrap();
+    let file = saved_file(dir.path(), "rot.db", 2_000);
+    let mut bytes = fs::read(&file).unwrap();
+    // Scribble over the middle of the file, well past the schema page.
+    let mid = bytes.len() / 2 / 4096 * 4096;
+    for b in &mut bytes[mid..mid + 4096] {
+        *b = 0x5a;
+    }
+    fs::write(&file, &bytes).unwrap();
+    let err = pool
+        .get()
+        .unwrap()
+        .restore_from_with(&file, BackupOptions::default().verify_integrity(true))
+        .unwrap_err();
+    assert!(matches!(err, BackupError::InvalidDatabase { .. }), "{err}");
+    assert!(err.to_string().contains("integrity"), "{err}");
+    assert_untouched(&pool);
+}
+
+/// A file with 1024-byte pages restores into a fresh pool and into one that holds data
+/// (where plain sqlite3_backup fails with SQLITE_READONLY), and the result is complete.
+#[test]
+fn page_size_mismatch_into_empty_and_non_empty_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("small-pages.db");
+    {
+        let mut c = establish(file.to_str().unwrap()).unwrap();
+        c.batch_execute("PRAGMA page_size = 1024; VACUUM;").unwrap();
+        app::migrate(&mut c);
+        app::fill(&mut c, "small", 400, 300);
+        assert_eq!(
+            scalar(&mut c, "SELECT page_size AS n FROM pragma_page_size"),
+            1024
+        );
+    }
+
+    let fresh = memory_pool().unwrap();
+    fresh.get().unwrap().restore_from(&file).unwrap();
+    assert_eq!(app::note_count(&mut fresh.get().unwrap()), 400);
+
+    let busy = precious();
+    busy.get().unwrap().restore_from(&file).unwrap();
+    let mut c = busy.get().unwrap();
+    assert_eq!(app::note_count(&mut c), 400);
+    assert_eq!(
+        scalar(
+            &mut c,
+            "SELECT count(*) AS n FROM notebooks WHERE title = 'filled'"
+        ),
+        0
+    );
+    assert_eq!(common::integrity_of(&mut c), "ok");
+}
+
+/// A WAL-mode file is read with its -wal contents, not just the main file.
+#[test]
+fn wal_file_with_uncheckpointed_rows_restores_all_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wal.db");
+    let mut writer = establish(file.to_str().unwrap()).unwrap();
+    writer
+        .batch_execute("PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;")
+        .unwrap();
+    app::migrate(&mut writer);
+    app::fill(&mut writer, "wal", 123, 10);
+    assert!(dir.path().join("wal.db-wal").exists());
+
+    let pool = precious();
+    pool.get().unwrap().restore_from(&file).unwrap();
+    assert_eq!(app::note_count(&mut pool.get().unwrap()), 123);
+    drop(writer);
+}
+
+/// A connection with a transaction open is "in use" and is refused at once.
+#[test]
+fn destination_with_open_transaction_is_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = saved_file(dir.path(), "x.db", 3);
+    let pool = precious();
+    let mut c = pool.get().unwrap();
+    c.batch_execute("BEGIN").unwrap();
+    let err = c.restore_from(&file).unwrap_err();
+    assert!(matches!(err, BackupError::DestinationInUse { .. }), "{err}");
+    c.batch_execute("ROLLBACK").unwrap();
+    drop(c);
+    assert_untouched(&pool);
+}

@@ -1,0 +1,279 @@
+//! The hard parts of an online backup: busy locks and the deadline, restarts under
+//! concurrent writers, progress reporting, finishing after BUSY, destinations in use.
+
+mod common;
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use common::{app, filled_pool, integrity, notes_in_file, Pool};
+use diesel::connection::SimpleConnection;
+use diesel_sqlite_backup::{
+    establish, Backup, BackupError, BackupExt, BackupOptions, SingletonManager, StepResult,
+};
+
+fn pool_of(size: u32) -> Pool {
+    let pool = r2d2::Pool::builder()
+        .max_size(size)
+        .build(SingletonManager::new())
+        .unwrap();
+    let mut c = pool.get().unwrap();
+    app::migrate(&mut c);
+    app::fill(&mut c, "base", 2_000, 200);
+    drop(c);
+    pool
+}
+
+/// A writer holds its transaction: save_as waits with backoff and gives up at the deadline
+/// with a Busy error, well before the pool's 5 s busy timeout would have let it.
+#[test]
+fn save_gives_up_at_the_deadline_while_a_writer_holds_the_lock() {
+    let pool = pool_of(2);
+    let (mut writer, mut saver) = (pool.get().unwrap(), pool.get().unwrap());
+    writer
+        .batch_execute("BEGIN IMMEDIATE; INSERT INTO notebooks(title) VALUES ('w');")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let err = saver
+        .save_as_with(
+            dir.path().join("b.db"),
+            BackupOptions::default().timeout(Duration::from_millis(300)),
+        )
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(err, BackupError::Busy { .. }), "{err}");
+    assert_eq!(err.code(), Some(5), "keeps SQLITE_BUSY");
+    assert!(
+        waited >= Duration::from_millis(300),
+        "gave up early: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(2_500),
+        "ignored the deadline: {waited:?}"
+    );
+    writer.batch_execute("ROLLBACK").unwrap();
+}
+
+/// When the writer commits before the deadline, the waiting save completes.
+#[test]
+fn save_waits_for_a_writer_that_commits_before_the_deadline() {
+    let pool = pool_of(2);
+    let (mut writer, mut saver) = (pool.get().unwrap(), pool.get().unwrap());
+    writer
+        .batch_execute("BEGIN IMMEDIATE; INSERT INTO notebooks(title) VALUES ('late');")
+        .unwrap();
+    let committer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        writer.batch_execute("COMMIT").unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("w.db");
+    saver
+        .save_as_with(
+            &file,
+            BackupOptions::default().timeout(Duration::from_secs(20)),
+        )
+        .unwrap();
+    committer.join().unwrap();
+    assert_eq!(notes_in_file(&file), 2_000);
+}
+
+/// restore_from also waits at most until the deadline and leaves the data as it was.
+#[test]
+fn restore_gives_up_at_the_deadline_and_keeps_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("r.db");
+    filled_pool(5, 5).get().unwrap().save_as(&file).unwrap();
+    let pool = pool_of(2);
+    let (mut writer, mut restorer) = (pool.get().unwrap(), pool.get().unwrap());
+    writer
+        .batch_execute("BEGIN IMMEDIATE; INSERT INTO notebooks(title) VALUES ('w');")
+        .unwrap();
+    let started = Instant::now();
+    let err = restorer
+        .restore_from_with(
+            &file,
+            BackupOptions::default().timeout(Duration::from_millis(300)),
+        )
+        .unwrap_err();
+    assert!(err.is_busy(), "{err}");
+    assert!(started.elapsed() < Duration::from_millis(2_500));
+    writer.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(app::note_count(&mut restorer), 2_000);
+}
+
+/// Another connection writes between every pair of steps, so every step restarts the copy.
+/// The engine notices `remaining` not shrinking, finishes in one step, and saves a consistent
+/// snapshot well before the deadline.
+#[test]
+fn save_finishes_although_a_writer_restarts_it_after_every_step() {
+    let pool = pool_of(2);
+    let (mut saver, mut writer) = (pool.get().unwrap(), pool.get().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("restarted.db");
+    let restarts = Cell::new(0);
+    let last = Cell::new(u32::MAX);
+    let writes = Cell::new(0);
+    saver
+        .save_as_with(
+            &file,
+            BackupOptions::default()
+                .pages_per_step(20)
+                .timeout(Duration::from_secs(30))
+                .on_progress(|p| {
+                    if p.remaining >= last.get() {
+                        restarts.set(restarts.get() + 1);
+                    }
+                    last.set(p.remaining);
+                    if p.remaining > 0 {
+                        writer
+                            .batch_execute(
+                                "INSERT INTO notebooks(title) VALUES (hex(randomblob(8)))",
+                            )
+                            .unwrap();
+                        writes.set(writes.get() + 1);
+                    }
+                }),
+        )
+        .unwrap();
+    assert!(restarts.get() >= 1, "the test never restarted the backup");
+    assert!(
+        writes.get() < 50,
+        "kept stepping after restarts: {} writes",
+        writes.get()
+    );
+    assert_eq!(integrity(&file), "ok");
+    assert_eq!(notes_in_file(&file), 2_000);
+}
+
+/// Writer threads run flat out while saves run: every save finishes before its deadline and
+/// is a consistent snapshot.
+#[test]
+fn saves_complete_under_continuous_writer_threads() {
+    let pool = pool_of(4);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let dir = tempfile::tempdir().unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            let pool = pool.clone();
+            let stop = &stop;
+            s.spawn(move || {
+                let mut c = pool.get().unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ =
+                        c.batch_execute("INSERT INTO notebooks(title) VALUES (hex(randomblob(8)))");
+                }
+            });
+        }
+        let mut saver = pool.get().unwrap();
+        for i in 0..5 {
+            let file = dir.path().join(format!("snap{i}.db"));
+            saver
+                .save_as_with(
+                    &file,
+                    BackupOptions::default()
+                        .pages_per_step(50)
+                        .pause(Duration::from_micros(200))
+                        .timeout(Duration::from_secs(30)),
+                )
+                .unwrap();
+            assert_eq!(integrity(&file), "ok");
+            assert_eq!(notes_in_file(&file), 2_000);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}
+
+/// With one page per step: a callback after every step, remaining within page_count,
+/// never growing while nobody writes, and 0 on the last call.
+#[test]
+fn progress_is_reported_after_every_step() {
+    let pool = pool_of(1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = Vec::new();
+    pool.get()
+        .unwrap()
+        .save_as_with(
+            dir.path().join("p.db"),
+            BackupOptions::default()
+                .pages_per_step(1)
+                .on_progress(|p| seen.push(p)),
+        )
+        .unwrap();
+    let pages = seen[0].page_count;
+    assert!(
+        pages > 100,
+        "database too small to show stepping: {pages} pages"
+    );
+    assert_eq!(seen.len() as u32, pages, "one callback per one-page step");
+    assert!(seen.iter().all(|p| p.remaining <= p.page_count));
+    assert!(seen.windows(2).all(|w| w[1].remaining <= w[0].remaining));
+    assert_eq!(seen.last().unwrap().remaining, 0);
+}
+
+/// A hand-driven Backup whose step returned Busy finishes cleanly (sqlite3_backup_finish
+/// repeats BUSY, which is not a new failure), and both connections then close without the
+/// panic Diesel raises when sqlite3_close fails.
+#[test]
+fn finish_after_busy_is_clean() {
+    let pool = pool_of(2);
+    let (mut writer, mut src) = (pool.get().unwrap(), pool.get().unwrap());
+    writer
+        .batch_execute("BEGIN IMMEDIATE; INSERT INTO notebooks(title) VALUES ('w');")
+        .unwrap();
+    src.batch_execute("PRAGMA busy_timeout = 0").unwrap();
+    let mut dst = establish(":memory:").unwrap();
+    let mut backup = Backup::new(&mut src, &mut dst).unwrap();
+    assert_eq!(backup.step(10).unwrap(), StepResult::Busy);
+    backup.finish().unwrap();
+
+    // The same after a busy step, but dropped instead of finished.
+    let mut backup = Backup::new(&mut src, &mut dst).unwrap();
+    assert_eq!(backup.step(10).unwrap(), StepResult::Busy);
+    drop(backup);
+    writer.batch_execute("ROLLBACK").unwrap();
+
+    let mut backup = Backup::new(&mut src, &mut dst).unwrap();
+    while backup.step(100).unwrap() != StepResult::Done {}
+    backup.finish().unwrap();
+    assert_eq!(app::note_count(&mut dst), 2_000);
+    drop(dst);
+    drop(src);
+}
+
+/// backup_to: a destination with its own open transaction is refused at once; one that
+/// another connection keeps locked fails with Busy at the deadline instead of hanging.
+#[test]
+fn backup_to_a_destination_in_use() {
+    let pool = pool_of(1);
+    let mut src = pool.get().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("shared.db");
+    let mut dest = establish(target.to_str().unwrap()).unwrap();
+    dest.batch_execute("CREATE TABLE other(x); BEGIN; SELECT * FROM other;")
+        .unwrap();
+    let err = src
+        .backup_to(&mut dest, BackupOptions::default())
+        .unwrap_err();
+    assert!(matches!(err, BackupError::DestinationInUse { .. }), "{err}");
+    dest.batch_execute("COMMIT").unwrap();
+
+    let mut holder = establish(target.to_str().unwrap()).unwrap();
+    holder
+        .batch_execute("BEGIN IMMEDIATE; INSERT INTO other VALUES (1);")
+        .unwrap();
+    let started = Instant::now();
+    let err = src
+        .backup_to(
+            &mut dest,
+            BackupOptions::default().timeout(Duration::from_millis(300)),
+        )
+        .unwrap_err();
+    assert!(err.is_busy(), "{err}");
+    assert!(started.elapsed() < Duration::from_millis(2_500));
+    holder.batch_execute("ROLLBACK").unwrap();
+
+    src.backup_to(&mut dest, BackupOptions::default()).unwrap();
+    assert_eq!(app::note_count(&mut dest), 2_000);
+}
