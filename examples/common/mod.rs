@@ -60,6 +60,17 @@ pub fn add_notebook(conn: &mut SqliteConnection, title: &str) -> i32 {
         .expect("read notebook id")
 }
 
+/// The id of the notebook titled `title`, created if it does not exist.
+pub fn add_notebook_if_missing(conn: &mut SqliteConnection, title: &str) -> i32 {
+    notebooks::table
+        .filter(notebooks::title.eq(title))
+        .select(notebooks::id)
+        .first(conn)
+        .optional()
+        .expect("look up notebook")
+        .unwrap_or_else(|| add_notebook(conn, title))
+}
+
 /// Adds `count` notes with bodies of `body_len` bytes to a new notebook, in one transaction.
 pub fn fill(conn: &mut SqliteConnection, notebook: &str, count: usize, body_len: usize) -> i32 {
     conn.transaction(|conn| {
@@ -87,4 +98,12 @@ pub fn fill(conn: &mut SqliteConnection, notebook: &str, count: usize, body_len:
 /// How many notes there are.
 pub fn note_count(conn: &mut SqliteConnection) -> i64 {
     notes::table.count().get_result(conn).expect("count notes")
+}
+
+/// The first command-line argument as a path, or `default_name` in the system temp dir.
+pub fn app_path_or(default_name: &str) -> std::path::PathBuf {
+    std::env::args_os()
+        .nth(1)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join(default_name))
 }
