@@ -82,6 +82,34 @@ fn failed_save_leaves_the_old_file_and_no_temp_file() {
     assert!(temp_files(dir.path()).is_empty());
 }
 
+/// A save interrupted after it has written pages (here: the progress callback panics part-way)
+/// leaves the old destination byte for byte, removes its temporary file, and finishes the
+/// backup object so the pooled connection stays usable.
+#[test]
+fn save_interrupted_mid_copy_leaves_the_old_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("doc.db");
+    filled_pool(300, 50).get().unwrap().save_as(&file).unwrap();
+    let before = fs::read(&file).unwrap();
+
+    let pool = filled_pool(3_000, 200);
+    let mut conn = pool.get().unwrap();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut steps = 0;
+        conn.save_as_with(
+            &file,
+            BackupOptions::default().pages_per_step(4).on_progress(|_| {
+                steps += 1;
+                assert!(steps < 20, "simulated crash after {steps} steps");
+            }),
+        )
+    }));
+    assert!(outcome.is_err(), "the save should have been interrupted");
+    assert_eq!(fs::read(&file).unwrap(), before, "the old file was modified");
+    assert!(temp_files(dir.path()).is_empty());
+    assert_eq!(app::note_count(&mut conn), 3_000);
+}
+
 /// Saving a file database onto its own path is refused, even through another spelling.
 #[test]
 fn save_onto_the_source_file_is_refused() {
