@@ -105,7 +105,11 @@ fn save_interrupted_mid_copy_leaves_the_old_file() {
         )
     }));
     assert!(outcome.is_err(), "the save should have been interrupted");
-    assert_eq!(fs::read(&file).unwrap(), before, "the old file was modified");
+    assert_eq!(
+        fs::read(&file).unwrap(),
+        before,
+        "the old file was modified"
+    );
     assert!(temp_files(dir.path()).is_empty());
     assert_eq!(app::note_count(&mut conn), 3_000);
 }
