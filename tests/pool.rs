@@ -117,7 +117,6 @@ fn connection_returned_inside_raw_begin_is_not_reused() {
     c.batch_execute("BEGIN; INSERT INTO notebooks(title) VALUES ('half');")
         .unwrap();
     assert!(manager.has_broken(&mut c));
-    assert!(manager.is_valid(&mut c).is_err());
     c.batch_execute("ROLLBACK").unwrap();
     assert!(!manager.has_broken(&mut c));
     assert!(manager.is_valid(&mut c).is_ok());
@@ -131,6 +130,24 @@ fn connection_returned_inside_raw_begin_is_not_reused() {
     let mut c = pool.get().unwrap();
     assert_eq!(scalar(&mut c, "SELECT count(*) AS n FROM t"), 0);
     c.batch_execute("BEGIN; COMMIT;").unwrap();
+}
+
+/// Checking a returned connection never waits for a lock another connection holds.
+#[test]
+fn has_broken_answers_at_once_while_another_connection_writes() {
+    let manager = SingletonManager::new();
+    let (mut writer, mut idle) = (manager.connect().unwrap(), manager.connect().unwrap());
+    writer
+        .batch_execute("CREATE TABLE t(x); BEGIN IMMEDIATE; INSERT INTO t VALUES (1);")
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert!(!manager.has_broken(&mut idle));
+    assert!(manager.is_valid(&mut idle).is_ok());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited for the writer's lock"
+    );
+    writer.batch_execute("COMMIT").unwrap();
 }
 
 /// Pooled connections wait for each other's locks instead of failing at once.

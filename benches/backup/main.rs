@@ -57,7 +57,10 @@ fn main() {
         args.rounds,
         args.dir.display()
     );
-    println!("cores: {}", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "cores: {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
 
     let mut bench = methods::Bench::new(args.mib, work.path());
     println!(
@@ -73,7 +76,11 @@ fn main() {
     let base = find(methods::SAVE);
     report::print_table("Save: memory to a durable file", &save_rows, base);
     let restore_rows: Vec<&Row> = rows.iter().filter(|r| r.name.starts_with('2')).collect();
-    report::print_table("Open: file to memory", &restore_rows, find(methods::RESTORE));
+    report::print_table(
+        "Open: file to memory",
+        &restore_rows,
+        find(methods::RESTORE),
+    );
     let pool_rows: Vec<&Row> = rows.iter().filter(|r| r.name.starts_with('3')).collect();
     report::print_table("Pool checkout + SELECT 1", &pool_rows, find(methods::POOL));
 
@@ -89,20 +96,51 @@ fn main() {
         println!("| {mib} MiB | {:.1} MiB |", *kib as f64 / 1024.0);
     }
 
-    let rusqlite_best = [find(methods::RUSQLITE_BACKUP), find(methods::RUSQLITE_STEP_ALL)]
-        .into_iter()
-        .min_by_key(|r| r.per_op())
-        .unwrap();
+    let rusqlite_best = [
+        find(methods::RUSQLITE_BACKUP),
+        find(methods::RUSQLITE_STEP_ALL),
+    ]
+    .into_iter()
+    .min_by_key(|r| r.per_op())
+    .unwrap();
     let mut goals = vec![
-        Goal::new("save_as / faster rusqlite route", ratio(base, rusqlite_best), 1.0),
-        Goal::new("save_as / VACUUM INTO", ratio(base, find(methods::VACUUM_INTO)), 0.8),
-        Goal::new("save_as / file copy + fsync", ratio(base, find(methods::FILE_COPY)), 1.5),
-        Goal::new("stepped save_as (100) / save_as one-shot", ratio(find(methods::SAVE_100), find(methods::SAVE_ALL)), 1.1),
-        Goal::new("restore_from / rusqlite restore", ratio(find(methods::RESTORE), find(methods::RUSQLITE_RESTORE)), 1.0),
-        Goal::new("pool checkout / diesel ConnectionManager", ratio(find(methods::POOL), find(methods::DIESEL_POOL)), 1.2),
+        Goal::new(
+            "save_as / faster rusqlite route",
+            ratio(base, rusqlite_best),
+            1.0,
+        ),
+        Goal::new(
+            "save_as / VACUUM INTO",
+            ratio(base, find(methods::VACUUM_INTO)),
+            0.8,
+        ),
+        Goal::new(
+            "save_as / file copy + fsync",
+            ratio(base, find(methods::FILE_COPY)),
+            1.5,
+        ),
+        Goal::new(
+            "stepped save_as (100) / save_as one-shot",
+            ratio(find(methods::SAVE_100), find(methods::SAVE_ALL)),
+            1.1,
+        ),
+        Goal::new(
+            "restore_from / rusqlite restore",
+            ratio(find(methods::RESTORE), find(methods::RUSQLITE_RESTORE)),
+            1.0,
+        ),
+        Goal::new(
+            "pool checkout / diesel ConnectionManager",
+            ratio(find(methods::POOL), find(methods::DIESEL_POOL)),
+            1.2,
+        ),
     ];
     if let Some(py) = rows.iter().find(|r| r.name == methods::PYTHON) {
-        goals.push(Goal::new("save_as / Python sqlite3 backup", ratio(base, py), 1.0));
+        goals.push(Goal::new(
+            "save_as / Python sqlite3 backup",
+            ratio(base, py),
+            1.0,
+        ));
     }
     for (mib, kib) in &rss {
         goals.push(Goal {
@@ -117,6 +155,11 @@ fn main() {
 
 impl Goal {
     fn new(what: &str, value: f64, limit: f64) -> Goal {
-        Goal { what: what.to_owned(), value, limit, unit: "x" }
+        Goal {
+            what: what.to_owned(),
+            value,
+            limit,
+            unit: "x",
+        }
     }
 }

@@ -23,7 +23,7 @@ pub const VACUUM_INTO: &str = "1g VACUUM INTO";
 pub const PYTHON: &str = "1h Python sqlite3 backup";
 pub const FILE_COPY: &str = "1i file copy + fsync (physical reference)";
 pub const RESTORE: &str = "2a restore_from";
-pub const RUSQLITE_RESTORE: &str = "2b rusqlite Connection::restore";
+pub const RUSQLITE_RESTORE: &str = "2b rusqlite Connection::restore (into the same kind of pool)";
 pub const POOL: &str = "3a SingletonManager pool.get() + SELECT 1";
 pub const DIESEL_POOL: &str = "3b diesel ConnectionManager (file db) pool.get() + SELECT 1";
 
@@ -70,7 +70,10 @@ fn scalar(conn: &mut SqliteConnection, sql: &str) -> u64 {
 /// fsync of a file and of its directory: what makes a new file durable.
 pub fn make_durable(path: &Path) {
     File::open(path).unwrap().sync_all().unwrap();
-    File::open(path.parent().unwrap()).unwrap().sync_all().unwrap();
+    File::open(path.parent().unwrap())
+        .unwrap()
+        .sync_all()
+        .unwrap();
 }
 
 fn timed(f: impl FnOnce()) -> Duration {
@@ -90,7 +93,11 @@ impl Bench {
         drop(c);
         let mut rusqlite_memory = rusqlite::Connection::open_in_memory().unwrap();
         rusqlite_memory
-            .restore(rusqlite::MAIN_DB, &reference, None::<fn(rusqlite::backup::Progress)>)
+            .restore(
+                rusqlite::MAIN_DB,
+                &reference,
+                None::<fn(rusqlite::backup::Progress)>,
+            )
             .unwrap();
         let python = write_python_script(dir);
         Bench {
@@ -108,8 +115,16 @@ impl Bench {
     /// Runs every method once per round, interleaved, and returns one row per method.
     pub fn run_all(&mut self, rounds: usize) -> Vec<Row> {
         let mut rows: Vec<Row> = [
-            SAVE, SAVE_ALL, SAVE_100, SAVE_100_PAUSE, RUSQLITE_BACKUP, RUSQLITE_STEP_ALL,
-            VACUUM_INTO, FILE_COPY, RESTORE, RUSQLITE_RESTORE,
+            SAVE,
+            SAVE_ALL,
+            SAVE_100,
+            SAVE_100_PAUSE,
+            RUSQLITE_BACKUP,
+            RUSQLITE_STEP_ALL,
+            VACUUM_INTO,
+            FILE_COPY,
+            RESTORE,
+            RUSQLITE_RESTORE,
         ]
         .iter()
         .map(|n| Row::new(n, self.bytes))
@@ -141,7 +156,11 @@ impl Bench {
         p
     }
 
-    fn run_one(&mut self, name: &str, diesel_pool: &r2d2::Pool<ConnectionManager<SqliteConnection>>) -> Duration {
+    fn run_one(
+        &mut self,
+        name: &str,
+        diesel_pool: &r2d2::Pool<ConnectionManager<SqliteConnection>>,
+    ) -> Duration {
         let out = self.out();
         let save = |opts: BackupOptions| {
             let mut c = self.pool.get().unwrap();
@@ -191,10 +210,20 @@ impl Bench {
                 timed(|| c.restore_from(&self.reference).unwrap())
             }
             RUSQLITE_RESTORE => {
-                let mut fresh = rusqlite::Connection::open_in_memory().unwrap();
+                // Same destination as restore_from: a fresh SingletonManager's shared database.
+                let manager = SingletonManager::new();
+                let uri = manager.uri().to_owned();
+                let _pool = r2d2::Pool::builder().max_size(1).build(manager).unwrap();
+                let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+                let mut fresh = rusqlite::Connection::open_with_flags(&uri, flags).unwrap();
                 timed(|| {
                     fresh
-                        .restore(rusqlite::MAIN_DB, &self.reference, None::<fn(rusqlite::backup::Progress)>)
+                        .restore(
+                            rusqlite::MAIN_DB,
+                            &self.reference,
+                            None::<fn(rusqlite::backup::Progress)>,
+                        )
                         .unwrap()
                 })
             }
@@ -222,8 +251,15 @@ impl Bench {
             .arg(out)
             .output()
             .expect("python3");
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        let secs: f64 = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let secs: f64 = String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .unwrap();
         Duration::from_secs_f64(secs)
     }
 }
@@ -235,7 +271,9 @@ where
     timed(|| {
         for _ in 0..CHECKOUTS {
             let mut c = pool.get().unwrap();
-            let one: i32 = diesel::select(1.into_sql::<Integer>()).get_result(&mut *c).unwrap();
+            let one: i32 = diesel::select(1.into_sql::<Integer>())
+                .get_result(&mut *c)
+                .unwrap();
             assert_eq!(one, 1);
         }
     })

@@ -14,7 +14,12 @@ pub struct Row {
 
 impl Row {
     pub fn new(name: &str, bytes: u64) -> Row {
-        Row { name: name.to_owned(), samples: Vec::new(), bytes, ops: 1 }
+        Row {
+            name: name.to_owned(),
+            samples: Vec::new(),
+            bytes,
+            ops: 1,
+        }
     }
 
     pub fn median(&self) -> Duration {
@@ -44,11 +49,19 @@ pub fn print_table(title: &str, rows: &[&Row], base: &Row) {
     for row in rows {
         let t = row.per_op();
         let rate = if row.bytes > 0 {
-            format!("{:.0}", row.bytes as f64 / (1024.0 * 1024.0) / t.as_secs_f64())
+            format!(
+                "{:.0}",
+                row.bytes as f64 / (1024.0 * 1024.0) / t.as_secs_f64()
+            )
         } else {
             "-".to_owned()
         };
-        println!("| {} | {} | {rate} | {:.2}x |", row.name, fmt(t), ratio(row, base));
+        println!(
+            "| {} | {} | {rate} | {:.2}x |",
+            row.name,
+            fmt(t),
+            ratio(row, base)
+        );
     }
 }
 
@@ -77,6 +90,9 @@ pub fn print_goals(goals: &[Goal]) {
     println!("| --- | ---: | ---: | :---: |");
     for g in goals {
         let met = if g.value <= g.limit { "yes" } else { "NO" };
-        println!("| {} | {:.2}{} | {:.2}{} | {met} |", g.what, g.value, g.unit, g.limit, g.unit);
+        println!(
+            "| {} | {:.2}{} | {:.2}{} | {met} |",
+            g.what, g.value, g.unit, g.limit, g.unit
+        );
     }
 }

@@ -14,7 +14,7 @@ use super::handle::RawBackup;
 use super::options::BackupOptions;
 use super::{checks, same_file};
 use crate::error::{BackupError, Operation};
-use crate::raw::{path_cstring, raw_handle, DbRef, OwnedDb};
+use crate::raw::{batch_vfs, path_cstring, raw_handle, DbRef, OwnedDb};
 
 /// The suffix of every temporary file a save creates next to its destination, so that files
 /// left by a killed process can be recognised: `.<name>.<random>.dsb-tmp`.
@@ -75,7 +75,8 @@ fn copy_into_file(
         path: dest_path.to_path_buf(),
         reason: "path contains a NUL byte".into(),
     })?;
-    let file_db = OwnedDb::open(&name, ffi::SQLITE_OPEN_READWRITE).map_err(sqlite)?;
+    let file_db = OwnedDb::open_with_vfs(&name, ffi::SQLITE_OPEN_READWRITE, batch_vfs::name())
+        .map_err(sqlite)?;
     {
         let dst = file_db.db();
         dst.exec(TEMP_PRAGMAS).map_err(sqlite)?;

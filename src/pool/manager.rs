@@ -120,39 +120,38 @@ impl ManageConnection for SingletonManager {
         let mut conn = SqliteConnection::establish(&self.uri).map_err(Error::ConnectionError)?;
         conn.batch_execute(&self.busy_timeout_pragma())
             .map_err(Error::QueryError)?;
+        // Prepares (and caches) the probe now, while waiting for a lock is acceptable, so
+        // the checks on every checkout and return never need one.
+        raw::probe(&mut conn).map_err(Error::QueryError)?;
         Ok(conn)
     }
 
-    /// Pings the connection and rejects one that someone left inside a transaction. A
-    /// database that is merely locked by another connection is not a reason to reject it.
+    /// An in-memory connection has no server to lose, and every connection is checked for
+    /// open transactions when it comes back (`has_broken`), so checkout only confirms that
+    /// Diesel's transaction manager is healthy: no query, no lock.
     fn is_valid(&self, conn: &mut SqliteConnection) -> Result<(), Error> {
-        match raw::probe(conn) {
-            Ok(Some(db)) if !db.autocommit() => Err(Error::QueryError(
-                diesel::result::Error::AlreadyInTransaction,
-            )),
-            Ok(_) => Ok(()),
-            Err(e) if raw::is_lock_error(&e) => Ok(()),
-            Err(e) => Err(Error::QueryError(e)),
+        if conn.is_broken() {
+            return Err(Error::QueryError(
+                diesel::result::Error::BrokenTransactionManager,
+            ));
         }
+        Ok(())
     }
 
     /// A connection dropped during a panic, or returned inside a transaction (Diesel's or a
-    /// raw `BEGIN`), is never handed out again. Never waits for a lock.
+    /// raw `BEGIN`), is never handed out again.
     fn has_broken(&self, conn: &mut SqliteConnection) -> bool {
-        if std::thread::panicking() || conn.is_broken() {
-            return true;
-        }
-        // The probe may need a lock to load the schema; answer at once instead of waiting.
-        if conn.batch_execute("PRAGMA busy_timeout = 0").is_err() {
-            return true;
-        }
-        let open = match raw::probe(conn) {
-            Ok(Some(db)) => !db.autocommit(),
-            Ok(None) => false,
-            Err(e) => !raw::is_lock_error(&e),
-        };
-        let restored = conn.batch_execute(&self.busy_timeout_pragma()).is_ok();
-        open || !restored
+        std::thread::panicking() || conn.is_broken() || left_in_transaction(conn)
+    }
+}
+
+/// True when a raw transaction is open. The probe runs as a statement prepared in `connect`,
+/// which needs no lock, so this never waits; a connection whose probe fails is discarded.
+fn left_in_transaction(conn: &mut SqliteConnection) -> bool {
+    match raw::probe(conn) {
+        Ok(Some(db)) => !db.autocommit(),
+        Ok(None) => false,
+        Err(_) => true,
     }
 }
 

@@ -133,7 +133,7 @@ pub(crate) fn probe(
 ) -> Result<Option<DbRef<'_>>, diesel::result::Error> {
     init();
     CAPTURED.with(|c| c.set(ptr::null_mut()));
-    let ran = diesel::select(handle_probe()).get_result::<Option<i32>>(conn);
+    let ran = diesel::select(handle_probe()).execute(conn);
     let captured = CAPTURED.with(|c| c.replace(ptr::null_mut()));
     match (ran, NonNull::new(captured)) {
         // SAFETY: the pointer was written by `capture_handle` during the query we just ran on
@@ -150,7 +150,7 @@ fn is_missing_probe(e: &diesel::result::Error) -> bool {
 }
 
 /// SQLite's BUSY and LOCKED reach Diesel only as message text.
-pub(crate) fn is_lock_error(e: &diesel::result::Error) -> bool {
+fn is_lock_error(e: &diesel::result::Error) -> bool {
     let text = e.to_string();
     text.contains("database is locked") || text.contains("database table is locked")
 }

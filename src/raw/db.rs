@@ -199,11 +199,22 @@ pub(crate) struct OwnedDb {
 unsafe impl Send for OwnedDb {}
 
 impl OwnedDb {
-    /// Opens `target` (a path, or a URI when `flags` has `SQLITE_OPEN_URI`).
+    /// Opens `target` (a path, or a URI when `flags` has `SQLITE_OPEN_URI`) with the default
+    /// VFS.
     pub(crate) fn open(target: &CStr, flags: c_int) -> Result<OwnedDb, SqliteFailure> {
+        Self::open_with_vfs(target, flags, None)
+    }
+
+    /// Opens `target` through the VFS named `vfs` (`None`: the default).
+    pub(crate) fn open_with_vfs(
+        target: &CStr,
+        flags: c_int,
+        vfs: Option<&CStr>,
+    ) -> Result<OwnedDb, SqliteFailure> {
         let mut db: *mut ffi::sqlite3 = ptr::null_mut();
-        // SAFETY: NUL-terminated name, out-pointer to a local, default VFS.
-        let rc = unsafe { ffi::sqlite3_open_v2(target.as_ptr(), &mut db, flags, ptr::null()) };
+        let vfs = vfs.map_or(ptr::null(), CStr::as_ptr);
+        // SAFETY: NUL-terminated name and VFS name (or NULL), out-pointer to a local.
+        let rc = unsafe { ffi::sqlite3_open_v2(target.as_ptr(), &mut db, flags, vfs) };
         let Some(ptr) = NonNull::new(db) else {
             return Err(failure_from_code(ffi::SQLITE_NOMEM));
         };

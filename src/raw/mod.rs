@@ -1,9 +1,10 @@
 //! The raw-handle bridge: how the crate reaches SQLite's C API under a Diesel connection.
 
+pub(crate) mod batch_vfs;
 mod bridge;
 mod db;
 pub(crate) mod memdb;
 
 pub use bridge::init;
-pub(crate) use bridge::{is_lock_error, probe, raw_handle};
+pub(crate) use bridge::{probe, raw_handle};
 pub(crate) use db::{failure_from_code, path_cstring, readonly_uri, DbRef, OwnedDb};
