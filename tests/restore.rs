@@ -149,7 +149,8 @@ fn inconsistent_headers_are_refused() {
     bad_magic[0] = b's';
 
     for (what, bytes) in [
-        ("page count", more_pages),
+        ("more pages", more_pages),
+        ("fewer pages", fewer_pages),
         ("page size", bad_page_size),
         ("magic", bad_magic),
     ] {
