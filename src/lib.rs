@@ -5,6 +5,7 @@ mod backup;
 mod error;
 mod pool;
 mod raw;
+mod template;
 
 pub use backup::{
     Backup, BackupExt, BackupOptions, Progress, StepResult, DEFAULT_PAGES_PER_STEP,
@@ -13,6 +14,7 @@ pub use backup::{
 pub use error::{BackupError, Operation, SqliteFailure};
 pub use pool::{memory_pool, SingletonManager, DEFAULT_BUSY_TIMEOUT};
 pub use raw::init;
+pub use template::{KeepOnPanic, Keepable, Template, TemplateCache};
 
 use diesel::{Connection, ConnectionResult, SqliteConnection};
 

@@ -8,6 +8,7 @@ mod options;
 mod restore;
 mod save;
 
+use std::ffi::CStr;
 use std::path::Path;
 
 use diesel::SqliteConnection;
@@ -17,7 +18,7 @@ pub use options::{BackupOptions, Progress, DEFAULT_PAGES_PER_STEP, DEFAULT_TIMEO
 pub use save::TEMP_SUFFIX;
 
 use crate::error::{BackupError, Operation};
-use crate::raw::raw_handle;
+use crate::raw::{raw_handle, DbRef};
 
 /// Save As, Open and copy for a Diesel [`SqliteConnection`].
 ///
@@ -182,22 +183,43 @@ impl BackupExt for SqliteConnection {
     ) -> Result<(), BackupError> {
         let op = Operation::Backup;
         let src = raw_handle(self, op)?;
-        let dst = raw_handle(dest, op)?;
         let src_schema = checks::schema(&src, &options.schema, op)?;
-        checks::source_not_writing(&src, &src_schema, op)?;
-        let path = checks::dest_idle(&dst, c"main", op)?;
-        let sqlite = |failure| BackupError::Sqlite {
-            op,
-            path: path.clone(),
-            failure,
-        };
-        let _src_pause = engine::BusyHandlerPause::new(&src);
-        let _dst_pause = engine::BusyHandlerPause::new(&dst);
-        let mut backup =
-            handle::RawBackup::new(&dst, c"main", &src, &src_schema).map_err(sqlite)?;
-        engine::run(&mut backup, &mut options, op, &path)?;
-        backup.finish().map_err(sqlite)
+        let dst = raw_handle(dest, op)?;
+        copy(&src, &src_schema, &dst, &mut options, op)
     }
+}
+
+/// Copies a raw source's `main` database over `dest`'s `main` database.
+pub(crate) fn copy_between(
+    src: &DbRef<'_>,
+    dest: &mut SqliteConnection,
+    options: &mut BackupOptions<'_>,
+    op: Operation,
+) -> Result<(), BackupError> {
+    let dst = raw_handle(dest, op)?;
+    copy(src, c"main", &dst, options, op)
+}
+
+/// The connection-to-connection copy: both sides checked, the engine's loop, then finish.
+fn copy(
+    src: &DbRef<'_>,
+    src_schema: &CStr,
+    dst: &DbRef<'_>,
+    options: &mut BackupOptions<'_>,
+    op: Operation,
+) -> Result<(), BackupError> {
+    checks::source_not_writing(src, src_schema, op)?;
+    let path = checks::dest_idle(dst, c"main", op)?;
+    let sqlite = |failure| BackupError::Sqlite {
+        op,
+        path: path.clone(),
+        failure,
+    };
+    let _src_pause = engine::BusyHandlerPause::new(src);
+    let _dst_pause = engine::BusyHandlerPause::new(dst);
+    let mut backup = handle::RawBackup::new(dst, c"main", src, src_schema).map_err(sqlite)?;
+    engine::run(&mut backup, options, op, &path)?;
+    backup.finish().map_err(sqlite)
 }
 
 /// True when both paths name the same existing file.

@@ -171,6 +171,79 @@ impl<'a> DbRef<'a> {
         unsafe { ffi::sqlite3_busy_timeout(self.as_ptr(), ms) };
     }
 
+    /// A copy of `main`'s pages (`sqlite3_serialize`), or `None` when SQLite cannot produce
+    /// one (out of memory, or an empty database).
+    pub(crate) fn serialize_main(&self) -> Option<Vec<u8>> {
+        let mut size: i64 = 0;
+        // SAFETY: open handle; flags 0 asks SQLite for a fresh sqlite3_malloc'd copy, which we
+        // copy into a Vec and free exactly once.
+        unsafe {
+            let data = ffi::sqlite3_serialize(self.as_ptr(), c"main".as_ptr(), &mut size, 0);
+            if data.is_null() {
+                return None;
+            }
+            let image = std::slice::from_raw_parts(data, size as usize).to_vec();
+            ffi::sqlite3_free(data.cast());
+            Some(image)
+        }
+    }
+
+    /// Replaces `main` with a private, writable in-memory copy of `image`
+    /// (`sqlite3_deserialize`). The connection must have no open transaction.
+    pub(crate) fn deserialize_main(&self, image: &[u8]) -> Result<(), SqliteFailure> {
+        let len = image.len() as u64;
+        // SAFETY: sqlite3_malloc64 returns NULL or `len` writable bytes. We fill them and hand
+        // ownership to SQLite with FREEONCLOSE; SQLite frees them even when it fails.
+        unsafe {
+            let buf = ffi::sqlite3_malloc64(len.max(1)).cast::<u8>();
+            if buf.is_null() {
+                return Err(failure_from_code(ffi::SQLITE_NOMEM));
+            }
+            ptr::copy_nonoverlapping(image.as_ptr(), buf, image.len());
+            let flags = ffi::SQLITE_DESERIALIZE_FREEONCLOSE | ffi::SQLITE_DESERIALIZE_RESIZEABLE;
+            let rc = ffi::sqlite3_deserialize(
+                self.as_ptr(),
+                c"main".as_ptr(),
+                buf,
+                len as i64,
+                len as i64,
+                flags,
+            );
+            if rc == ffi::SQLITE_OK {
+                Ok(())
+            } else {
+                Err(self.failure(rc))
+            }
+        }
+    }
+
+    /// Points `main` at `image` read-only without copying it. `image` must outlive every use
+    /// of this connection's `main` database.
+    ///
+    /// # Safety
+    /// The caller keeps `image` alive and unmodified until the connection closes or `main`
+    /// is replaced.
+    pub(crate) unsafe fn borrow_image_readonly(&self, image: &[u8]) -> Result<(), SqliteFailure> {
+        let len = image.len() as i64;
+        // SAFETY: READONLY and no FREEONCLOSE: SQLite only reads the buffer and never frees
+        // or resizes it; the caller guarantees its lifetime.
+        let rc = unsafe {
+            ffi::sqlite3_deserialize(
+                self.as_ptr(),
+                c"main".as_ptr(),
+                image.as_ptr().cast_mut(),
+                len,
+                len,
+                ffi::SQLITE_DESERIALIZE_READONLY,
+            )
+        };
+        if rc == ffi::SQLITE_OK {
+            Ok(())
+        } else {
+            Err(self.failure(rc))
+        }
+    }
+
     /// Lifts (or sets) memdb's size cap for `schema`. Returns the cap now in force.
     pub(crate) fn set_memdb_size_limit(&self, schema: &CStr, limit: i64) -> Option<i64> {
         let mut value = limit;

@@ -1,0 +1,170 @@
+//! A template built once per machine and loaded by every test process, for runners that
+//! start one process per test.
+
+use std::collections::hash_map::DefaultHasher;
+use std::fs;
+use std::hash::Hasher;
+use std::path::{Path, PathBuf};
+
+use super::{Template, OP};
+use crate::error::BackupError;
+use crate::BackupExt;
+
+/// Bumped when the cache's file layout changes, so old files are never reused.
+const FORMAT: &str = "diesel-sqlite-backup template cache v1";
+
+/// Builds a [`Template`] once and stores it as a database file; later processes load the file
+/// instead of migrating again.
+///
+/// The file is named by a hash of every file under the migrations directories you register
+/// (names and contents, so a changed migration gives a new key, never a stale template) and
+/// of your seed version (bump it when `init` seeds different data). Several processes that
+/// build the same key at once are safe: each saves through [`save_as`](crate::BackupExt::save_as),
+/// which renames a complete file into place, so readers see a whole template or none.
+///
+/// ```
+/// use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+/// use diesel_sqlite_backup::TemplateCache;
+///
+/// const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+///
+/// # let dir = tempfile::tempdir()?;
+/// let cache = TemplateCache::new("seed-v1")
+///     .migrations_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+/// #   .dir(dir.path())
+///     ;
+/// let template = cache.get_or_build(|conn| conn.run_pending_migrations(MIGRATIONS).map(drop))?;
+/// let mut db = template.connection()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct TemplateCache {
+    dir: PathBuf,
+    seed_version: String,
+    migration_dirs: Vec<PathBuf>,
+}
+
+impl TemplateCache {
+    /// A cache for templates seeded as `seed_version`, stored in [`default_dir`](Self::default_dir).
+    pub fn new(seed_version: impl Into<String>) -> Self {
+        TemplateCache {
+            dir: Self::default_dir(),
+            seed_version: seed_version.into(),
+            migration_dirs: Vec::new(),
+        }
+    }
+
+    /// `$CARGO_TARGET_DIR/diesel-sqlite-backup-templates`, else
+    /// `$CARGO_MANIFEST_DIR/target/diesel-sqlite-backup-templates` (cargo and nextest set
+    /// `CARGO_MANIFEST_DIR` for tests), else the same folder under the system temp dir.
+    pub fn default_dir() -> PathBuf {
+        let base = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("CARGO_MANIFEST_DIR").map(|d| Path::new(&d).join("target")))
+            .unwrap_or_else(std::env::temp_dir);
+        base.join("diesel-sqlite-backup-templates")
+    }
+
+    /// Stores templates in `dir` instead of the default.
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = dir.into();
+        self
+    }
+
+    /// Adds every file under `dir` (a diesel_migrations folder) to the key.
+    pub fn migrations_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.migration_dirs.push(dir.into());
+        self
+    }
+
+    /// The cache key: 32 hex digits over the format, the seed version and the migrations.
+    pub fn key(&self) -> Result<String, BackupError> {
+        let mut hash = KeyHasher::default();
+        hash.write(FORMAT.as_bytes());
+        hash.write(self.seed_version.as_bytes());
+        for dir in &self.migration_dirs {
+            let mut files = Vec::new();
+            collect_files(dir, &mut files)?;
+            files.sort();
+            for file in files {
+                let contents = fs::read(&file).map_err(|e| BackupError::io(OP, &file, "read", e))?;
+                let name = file.strip_prefix(dir).unwrap_or(&file);
+                hash.write(name.to_string_lossy().as_bytes());
+                hash.write(&contents);
+            }
+        }
+        Ok(hash.finish_hex())
+    }
+
+    /// Where the template for the current key lives.
+    pub fn path(&self) -> Result<PathBuf, BackupError> {
+        Ok(self.dir.join(format!("template-{}.db", self.key()?)))
+    }
+
+    /// Loads the cached template, or runs `init` on a fresh database, stores the result and
+    /// returns it. A cached file that fails the checks of
+    /// [`restore_from`](crate::BackupExt::restore_from) is rebuilt, not used.
+    pub fn get_or_build<F, E>(&self, init: F) -> Result<Template, BackupError>
+    where
+        F: FnOnce(&mut diesel::SqliteConnection) -> Result<(), E>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let path = self.path()?;
+        if path.is_file() {
+            if let Ok(template) = Template::from_file(&path) {
+                return Ok(template);
+            }
+        }
+        let template = Template::new(init)?;
+        fs::create_dir_all(&self.dir)
+            .map_err(|e| BackupError::io(OP, &self.dir, "create directory", e))?;
+        template.connection()?.save_as(&path)?;
+        Ok(template)
+    }
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), BackupError> {
+    let entries = fs::read_dir(dir).map_err(|e| BackupError::io(OP, dir, "read directory", e))?;
+    for entry in entries {
+        let path = entry
+            .map_err(|e| BackupError::io(OP, dir, "read directory", e))?
+            .path();
+        if path.is_dir() {
+            collect_files(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Two independent 64-bit hashes (FNV-1a and SipHash), for a 128-bit key. Each input is
+/// length-prefixed so that ("ab", "c") and ("a", "bc") differ.
+struct KeyHasher {
+    fnv: u64,
+    sip: DefaultHasher,
+}
+
+impl Default for KeyHasher {
+    fn default() -> Self {
+        KeyHasher {
+            fnv: 0xcbf2_9ce4_8422_2325,
+            sip: DefaultHasher::new(),
+        }
+    }
+}
+
+impl KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let len = (bytes.len() as u64).to_le_bytes();
+        for &b in len.iter().chain(bytes) {
+            self.fnv = (self.fnv ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.sip.write(&len);
+        self.sip.write(bytes);
+    }
+
+    fn finish_hex(&self) -> String {
+        format!("{:016x}{:016x}", self.fnv, self.sip.finish())
+    }
+}

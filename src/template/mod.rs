@@ -1,0 +1,179 @@
+//! Test templates: migrate once, then hand every test its own copy in microseconds.
+
+mod cache;
+mod guard;
+
+use std::error::Error;
+use std::path::Path;
+use std::sync::Arc;
+
+use diesel::SqliteConnection;
+use libsqlite3_sys as ffi;
+
+pub use cache::TemplateCache;
+pub use guard::{KeepOnPanic, Keepable};
+
+use crate::error::{BackupError, Operation};
+use crate::raw::{raw_handle, OwnedDb};
+use crate::{establish, BackupExt, BackupOptions, SingletonManager};
+
+const OP: Operation = Operation::Template;
+
+/// A migrated (and seeded) database kept in memory as an image, from which every test
+/// gets a private copy.
+///
+/// Build it once per process, for example in a `static`
+/// [`LazyLock`](std::sync::LazyLock), then call [`connection`](Template::connection) or
+/// [`pool`](Template::pool) in each test. Copies never share data with the template or
+/// with each other. For runners that start one process per test (`cargo nextest`), use
+/// [`TemplateCache`] so the migrations run once per machine rather than once per process.
+///
+/// ```
+/// use std::sync::LazyLock;
+/// use diesel::RunQueryDsl;
+/// use diesel_sqlite_backup::Template;
+///
+/// static TEMPLATE: LazyLock<Template> = LazyLock::new(|| {
+///     Template::new(|conn| {
+///         diesel::sql_query("CREATE TABLE t(x)").execute(conn)?;
+///         diesel::sql_query("INSERT INTO t VALUES (1)").execute(conn)?;
+///         Ok::<_, diesel::result::Error>(())
+///     })
+///     .expect("template")
+/// });
+///
+/// let mut a = TEMPLATE.connection()?;
+/// let mut b = TEMPLATE.connection()?;
+/// diesel::sql_query("DELETE FROM t").execute(&mut a)?;
+/// assert_eq!(diesel::sql_query("SELECT x FROM t").execute(&mut b)?, 1); // b is untouched
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Template {
+    image: Arc<[u8]>,
+}
+
+impl std::fmt::Debug for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Template")
+            .field("bytes", &self.image.len())
+            .finish()
+    }
+}
+
+impl Template {
+    /// Runs `init` once on a fresh in-memory database (migrations, seed data, anything) and
+    /// keeps the result as the template.
+    ///
+    /// # Errors
+    /// [`BackupError::Init`] with `init`'s own error when it fails; SQLite errors otherwise.
+    pub fn new<F, E>(init: F) -> Result<Template, BackupError>
+    where
+        F: FnOnce(&mut SqliteConnection) -> Result<(), E>,
+        E: Into<Box<dyn Error + Send + Sync>>,
+    {
+        let mut conn = fresh_connection()?;
+        init(&mut conn).map_err(|e| BackupError::Init {
+            op: OP,
+            source: e.into(),
+        })?;
+        Self::from_connection(&mut conn)
+    }
+
+    /// A template holding the database file at `path`, checked the way
+    /// [`restore_from`](crate::BackupExt::restore_from) checks files.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Template, BackupError> {
+        let mut conn = fresh_connection()?;
+        conn.restore_from(path)?;
+        Self::from_connection(&mut conn)
+    }
+
+    /// A template holding a copy of `conn`'s `main` database as it is now.
+    pub fn from_connection(conn: &mut SqliteConnection) -> Result<Template, BackupError> {
+        let db = raw_handle(conn, OP)?;
+        let image = db.serialize_main().unwrap_or_default();
+        Ok(Template {
+            image: image.into(),
+        })
+    }
+
+    /// The size of the template's database image in bytes.
+    pub fn len(&self) -> usize {
+        self.image.len()
+    }
+
+    /// True when the template holds an empty database.
+    pub fn is_empty(&self) -> bool {
+        self.image.is_empty()
+    }
+
+    /// A private, writable, backup-capable in-memory copy of the template. Writes to it never
+    /// reach the template or any other copy.
+    pub fn connection(&self) -> Result<SqliteConnection, BackupError> {
+        let mut conn = fresh_connection()?;
+        if !self.image.is_empty() {
+            let db = raw_handle(&mut conn, OP)?;
+            db.deserialize_main(&self.image).map_err(|failure| sqlite(failure))?;
+        }
+        Ok(conn)
+    }
+
+    /// A fresh [`SingletonManager`] pool whose shared database starts as a copy of the
+    /// template: shared by that pool's connections, isolated from every other copy.
+    pub fn pool(&self) -> Result<r2d2::Pool<SingletonManager>, BackupError> {
+        let pool_error = |e: r2d2::Error| BackupError::Init {
+            op: OP,
+            source: e.into(),
+        };
+        let pool = r2d2::Pool::builder()
+            .max_size(1)
+            .build(SingletonManager::new())
+            .map_err(pool_error)?;
+        let mut conn = pool.get().map_err(pool_error)?;
+        self.copy_into(&mut conn)?;
+        drop(conn);
+        Ok(pool)
+    }
+
+    /// Replaces `dest`'s `main` database with a copy of the template, through the backup API
+    /// (so it works for shared in-memory databases, which `sqlite3_deserialize` would make
+    /// private).
+    pub fn copy_into(&self, dest: &mut SqliteConnection) -> Result<(), BackupError> {
+        if self.image.is_empty() {
+            return Ok(());
+        }
+        let source = OwnedDb::open(c":memory:", ffi::SQLITE_OPEN_READWRITE).map_err(sqlite)?;
+        // SAFETY: `self.image` is immutable and outlives `source`, which is closed at the end
+        // of this function.
+        unsafe { source.db().borrow_image_readonly(&self.image) }.map_err(sqlite)?;
+        let mut options = BackupOptions::default().pages_per_step(0);
+        crate::backup::copy_between(&source.db(), dest, &mut options, OP)
+    }
+}
+
+fn fresh_connection() -> Result<SqliteConnection, BackupError> {
+    establish(":memory:").map_err(|e| BackupError::Init {
+        op: OP,
+        source: e.into(),
+    })
+}
+
+fn sqlite(failure: crate::SqliteFailure) -> BackupError {
+    BackupError::Sqlite {
+        op: OP,
+        path: ":memory:".into(),
+        failure,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn template_is_send_and_sync() {
+        assert_send_sync::<Template>();
+    }
+}
