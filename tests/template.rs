@@ -25,7 +25,8 @@ fn clones_are_private_and_writable() {
     let mut a = TEMPLATE.connection().unwrap();
     let mut b = TEMPLATE.connection().unwrap();
     app::fill(&mut a, "only in a", 5, 1);
-    a.batch_execute("DELETE FROM notes WHERE notebook_id = 1").unwrap();
+    a.batch_execute("DELETE FROM notes WHERE notebook_id = 1")
+        .unwrap();
     assert_eq!(app::note_count(&mut a), 5);
     assert_eq!(app::note_count(&mut b), 3);
     assert_eq!(app::note_count(&mut TEMPLATE.connection().unwrap()), 3);
@@ -86,11 +87,19 @@ fn cache_key_follows_migration_content_and_seed() {
     let root = tempfile::tempdir().unwrap();
     let migrations = root.path().join("migrations");
     copy_migrations(&migrations);
-    let cache = TemplateCache::new("v1").migrations_dir(&migrations).dir(root.path().join("cache"));
+    let cache = TemplateCache::new("v1")
+        .migrations_dir(&migrations)
+        .dir(root.path().join("cache"));
     let k1 = cache.key().unwrap();
     assert_eq!(k1, cache.key().unwrap(), "key is deterministic");
     assert_ne!(k1, cache.clone().migrations_dir(&migrations).key().unwrap());
-    assert_ne!(k1, TemplateCache::new("v2").migrations_dir(&migrations).key().unwrap());
+    assert_ne!(
+        k1,
+        TemplateCache::new("v2")
+            .migrations_dir(&migrations)
+            .key()
+            .unwrap()
+    );
 
     let builds = std::cell::Cell::new(0);
     let init = |conn: &mut diesel::SqliteConnection| {
@@ -104,7 +113,14 @@ fn cache_key_follows_migration_content_and_seed() {
 
     let up = migrations.join("2025-01-01-000001_create_notes/up.sql");
     let sql = fs::read_to_string(&up).unwrap();
-    fs::write(&up, sql.replace("body TEXT NOT NULL DEFAULT ''", "body TEXT NOT NULL DEFAULT 'x'")).unwrap();
+    fs::write(
+        &up,
+        sql.replace(
+            "body TEXT NOT NULL DEFAULT ''",
+            "body TEXT NOT NULL DEFAULT 'x'",
+        ),
+    )
+    .unwrap();
     let k2 = cache.key().unwrap();
     assert_ne!(k1, k2, "a changed migration must change the key");
     cache.get_or_build(init).unwrap();
@@ -145,9 +161,11 @@ fn keep_on_panic_child() {
     let Ok(dir) = std::env::var("DSB_KEEP_DIR") else {
         return; // only meaningful when the parent test runs it
     };
-    let mut db = KeepOnPanic::connection(TEMPLATE.connection().unwrap(), "keep_on_panic_child").dir(&dir);
+    let mut db =
+        KeepOnPanic::connection(TEMPLATE.connection().unwrap(), "keep_on_panic_child").dir(&dir);
     app::fill(&mut db, "evidence", 4, 1);
-    db.batch_execute("BEGIN; INSERT INTO notebooks(title) VALUES ('uncommitted');").unwrap();
+    db.batch_execute("BEGIN; INSERT INTO notebooks(title) VALUES ('uncommitted');")
+        .unwrap();
     panic!("simulated test failure");
 }
 
@@ -156,7 +174,12 @@ fn keep_on_panic_child() {
 fn keep_on_panic_saves_the_failed_database() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "keep_on_panic_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "keep_on_panic_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("DSB_KEEP_DIR", dir.path())
         .output()
         .unwrap();
@@ -170,7 +193,13 @@ fn keep_on_panic_saves_the_failed_database() {
     assert!(path.starts_with(dir.path().to_str().unwrap()), "{line}");
     let mut kept = diesel_sqlite_backup::establish(path).unwrap();
     assert_eq!(app::note_count(&mut kept), 7, "the committed rows are kept");
-    assert_eq!(scalar(&mut kept, "SELECT count(*) AS n FROM notebooks WHERE title = 'uncommitted'"), 0);
+    assert_eq!(
+        scalar(
+            &mut kept,
+            "SELECT count(*) AS n FROM notebooks WHERE title = 'uncommitted'"
+        ),
+        0
+    );
 
     // No panic, nothing written.
     let quiet = tempfile::tempdir().unwrap();

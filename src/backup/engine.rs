@@ -27,6 +27,17 @@ pub(crate) fn run(
     op: Operation,
     path: &Path,
 ) -> Result<(), BackupError> {
+    run_with(backup, opts, op, path, || {})
+}
+
+/// [`run`], calling `after_step` after every step that copied pages.
+pub(crate) fn run_with(
+    backup: &mut RawBackup<'_>,
+    opts: &mut BackupOptions<'_>,
+    op: Operation,
+    path: &Path,
+    mut after_step: impl FnMut(),
+) -> Result<(), BackupError> {
     let start = Instant::now();
     let deadline = start.checked_add(opts.timeout);
     let past_deadline = |now: Instant| deadline.is_some_and(|d| now >= d);
@@ -45,6 +56,7 @@ pub(crate) fn run(
                 return Ok(());
             }
             StepOutcome::More => {
+                after_step();
                 let progress = backup.progress();
                 opts.report(progress);
                 backoff = MIN_BACKOFF;

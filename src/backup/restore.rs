@@ -70,6 +70,10 @@ fn open_source(path: &Path, opts: &BackupOptions<'_>) -> Result<OwnedDb, BackupE
     // Another process's lock on the file is waited for, up to the caller's deadline.
     db.db()
         .set_busy_timeout(opts.timeout.as_millis().min(i32::MAX as u128) as i32);
+    // Reading the file through a memory map saves a read call and a copy per page.
+    db.db()
+        .exec("PRAGMA mmap_size = 1099511627776")
+        .map_err(|f| classify(path, f))?;
     Ok(db)
 }
 

@@ -60,7 +60,9 @@ impl TemplateCache {
     pub fn default_dir() -> PathBuf {
         let base = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
-            .or_else(|| std::env::var_os("CARGO_MANIFEST_DIR").map(|d| Path::new(&d).join("target")))
+            .or_else(|| {
+                std::env::var_os("CARGO_MANIFEST_DIR").map(|d| Path::new(&d).join("target"))
+            })
             .unwrap_or_else(std::env::temp_dir);
         base.join("diesel-sqlite-backup-templates")
     }
@@ -87,7 +89,8 @@ impl TemplateCache {
             collect_files(dir, &mut files)?;
             files.sort();
             for file in files {
-                let contents = fs::read(&file).map_err(|e| BackupError::io(OP, &file, "read", e))?;
+                let contents =
+                    fs::read(&file).map_err(|e| BackupError::io(OP, &file, "read", e))?;
                 let name = file.strip_prefix(dir).unwrap_or(&file);
                 hash.write(name.to_string_lossy().as_bytes());
                 hash.write(&contents);

@@ -53,8 +53,8 @@ impl KeepOnPanic<r2d2::Pool<SingletonManager>> {
 
 impl<T: Keepable> KeepOnPanic<T> {
     fn new(inner: T, name: &str) -> Self {
-        let dir = super::TemplateCache::default_dir()
-            .with_file_name("diesel-sqlite-backup-failed-tests");
+        let dir =
+            super::TemplateCache::default_dir().with_file_name("diesel-sqlite-backup-failed-tests");
         KeepOnPanic {
             inner: Some(inner),
             name: name.to_owned(),
@@ -71,7 +71,9 @@ impl<T: Keepable> KeepOnPanic<T> {
 
     /// Gives back what was wrapped, disarming the guard.
     pub fn into_inner(mut self) -> T {
-        self.inner.take().expect("KeepOnPanic holds its value until into_inner")
+        self.inner
+            .take()
+            .expect("KeepOnPanic holds its value until into_inner")
     }
 
     fn keep(&mut self) -> Result<PathBuf, String> {
@@ -79,7 +81,13 @@ impl<T: Keepable> KeepOnPanic<T> {
         let safe: String = self
             .name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let file = self.dir.join(format!(
             "{safe}-{}-{}.db",
@@ -105,7 +113,10 @@ impl<T: Keepable> Drop for KeepOnPanic<T> {
                 self.name,
                 path.display()
             ),
-            Err(e) => eprintln!("could not keep the database of failed test {}: {e}", self.name),
+            Err(e) => eprintln!(
+                "could not keep the database of failed test {}: {e}",
+                self.name
+            ),
         }
     }
 }
@@ -113,13 +124,17 @@ impl<T: Keepable> Drop for KeepOnPanic<T> {
 impl<T: Keepable> Deref for KeepOnPanic<T> {
     type Target = T;
     fn deref(&self) -> &T {
-        self.inner.as_ref().expect("KeepOnPanic holds its value until into_inner")
+        self.inner
+            .as_ref()
+            .expect("KeepOnPanic holds its value until into_inner")
     }
 }
 
 impl<T: Keepable> DerefMut for KeepOnPanic<T> {
     fn deref_mut(&mut self) -> &mut T {
-        self.inner.as_mut().expect("KeepOnPanic holds its value until into_inner")
+        self.inner
+            .as_mut()
+            .expect("KeepOnPanic holds its value until into_inner")
     }
 }
 
