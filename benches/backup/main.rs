@@ -8,6 +8,7 @@
 mod methods;
 mod report;
 mod rss;
+mod template;
 
 use std::path::PathBuf;
 
@@ -84,6 +85,8 @@ fn main() {
     let pool_rows: Vec<&Row> = rows.iter().filter(|r| r.name.starts_with('3')).collect();
     report::print_table("Pool checkout + SELECT 1", &pool_rows, find(methods::POOL));
 
+    let template_goals = template::run(work.path());
+
     let rss: Vec<(u64, u64)> = args
         .rss_mib
         .iter()
@@ -150,6 +153,7 @@ fn main() {
             unit: " MiB",
         });
     }
+    goals.extend(template_goals);
     report::print_goals(&goals);
 }
 
