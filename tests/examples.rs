@@ -72,3 +72,15 @@ fn save_with_progress_saves_the_requested_size() {
     let out = run(example("save_with_progress").arg("4").arg(&file));
     assert!(out.contains("saved 4 MiB"), "{out}");
 }
+
+#[test]
+fn test_harness_gives_each_test_its_own_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(example("test_harness").env("CARGO_TARGET_DIR", dir.path()));
+    assert!(out.contains("test_b: own database with 5 notes"), "{out}");
+    assert!(out.contains("cloning the template"), "{out}");
+    let cached = std::fs::read_dir(dir.path().join("diesel-sqlite-backup-templates"))
+        .unwrap()
+        .count();
+    assert_eq!(cached, 1, "the template was cached once");
+}
