@@ -1,0 +1,140 @@
+//! Writes that fail and files another process holds: errors, never panics, never damage.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{app, filled_pool, temp_files};
+use diesel::connection::SimpleConnection;
+use diesel_sqlite_backup::{establish, BackupError, BackupExt, BackupOptions};
+
+/// The child for `disk_full_fails_cleanly`: saves under a file-size limit.
+#[test]
+fn fsize_child() {
+    let Ok(dest) = std::env::var("DSB_FSIZE_CHILD") else {
+        return;
+    };
+    let pool = filled_pool(20_000, 200); // several MB, far over the limit below
+    #[cfg(unix)]
+    // SAFETY: plain libc calls with valid arguments; SIGXFSZ ignored turns a write past the
+    // limit into EFBIG instead of killing the process.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        let limit = libc::rlimit { rlim_cur: 256 * 1024, rlim_max: 256 * 1024 };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+    }
+    let err = pool.get().unwrap().save_as(&dest).unwrap_err();
+    println!("SAVE-ERROR: {err}");
+    assert!(
+        matches!(err, BackupError::Sqlite { .. } | BackupError::Io { .. }),
+        "{err:?}"
+    );
+    let dir = Path::new(&dest).parent().unwrap();
+    assert!(temp_files(dir).is_empty(), "a temporary file was left behind");
+    // The pool still works.
+    assert_eq!(app::note_count(&mut pool.get().unwrap()), 20_000);
+}
+
+/// The disk fills up (RLIMIT_FSIZE with SIGXFSZ ignored, in a child process): save_as
+/// returns a BackupError without panicking, the old destination is untouched, and no
+/// temporary file remains.
+#[cfg(unix)]
+#[test]
+fn disk_full_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("full.db");
+    filled_pool(10, 10).get().unwrap().save_as(&dest).unwrap();
+    let before = fs::read(&dest).unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "fsize_child", "--nocapture", "--test-threads=1"])
+        .env("DSB_FSIZE_CHILD", &dest)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("SAVE-ERROR"), "{stdout}");
+    assert_eq!(fs::read(&dest).unwrap(), before, "the old destination changed");
+    assert!(temp_files(dir.path()).is_empty());
+}
+
+/// A destination whose parent is a regular file is an I/O error naming the path.
+#[test]
+fn parent_is_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain.txt");
+    fs::write(&file, "x").unwrap();
+    let err = filled_pool(1, 1).get().unwrap().save_as(file.join("x.db")).unwrap_err();
+    assert!(matches!(err, BackupError::Io { .. }), "{err}");
+    assert!(err.to_string().contains("plain.txt"), "{err}");
+    assert_eq!(fs::read(&file).unwrap(), b"x");
+}
+
+/// A read-only directory refuses the temporary file: an I/O error and no damage. (Skipped
+/// as root, for whom permissions do not apply.)
+#[cfg(unix)]
+#[test]
+fn read_only_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        eprintln!("running as root: read-only directories are writable; skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("ro.db");
+    filled_pool(3, 3).get().unwrap().save_as(&dest).unwrap();
+    let before = fs::read(&dest).unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o555)).unwrap();
+    let err = filled_pool(9, 9).get().unwrap().save_as(&dest).unwrap_err();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(matches!(err, BackupError::Io { .. }), "{err}");
+    assert_eq!(fs::read(&dest).unwrap(), before);
+}
+
+/// The child for `restore_from_a_file_another_process_locks`: holds an exclusive lock.
+#[test]
+fn lock_child() {
+    let Ok(path) = std::env::var("DSB_LOCK_CHILD") else {
+        return;
+    };
+    let mut c = establish(&path).unwrap();
+    c.batch_execute("BEGIN EXCLUSIVE; INSERT INTO notebooks(title) VALUES ('locked');")
+        .unwrap();
+    println!("locked");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// Another process holds the file locked: restore_from waits until its deadline, fails with
+/// Busy, and the in-memory data is untouched.
+#[cfg(unix)]
+#[test]
+fn restore_from_a_file_another_process_locks() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("locked.db");
+    filled_pool(50, 10).get().unwrap().save_as(&file).unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "lock_child", "--nocapture", "--test-threads=1"])
+        .env("DSB_LOCK_CHILD", &file)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.any(|l| l.unwrap().ends_with("locked")));
+
+    let pool = filled_pool(7, 10);
+    let started = Instant::now();
+    let err = pool
+        .get()
+        .unwrap()
+        .restore_from_with(&file, BackupOptions::default().timeout(Duration::from_millis(300)))
+        .unwrap_err();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(err.is_busy(), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(app::note_count(&mut pool.get().unwrap()), 7);
+}
