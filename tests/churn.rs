@@ -31,7 +31,9 @@ impl ManageConnection for Flaky {
 
     fn is_valid(&self, conn: &mut SqliteConnection) -> Result<(), Self::Error> {
         if self.checks.fetch_add(1, Ordering::Relaxed) % 3 == 2 {
-            return Err(diesel::r2d2::Error::QueryError(diesel::result::Error::NotFound));
+            return Err(diesel::r2d2::Error::QueryError(
+                diesel::result::Error::NotFound,
+            ));
         }
         self.inner.is_valid(conn)
     }
@@ -62,7 +64,11 @@ fn churn_loses_no_committed_row() {
         .unwrap()
         .batch_execute("CREATE TABLE rows(thread INTEGER, i INTEGER, committed INTEGER)")
         .unwrap();
-    let cycles = if std::env::var_os("DSB_LONG").is_some() { 5_000 } else { 150 };
+    let cycles = if std::env::var_os("DSB_LONG").is_some() {
+        5_000
+    } else {
+        150
+    };
     let committed = AtomicUsize::new(0);
     let discarded_by_panic = AtomicUsize::new(0);
 
@@ -73,13 +79,16 @@ fn churn_loses_no_committed_row() {
                 for i in 0..cycles {
                     let mut c = pool.get().unwrap();
                     // Not inside anyone else's transaction: BEGIN would fail if it were.
-                    c.batch_execute("BEGIN; COMMIT;").expect("checkout inside a transaction");
+                    c.batch_execute("BEGIN; COMMIT;")
+                        .expect("checkout inside a transaction");
                     match i % 6 {
                         0 => {
                             // A panic inside a transaction: the row must not survive.
                             let r = catch_unwind(AssertUnwindSafe(|| {
                                 c.transaction::<(), diesel::result::Error, _>(|c| {
-                                    c.batch_execute(&format!("INSERT INTO rows VALUES ({t}, {i}, 0)"))?;
+                                    c.batch_execute(&format!(
+                                        "INSERT INTO rows VALUES ({t}, {i}, 0)"
+                                    ))?;
                                     panic!("boom");
                                 })
                             }));
@@ -89,8 +98,10 @@ fn churn_loses_no_committed_row() {
                         }
                         1 => {
                             // A raw transaction left open when the connection goes back.
-                            c.batch_execute(&format!("BEGIN; INSERT INTO rows VALUES ({t}, {i}, 0);"))
-                                .unwrap();
+                            c.batch_execute(&format!(
+                                "BEGIN; INSERT INTO rows VALUES ({t}, {i}, 0);"
+                            ))
+                            .unwrap();
                         }
                         _ => {
                             c.transaction::<_, diesel::result::Error, _>(|c| {
@@ -109,7 +120,14 @@ fn churn_loses_no_committed_row() {
     });
     let mut c = pool.get().unwrap();
     let rows = scalar(&mut c, "SELECT count(*) AS n FROM rows WHERE committed = 1");
-    assert_eq!(rows as usize, committed.load(Ordering::Relaxed), "committed rows were lost");
-    assert_eq!(scalar(&mut c, "SELECT count(*) AS n FROM rows WHERE committed = 0"), 0);
+    assert_eq!(
+        rows as usize,
+        committed.load(Ordering::Relaxed),
+        "committed rows were lost"
+    );
+    assert_eq!(
+        scalar(&mut c, "SELECT count(*) AS n FROM rows WHERE committed = 0"),
+        0
+    );
     assert!(discarded_by_panic.load(Ordering::Relaxed) > 0);
 }

@@ -81,7 +81,12 @@ fn saves_are_consistent_snapshots_under_transfers() {
                         assert_eq!(common::integrity(&file), "ok");
                         let mut saved = establish(file.to_str().unwrap()).unwrap();
                         let total = scalar(&mut saved, "SELECT sum(balance) AS n FROM accounts");
-                        assert_eq!(total, TOTAL, "{} is not a consistent snapshot", file.display());
+                        assert_eq!(
+                            total,
+                            TOTAL,
+                            "{} is not a consistent snapshot",
+                            file.display()
+                        );
                     }
                 })
             })
@@ -91,7 +96,13 @@ fn saves_are_consistent_snapshots_under_transfers() {
         }
         stop.store(true, Ordering::Relaxed);
     });
-    assert!(transfers.load(Ordering::Relaxed) > 0, "the writers never ran");
+    assert!(
+        transfers.load(Ordering::Relaxed) > 0,
+        "the writers never ran"
+    );
     let mut c = pool.get().unwrap();
-    assert_eq!(scalar(&mut c, "SELECT sum(balance) AS n FROM accounts"), TOTAL);
+    assert_eq!(
+        scalar(&mut c, "SELECT sum(balance) AS n FROM accounts"),
+        TOTAL
+    );
 }

@@ -23,7 +23,10 @@ fn fsize_child() {
     // limit into EFBIG instead of killing the process.
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-        let limit = libc::rlimit { rlim_cur: 256 * 1024, rlim_max: 256 * 1024 };
+        let limit = libc::rlimit {
+            rlim_cur: 256 * 1024,
+            rlim_max: 256 * 1024,
+        };
         assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
     }
     let err = pool.get().unwrap().save_as(&dest).unwrap_err();
@@ -33,7 +36,10 @@ fn fsize_child() {
         "{err:?}"
     );
     let dir = Path::new(&dest).parent().unwrap();
-    assert!(temp_files(dir).is_empty(), "a temporary file was left behind");
+    assert!(
+        temp_files(dir).is_empty(),
+        "a temporary file was left behind"
+    );
     // The pool still works.
     assert_eq!(app::note_count(&mut pool.get().unwrap()), 20_000);
 }
@@ -54,9 +60,17 @@ fn disk_full_fails_cleanly() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("SAVE-ERROR"), "{stdout}");
-    assert_eq!(fs::read(&dest).unwrap(), before, "the old destination changed");
+    assert_eq!(
+        fs::read(&dest).unwrap(),
+        before,
+        "the old destination changed"
+    );
     assert!(temp_files(dir.path()).is_empty());
 }
 
@@ -66,7 +80,11 @@ fn parent_is_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("plain.txt");
     fs::write(&file, "x").unwrap();
-    let err = filled_pool(1, 1).get().unwrap().save_as(file.join("x.db")).unwrap_err();
+    let err = filled_pool(1, 1)
+        .get()
+        .unwrap()
+        .save_as(file.join("x.db"))
+        .unwrap_err();
     assert!(matches!(err, BackupError::Io { .. }), "{err}");
     assert!(err.to_string().contains("plain.txt"), "{err}");
     assert_eq!(fs::read(&file).unwrap(), b"x");
@@ -130,7 +148,10 @@ fn restore_from_a_file_another_process_locks() {
     let err = pool
         .get()
         .unwrap()
-        .restore_from_with(&file, BackupOptions::default().timeout(Duration::from_millis(300)))
+        .restore_from_with(
+            &file,
+            BackupOptions::default().timeout(Duration::from_millis(300)),
+        )
         .unwrap_err();
     child.kill().unwrap();
     child.wait().unwrap();
