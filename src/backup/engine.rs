@@ -41,6 +41,12 @@ pub(crate) fn run_with(
     let start = Instant::now();
     let deadline = start.checked_add(opts.timeout);
     let past_deadline = |now: Instant| deadline.is_some_and(|d| now >= d);
+    let gave_up = |now: Instant, failure| BackupError::Busy {
+        op,
+        path: path.to_path_buf(),
+        waited: now - start,
+        failure,
+    };
     let mut pages = opts.step_pages();
     let mut last_remaining: Option<u32> = None;
     let mut backoff = MIN_BACKOFF;
@@ -65,12 +71,7 @@ pub(crate) fn run_with(
                 if last_remaining.is_some_and(|prev| progress.remaining >= prev) {
                     let now = Instant::now();
                     if past_deadline(now) {
-                        return Err(BackupError::Busy {
-                            op,
-                            path: path.to_path_buf(),
-                            waited: now - start,
-                            failure: restarted(),
-                        });
+                        return Err(gave_up(now, restarted()));
                     }
                     pages = -1;
                 }
@@ -82,12 +83,7 @@ pub(crate) fn run_with(
             StepOutcome::Busy(failure) => {
                 let now = Instant::now();
                 if past_deadline(now) {
-                    return Err(BackupError::Busy {
-                        op,
-                        path: path.to_path_buf(),
-                        waited: now - start,
-                        failure,
-                    });
+                    return Err(gave_up(now, failure));
                 }
                 let left = deadline.map_or(backoff, |d| d - now);
                 thread::sleep(backoff.min(left));
