@@ -168,8 +168,9 @@ pub enum BackupError {
         reason: String,
     },
 
-    /// A [`Template`](crate::Template) initialiser or migration failed.
-    #[error("{op}: initialiser failed: {source}")]
+    /// A [`Template`](crate::Template) initialiser failed, or the connection or pool a copy
+    /// goes into could not be set up.
+    #[error("{op}: {source}")]
     Init {
         /// What was being done.
         op: Operation,
