@@ -164,6 +164,20 @@ fn inconsistent_headers_are_refused() {
     }
 }
 
+/// A file longer than its header's page count is legal (SQLITE_FCNTL_CHUNK_SIZE preallocates
+/// space that way) and restores.
+#[test]
+fn file_longer_than_its_pages_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = saved_file(dir.path(), "long.db", 40);
+    let mut bytes = fs::read(&file).unwrap();
+    bytes.resize(bytes.len() + (1 << 20), 0);
+    fs::write(&file, &bytes).unwrap();
+    let pool = precious();
+    pool.get().unwrap().restore_from(&file).unwrap();
+    assert_eq!(app::note_count(&mut pool.get().unwrap()), 40);
+}
+
 /// Page-level corruption passes the cheap checks; `verify_integrity` refuses it.
 #[test]
 fn verify_integrity_refuses_corrupt_pages() {

@@ -264,3 +264,43 @@ fn connection_opened_before_init_is_not_backup_capable() {
     let mut late = SqliteConnection::establish(":memory:").unwrap();
     late.save_as(dir.path().join("y.db")).unwrap();
 }
+
+/// Probes of other connections made while a save's own probe runs (here from Diesel's
+/// instrumentation hooks, on every query event) neither hijack nor clear its handle: the
+/// file holds the saving connection's database.
+#[test]
+fn nested_probes_from_instrumentation_do_not_confuse_the_handle() {
+    use diesel::connection::InstrumentationEvent;
+    let mut a = establish(":memory:").unwrap();
+    a.batch_execute("CREATE TABLE a_only(x)").unwrap();
+    let mut b = establish(":memory:").unwrap();
+    b.batch_execute("CREATE TABLE b_only(x)").unwrap();
+    let probes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = probes.clone();
+    a.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+        if matches!(
+            event,
+            InstrumentationEvent::StartQuery { .. } | InstrumentationEvent::FinishQuery { .. }
+        ) {
+            // Reaches b's raw handle, which runs b's own probe.
+            diesel_sqlite_backup::Template::from_connection(&mut b).unwrap();
+            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.db");
+    a.save_as(&file).unwrap();
+    assert!(
+        probes.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "the hook never ran"
+    );
+    let mut saved = establish(file.to_str().unwrap()).unwrap();
+    assert_eq!(
+        scalar(
+            &mut saved,
+            "SELECT count(*) AS n FROM sqlite_schema WHERE name = 'a_only'"
+        ),
+        1,
+        "saved another connection's database"
+    );
+}

@@ -55,6 +55,26 @@ fn failing_init_reports_its_error() {
     assert!(err.to_string().contains("incomplete input"), "{err}");
 }
 
+/// A database another connection keeps locked gives an error, never an empty template.
+#[test]
+fn from_connection_of_a_locked_database_is_an_error() {
+    let pool = r2d2::Pool::builder()
+        .max_size(2)
+        .build(diesel_sqlite_backup::SingletonManager::new())
+        .unwrap();
+    let (mut locker, mut reader) = (pool.get().unwrap(), pool.get().unwrap());
+    locker
+        .batch_execute("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    reader.batch_execute("PRAGMA busy_timeout = 0").unwrap();
+    locker.batch_execute("BEGIN EXCLUSIVE").unwrap();
+    let result = Template::from_connection(&mut reader);
+    locker.batch_execute("COMMIT").unwrap();
+    let err = result.expect_err("a locked database must not become an empty template");
+    assert!(err.is_busy(), "{err}");
+    assert!(!Template::from_connection(&mut reader).unwrap().is_empty());
+}
+
 /// `from_file` takes a saved database, and refuses a bad file like restore_from does.
 #[test]
 fn from_file_loads_and_validates() {

@@ -203,8 +203,12 @@ impl<'a> Backup<'a> {
         self.raw.progress()
     }
 
-    /// Releases the backup and reports any error SQLite kept from the steps. A backup that
-    /// last returned [`StepResult::Busy`] finishes cleanly (its destination rolled back).
+    /// Releases the backup and reports any error SQLite kept from the steps.
+    ///
+    /// `Ok` means no step failed, not that the copy is complete: a backup finished before
+    /// [`step`](Self::step) returned [`StepResult::Done`] (for example right after a
+    /// [`StepResult::Busy`]) is cancelled and its destination rolled back. Check the last
+    /// step's result, or that `progress().remaining` is 0, to know the copy completed.
     pub fn finish(self) -> Result<(), BackupError> {
         let path = self.dest_path;
         self.raw.finish().map_err(|failure| BackupError::Sqlite {

@@ -96,7 +96,27 @@ impl Template {
     /// A template holding a copy of `conn`'s `main` database as it is now.
     pub fn from_connection(conn: &mut SqliteConnection) -> Result<Template, BackupError> {
         let db = raw_handle(conn, OP)?;
-        let image = db.serialize_main().unwrap_or_default();
+        let image = match db.serialize_main() {
+            Some(image) => image,
+            // SQLite returns no image for an empty database, but also when it could not
+            // read one (locked, out of memory): only the first may become an empty template.
+            None => {
+                let busy = |failure| BackupError::Busy {
+                    op: OP,
+                    path: db.display_path(c"main"),
+                    waited: std::time::Duration::ZERO,
+                    failure,
+                };
+                match db.query_i64("PRAGMA main.page_count") {
+                    Ok(0) => Vec::new(),
+                    Ok(_) => return Err(busy(crate::raw::failure_from_code(ffi::SQLITE_BUSY))),
+                    Err(f) if matches!(f.code, ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED) => {
+                        return Err(busy(f))
+                    }
+                    Err(f) => return Err(sqlite(f)),
+                }
+            }
+        };
         Ok(Template {
             image: image.into(),
         })
