@@ -1,11 +1,17 @@
-//! A write-batching VFS shim for the private temporary file of a save.
+//! A batching VFS shim for the files a backup streams: the private temporary file of a save
+//! and the source file of a restore.
 //!
-//! SQLite writes a database one page per `pwrite`: 51,200 system calls for 200 MiB of 4 KiB
-//! pages. The pager writes dirty pages in page order, so this shim gathers consecutive writes
-//! into a 64 KiB buffer and hands them to the default VFS in one call. The buffer is flushed
-//! before any read, size query, truncate, sync and close, and on `SQLITE_FCNTL_SYNC`, which
-//! SQLite sends at every commit even with `synchronous=OFF`, so a failed write still fails
-//! the commit. Every other call goes straight to the default VFS.
+//! SQLite reads and writes a database one page per system call: 51,200 calls for 200 MiB of
+//! 4 KiB pages. A backup touches pages in order, so this shim, for main database files only:
+//! - gathers consecutive writes into a 64 KiB buffer and hands them to the default VFS in one
+//!   call. The buffer is flushed before any read, size query, truncate, sync and close, and on
+//!   `SQLITE_FCNTL_SYNC`, which SQLite sends at every commit even with `synchronous=OFF`, so a
+//!   failed write still fails the commit;
+//! - when reads are sequential, reads 64 KiB ahead and serves the following pages from that
+//!   buffer. The buffer is dropped on every write, truncate and lock change, so it never
+//!   outlives the transaction that read it.
+//!
+//! Journals, WAL files and every other call go straight to the default VFS.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::mem::size_of;
@@ -30,6 +36,10 @@ struct BatchFile {
     real: *mut ffi::sqlite3_file,
     pending: Vec<u8>,
     pending_offset: i64,
+    ahead: Vec<u8>,
+    ahead_offset: i64,
+    /// Where the next read starts if reads are sequential; only then is reading ahead worth it.
+    next_read: i64,
 }
 
 /// Where the default VFS's file object starts, rounded up for its alignment.
@@ -64,10 +74,10 @@ fn register() -> bool {
         xDelete: Some(delete),
         xAccess: Some(access),
         xFullPathname: Some(full_pathname),
-        xDlOpen: None,
-        xDlError: None,
-        xDlSym: None,
-        xDlClose: None,
+        xDlOpen: Some(dl_open),
+        xDlError: Some(dl_error),
+        xDlSym: Some(dl_sym),
+        xDlClose: Some(dl_close),
         xRandomness: Some(randomness),
         xSleep: Some(sleep),
         xCurrentTime: Some(current_time),
@@ -117,10 +127,16 @@ unsafe extern "C" fn open(
     out_flags: *mut c_int,
 ) -> c_int {
     // SAFETY: SQLite hands us `szOsFile` bytes at `file`, 8-byte aligned, so the BatchFile
-    // header and the default VFS's object at HEADER both fit. Fields are initialised with
-    // ptr::write before pMethods is set, and pMethods stays NULL on failure so that SQLite
-    // never calls xClose on a half-built object.
+    // header and the default VFS's object at HEADER both fit, and so does the default VFS's
+    // object alone at offset 0. Fields are initialised with ptr::write before pMethods is
+    // set, and pMethods stays NULL on failure so that SQLite never calls xClose on a
+    // half-built object.
     unsafe {
+        if flags & ffi::SQLITE_OPEN_MAIN_DB == 0 {
+            // Not a database file: the default VFS's object takes the whole slot and SQLite
+            // talks to it directly.
+            return delegate_vfs!(vfs, xOpen, name, file, flags, out_flags);
+        }
         let batch = file.cast::<BatchFile>();
         let real = file.cast::<u8>().add(HEADER).cast::<ffi::sqlite3_file>();
         ptr::addr_of_mut!((*batch).base.pMethods).write(ptr::null());
@@ -134,6 +150,9 @@ unsafe extern "C" fn open(
         ptr::addr_of_mut!((*batch).real).write(real);
         ptr::addr_of_mut!((*batch).pending).write(Vec::new());
         ptr::addr_of_mut!((*batch).pending_offset).write(0);
+        ptr::addr_of_mut!((*batch).ahead).write(Vec::new());
+        ptr::addr_of_mut!((*batch).ahead_offset).write(0);
+        ptr::addr_of_mut!((*batch).next_read).write(0);
         ptr::addr_of_mut!((*batch).base.pMethods).write(&IO_METHODS);
         ffi::SQLITE_OK
     }
@@ -184,15 +203,57 @@ unsafe extern "C" fn last_error(vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut 
     unsafe { delegate_vfs!(vfs, xGetLastError, n, out) }
 }
 
+unsafe extern "C" fn dl_open(vfs: *mut ffi::sqlite3_vfs, name: *const c_char) -> *mut c_void {
+    // SAFETY: see `delegate_vfs`; a missing method means no extension loading.
+    unsafe {
+        let real = real_vfs(vfs);
+        (*real).xDlOpen.map_or(ptr::null_mut(), |f| f(real, name))
+    }
+}
+
+unsafe extern "C" fn dl_error(vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) {
+    // SAFETY: see `delegate_vfs`.
+    unsafe {
+        let real = real_vfs(vfs);
+        if let Some(f) = (*real).xDlError {
+            f(real, n, out);
+        }
+    }
+}
+
+type DlSymbol = Option<unsafe extern "C" fn(*mut ffi::sqlite3_vfs, *mut c_void, *const c_char)>;
+
+unsafe extern "C" fn dl_sym(
+    vfs: *mut ffi::sqlite3_vfs,
+    handle: *mut c_void,
+    symbol: *const c_char,
+) -> DlSymbol {
+    // SAFETY: see `delegate_vfs`.
+    unsafe {
+        let real = real_vfs(vfs);
+        (*real).xDlSym.and_then(|f| f(real, handle, symbol))
+    }
+}
+
+unsafe extern "C" fn dl_close(vfs: *mut ffi::sqlite3_vfs, handle: *mut c_void) {
+    // SAFETY: see `delegate_vfs`.
+    unsafe {
+        let real = real_vfs(vfs);
+        if let Some(f) = (*real).xDlClose {
+            f(real, handle);
+        }
+    }
+}
+
 unsafe extern "C" fn current_time_int64(vfs: *mut ffi::sqlite3_vfs, out: *mut i64) -> c_int {
     // SAFETY: see `delegate_vfs`.
     unsafe { delegate_vfs!(vfs, xCurrentTimeInt64, out) }
 }
 
-/// Version 1: no shared memory and no memory mapping, which the temporary file never uses
-/// (it is opened with `journal_mode=OFF` and `locking_mode=EXCLUSIVE`).
+/// Version 2: shared memory is passed through (a WAL-mode restore source needs it); memory
+/// mapping (version 3) is left out, so every read comes through `read`.
 static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
-    iVersion: 1,
+    iVersion: 2,
     xClose: Some(close),
     xRead: Some(read),
     xWrite: Some(write),
@@ -205,10 +266,10 @@ static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     xFileControl: Some(file_control),
     xSectorSize: Some(sector_size),
     xDeviceCharacteristics: Some(device_characteristics),
-    xShmMap: None,
-    xShmLock: None,
-    xShmBarrier: None,
-    xShmUnmap: None,
+    xShmMap: Some(shm_map),
+    xShmLock: Some(shm_lock),
+    xShmBarrier: Some(shm_barrier),
+    xShmUnmap: Some(shm_unmap),
     xFetch: None,
     xUnfetch: None,
 };
@@ -254,7 +315,9 @@ unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
     unsafe {
         let flushed = flush(file);
         let closed = delegate_file!(file, xClose);
-        ptr::drop_in_place(ptr::addr_of_mut!((*file.cast::<BatchFile>()).pending));
+        let batch = file.cast::<BatchFile>();
+        ptr::drop_in_place(ptr::addr_of_mut!((*batch).pending));
+        ptr::drop_in_place(ptr::addr_of_mut!((*batch).ahead));
         if flushed != ffi::SQLITE_OK {
             flushed
         } else {
@@ -273,6 +336,7 @@ unsafe extern "C" fn write(
     // No reference into the BatchFile is held across the calls to `flush` or the default VFS.
     unsafe {
         let batch = file.cast::<BatchFile>();
+        (*batch).ahead.clear();
         let amount_usize = amount as usize;
         let (len, start) = ((*batch).pending.len(), (*batch).pending_offset);
         let appends = offset == start + len as i64 && len + amount_usize <= CAPACITY;
@@ -284,7 +348,9 @@ unsafe extern "C" fn write(
             if amount_usize >= CAPACITY {
                 return delegate_file!(file, xWrite, data, amount, offset);
             }
-            (*batch).pending.reserve(CAPACITY);
+            if (*batch).pending.try_reserve(CAPACITY).is_err() {
+                return ffi::SQLITE_IOERR_NOMEM;
+            }
             (*batch).pending_offset = offset;
         }
         let bytes = std::slice::from_raw_parts(data.cast::<u8>(), amount_usize);
@@ -299,19 +365,73 @@ unsafe extern "C" fn read(
     amount: c_int,
     offset: i64,
 ) -> c_int {
-    // SAFETY: `file` is ours; reads see every earlier write because we flush first.
+    // SAFETY: `file` is ours; SQLite passes `amount` writable bytes at `out`. Reads see every
+    // earlier write because we flush first. No reference into the BatchFile is held across
+    // calls into the default VFS.
     unsafe {
         let rc = flush(file);
         if rc != ffi::SQLITE_OK {
             return rc;
         }
+        let batch = file.cast::<BatchFile>();
+        let wanted = amount as usize;
+        let sequential = offset == (*batch).next_read;
+        (*batch).next_read = offset + i64::from(amount);
+        if sequential && wanted < CAPACITY && !in_read_ahead(batch, offset, wanted) {
+            fill_read_ahead(file, offset);
+        }
+        if in_read_ahead(batch, offset, wanted) {
+            let from = (offset - (*batch).ahead_offset) as usize;
+            ptr::copy_nonoverlapping((*batch).ahead.as_ptr().add(from), out.cast::<u8>(), wanted);
+            return ffi::SQLITE_OK;
+        }
         delegate_file!(file, xRead, out, amount, offset)
+    }
+}
+
+/// True when the read-ahead buffer holds all of `[offset, offset + len)`.
+///
+/// # Safety
+/// `batch` is a BatchFile opened by `open`.
+unsafe fn in_read_ahead(batch: *mut BatchFile, offset: i64, len: usize) -> bool {
+    // SAFETY: per the contract; plain field reads.
+    unsafe {
+        let (start, held) = ((*batch).ahead_offset, (*batch).ahead.len() as i64);
+        offset >= start && offset + len as i64 <= start + held
+    }
+}
+
+/// Reads CAPACITY bytes at `offset` into the read-ahead buffer. A short read (the end of the
+/// file) leaves the buffer empty, so that the caller reads through and gets SQLite's own
+/// short-read answer.
+///
+/// # Safety
+/// `file` is a BatchFile opened by `open`.
+unsafe fn fill_read_ahead(file: *mut ffi::sqlite3_file, offset: i64) {
+    // SAFETY: per the contract. The buffer is resized before its pointer is taken and is not
+    // touched again until the default VFS's read returns.
+    unsafe {
+        let batch = file.cast::<BatchFile>();
+        let ahead = &mut *ptr::addr_of_mut!((*batch).ahead);
+        ahead.clear();
+        if ahead.try_reserve(CAPACITY).is_err() {
+            return;
+        }
+        ahead.resize(CAPACITY, 0);
+        let data = ahead.as_mut_ptr().cast::<c_void>();
+        let rc = delegate_file!(file, xRead, data, CAPACITY as c_int, offset);
+        if rc == ffi::SQLITE_OK {
+            (*batch).ahead_offset = offset;
+        } else {
+            (*batch).ahead.clear();
+        }
     }
 }
 
 unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
     // SAFETY: `file` is ours; flushing first keeps write and truncate in order.
     unsafe {
+        (*file.cast::<BatchFile>()).ahead.clear();
         let rc = flush(file);
         if rc != ffi::SQLITE_OK {
             return rc;
@@ -343,13 +463,20 @@ unsafe extern "C" fn file_size(file: *mut ffi::sqlite3_file, out: *mut i64) -> c
 }
 
 unsafe extern "C" fn lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    // SAFETY: `file` is ours.
-    unsafe { delegate_file!(file, xLock, level) }
+    // SAFETY: `file` is ours. Another process may have written the file since our last
+    // lock, so what was read ahead is dropped.
+    unsafe {
+        (*file.cast::<BatchFile>()).ahead.clear();
+        delegate_file!(file, xLock, level)
+    }
 }
 
 unsafe extern "C" fn unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    // SAFETY: `file` is ours.
-    unsafe { delegate_file!(file, xUnlock, level) }
+    // SAFETY: `file` is ours; see `lock`.
+    unsafe {
+        (*file.cast::<BatchFile>()).ahead.clear();
+        delegate_file!(file, xUnlock, level)
+    }
 }
 
 unsafe extern "C" fn check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
@@ -383,4 +510,41 @@ unsafe extern "C" fn sector_size(file: *mut ffi::sqlite3_file) -> c_int {
 unsafe extern "C" fn device_characteristics(file: *mut ffi::sqlite3_file) -> c_int {
     // SAFETY: `file` is ours.
     unsafe { delegate_file!(file, xDeviceCharacteristics) }
+}
+
+unsafe extern "C" fn shm_map(
+    file: *mut ffi::sqlite3_file,
+    region: c_int,
+    size: c_int,
+    extend: c_int,
+    out: *mut *mut c_void,
+) -> c_int {
+    // SAFETY: `file` is ours; shared memory belongs to the wrapped file.
+    unsafe { delegate_file!(file, xShmMap, region, size, extend, out) }
+}
+
+unsafe extern "C" fn shm_lock(
+    file: *mut ffi::sqlite3_file,
+    offset: c_int,
+    n: c_int,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: `file` is ours.
+    unsafe { delegate_file!(file, xShmLock, offset, n, flags) }
+}
+
+unsafe extern "C" fn shm_barrier(file: *mut ffi::sqlite3_file) {
+    // SAFETY: `file` is ours; the wrapped file's methods are version 2 or later whenever
+    // SQLite uses shared memory, which it only does after xShmMap succeeded.
+    unsafe {
+        let real = (*file.cast::<BatchFile>()).real;
+        if let Some(f) = (*(*real).pMethods).xShmBarrier {
+            f(real);
+        }
+    }
+}
+
+unsafe extern "C" fn shm_unmap(file: *mut ffi::sqlite3_file, delete: c_int) -> c_int {
+    // SAFETY: `file` is ours.
+    unsafe { delegate_file!(file, xShmUnmap, delete) }
 }
