@@ -4,6 +4,7 @@
 mod checks;
 mod engine;
 mod handle;
+mod header;
 mod options;
 mod restore;
 mod save;

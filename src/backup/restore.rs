@@ -6,7 +6,6 @@
 
 use std::ffi::CStr;
 use std::fs;
-use std::io::Read;
 use std::path::Path;
 
 use diesel::SqliteConnection;
@@ -15,12 +14,12 @@ use libsqlite3_sys as ffi;
 use super::checks;
 use super::engine::{self, BusyHandlerPause};
 use super::handle::RawBackup;
+use super::header::Header;
 use super::options::BackupOptions;
 use crate::error::{BackupError, Operation, SqliteFailure};
 use crate::raw::{batch_vfs, memdb, raw_handle, readonly_uri, DbRef, OwnedDb};
 
 const OP: Operation = Operation::Restore;
-const MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 pub(crate) fn restore_from(
     conn: &mut SqliteConnection,
@@ -30,7 +29,7 @@ pub(crate) fn restore_from(
     let dest = raw_handle(conn, OP)?;
     let schema = checks::schema(&dest, &opts.schema, OP)?;
     checks::dest_idle(&dest, &schema, OP)?;
-    let header = Header::read(path)?;
+    let header = Header::read(path, OP)?;
     let source = open_source(path, opts)?;
     let sqlite = |failure| BackupError::Sqlite {
         op: OP,
@@ -185,70 +184,5 @@ fn classify(path: &Path, failure: SqliteFailure) -> BackupError {
             path: path.to_path_buf(),
             failure,
         },
-    }
-}
-
-/// The parts of the 100-byte database header that can be checked before SQLite opens the file.
-struct Header {
-    page_size: u32,
-    file_len: u64,
-    wal: bool,
-}
-
-impl Header {
-    fn read(path: &Path) -> Result<Header, BackupError> {
-        let meta = fs::metadata(path).map_err(|e| BackupError::io(OP, path, "open", e))?;
-        if !meta.is_file() {
-            let what = if meta.is_dir() {
-                "a directory"
-            } else {
-                "not a regular file"
-            };
-            return Err(BackupError::invalid_db(OP, path, format!("it is {what}")));
-        }
-        let file_len = meta.len();
-        let mut bytes = [0u8; 100];
-        let mut file = fs::File::open(path).map_err(|e| BackupError::io(OP, path, "open", e))?;
-        if file_len < 100 || file.read_exact(&mut bytes).is_err() {
-            return Err(BackupError::invalid_db(
-                OP,
-                path,
-                format!("only {file_len} bytes, shorter than a database header"),
-            ));
-        }
-        Self::parse(&bytes, file_len).map_err(|reason| BackupError::invalid_db(OP, path, reason))
-    }
-
-    fn parse(bytes: &[u8; 100], file_len: u64) -> Result<Header, String> {
-        if &bytes[..16] != MAGIC {
-            return Err("missing the \"SQLite format 3\" header".into());
-        }
-        let page_size = match u16::from_be_bytes([bytes[16], bytes[17]]) {
-            1 => 65536,
-            n => u32::from(n),
-        };
-        if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
-            return Err(format!("invalid page size {page_size} in header"));
-        }
-        let be32 = |at: usize| {
-            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-        };
-        let wal = bytes[18] == 2 || bytes[19] == 2;
-        // The header's page count is authoritative only while it is marked valid.
-        let (pages, change, valid_for) = (be32(28), be32(24), be32(92));
-        // A longer file is legal (SQLITE_FCNTL_CHUNK_SIZE preallocates); a shorter one is cut.
-        if !wal && pages != 0 && change == valid_for {
-            let expected = u64::from(pages) * u64::from(page_size);
-            if expected > file_len {
-                return Err(format!(
-                    "truncated: header says {pages} pages of {page_size} bytes ({expected} bytes) but the file holds {file_len} bytes"
-                ));
-            }
-        }
-        Ok(Header {
-            page_size,
-            file_len,
-            wal,
-        })
     }
 }

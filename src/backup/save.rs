@@ -11,6 +11,7 @@ use tempfile::NamedTempFile;
 
 use super::engine::{self, BusyHandlerPause};
 use super::handle::RawBackup;
+use super::header::Header;
 use super::options::BackupOptions;
 use super::{checks, same_file};
 use crate::error::{BackupError, Operation};
@@ -49,6 +50,7 @@ pub(crate) fn save_as(
 
     let temp = dest.create_temp()?;
     copy_into_file(&src, &schema, &temp, &dest.path, opts)?;
+    check_complete(temp.path(), &dest.path)?;
     let io = |action, source| BackupError::io(op, &dest.path, action, source);
     temp.as_file().sync_all().map_err(|e| io("fsync", e))?;
     temp.persist(&dest.path)
@@ -88,6 +90,20 @@ fn copy_into_file(
         backup.finish().map_err(sqlite)?;
     }
     file_db.close().map_err(sqlite)
+}
+
+/// Refuses to rename a file whose length disagrees with its own header: the last line of
+/// defence should a write have been lost without an error (SQLite ignores `xClose` errors).
+fn check_complete(temp: &Path, dest: &Path) -> Result<(), BackupError> {
+    let header = Header::read(temp, Operation::Save)?;
+    if header.matches_length() {
+        return Ok(());
+    }
+    Err(BackupError::Sqlite {
+        op: Operation::Save,
+        path: dest.to_path_buf(),
+        failure: crate::raw::failure_from_code(ffi::SQLITE_IOERR_WRITE),
+    })
 }
 
 /// Where a save lands, with symbolic links followed so the link itself is not replaced.

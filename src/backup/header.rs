@@ -1,0 +1,87 @@
+//! The 100-byte SQLite database header: checked before a restore reads a file, and after a
+//! save wrote one.
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+
+use crate::error::{BackupError, Operation};
+
+const MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// The parts of the 100-byte database header that can be checked before SQLite opens the file.
+pub(crate) struct Header {
+    pub(crate) page_size: u32,
+    pub(crate) file_len: u64,
+    pub(crate) wal: bool,
+    /// The page count, when the header marks it valid (and the file is not in WAL mode).
+    pub(crate) valid_pages: Option<u32>,
+}
+
+impl Header {
+    /// Reads and checks the header of the file at `path`.
+    pub(crate) fn read(path: &Path, op: Operation) -> Result<Header, BackupError> {
+        let meta = fs::metadata(path).map_err(|e| BackupError::io(op, path, "open", e))?;
+        if !meta.is_file() {
+            let what = if meta.is_dir() {
+                "a directory"
+            } else {
+                "not a regular file"
+            };
+            return Err(BackupError::invalid_db(op, path, format!("it is {what}")));
+        }
+        let file_len = meta.len();
+        let mut bytes = [0u8; 100];
+        let mut file = fs::File::open(path).map_err(|e| BackupError::io(op, path, "open", e))?;
+        if file_len < 100 || file.read_exact(&mut bytes).is_err() {
+            return Err(BackupError::invalid_db(
+                op,
+                path,
+                format!("only {file_len} bytes, shorter than a database header"),
+            ));
+        }
+        Self::parse(&bytes, file_len).map_err(|reason| BackupError::invalid_db(op, path, reason))
+    }
+
+    fn parse(bytes: &[u8; 100], file_len: u64) -> Result<Header, String> {
+        if &bytes[..16] != MAGIC {
+            return Err("missing the \"SQLite format 3\" header".into());
+        }
+        let page_size = match u16::from_be_bytes([bytes[16], bytes[17]]) {
+            1 => 65536,
+            n => u32::from(n),
+        };
+        if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
+            return Err(format!("invalid page size {page_size} in header"));
+        }
+        let be32 = |at: usize| {
+            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        let wal = bytes[18] == 2 || bytes[19] == 2;
+        // The header's page count is authoritative only while it is marked valid.
+        let (pages, change, valid_for) = (be32(28), be32(24), be32(92));
+        let valid_pages = (!wal && pages != 0 && change == valid_for).then_some(pages);
+        // A longer file is legal (SQLITE_FCNTL_CHUNK_SIZE preallocates); a shorter one is cut.
+        if let Some(pages) = valid_pages {
+            let expected = u64::from(pages) * u64::from(page_size);
+            if expected > file_len {
+                return Err(format!(
+                    "truncated: header says {pages} pages of {page_size} bytes ({expected} bytes) but the file holds {file_len} bytes"
+                ));
+            }
+        }
+        Ok(Header {
+            page_size,
+            file_len,
+            wal,
+            valid_pages,
+        })
+    }
+
+    /// True unless the header's valid page count disagrees with the file's length: what a
+    /// freshly written file must satisfy exactly.
+    pub(crate) fn matches_length(&self) -> bool {
+        self.valid_pages
+            .is_none_or(|pages| u64::from(pages) * u64::from(self.page_size) == self.file_len)
+    }
+}
