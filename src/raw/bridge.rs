@@ -6,14 +6,13 @@
 //! thread-local for [`raw_handle`] to pick up. No Diesel internals are read and nothing is
 //! transmuted; SQL can never see or forge the pointer.
 //!
-//! Each probe passes a fresh random nonce and only the call carrying it fills the probe's
+//! Each probe pushes its own slot on a thread-local stack and the function fills only the top
 //! slot, so a probe of another connection made meanwhile on the same thread (from Diesel's
-//! instrumentation hooks, say) can neither overwrite nor clear it.
+//! instrumentation hooks, which run before and after the probe's statement) pushes, fills
+//! and pops its own slot and can neither overwrite nor clear the outer one.
 
-use std::cell::{Cell, RefCell};
-use std::collections::hash_map::RandomState;
+use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void};
-use std::hash::BuildHasher;
 use std::ptr::{self, NonNull};
 use std::sync::Once;
 
@@ -28,25 +27,16 @@ const PROBE_NAME: &std::ffi::CStr = c"diesel_sqlite_backup_handle";
 
 diesel::define_sql_function! {
     #[sql_name = "diesel_sqlite_backup_handle"]
-    fn handle_probe(nonce: diesel::sql_types::BigInt) -> diesel::sql_types::Nullable<diesel::sql_types::Integer>;
+    fn handle_probe() -> diesel::sql_types::Nullable<diesel::sql_types::Integer>;
 }
 
 /// Identifies our registration: the probe only trusts calls whose user data is this address.
 static PROBE_TOKEN: u8 = 0;
 
 thread_local! {
-    /// One slot per probe running on this thread (probes can nest): its nonce and the
-    /// handle the matching call captured.
-    static SLOTS: RefCell<Vec<(i64, *mut ffi::sqlite3)>> = const { RefCell::new(Vec::new()) };
-    /// Per-thread source of unpredictable nonces.
-    static NONCES: (RandomState, Cell<u64>) = (RandomState::new(), Cell::new(0));
-}
-
-fn next_nonce() -> i64 {
-    NONCES.with(|(seed, counter)| {
-        counter.set(counter.get().wrapping_add(1));
-        seed.hash_one(counter.get()) as i64
-    })
+    /// One slot per probe running on this thread (probes can nest): the handle its statement
+    /// captured, or null.
+    static SLOTS: RefCell<Vec<*mut ffi::sqlite3>> = const { RefCell::new(Vec::new()) };
 }
 
 static INIT: Once = Once::new();
@@ -94,7 +84,7 @@ unsafe extern "C" fn register_probe(
         ffi::sqlite3_create_function_v2(
             db,
             PROBE_NAME.as_ptr(),
-            1,
+            0,
             ffi::SQLITE_UTF8 | ffi::SQLITE_DIRECTONLY,
             ptr::addr_of!(PROBE_TOKEN) as *mut c_void,
             Some(capture_handle),
@@ -105,29 +95,23 @@ unsafe extern "C" fn register_probe(
     }
 }
 
-/// The SQL function's body: records which connection called it, in the slot of the probe
-/// whose nonce it was given.
+/// The SQL function's body: records which connection called it, in the slot of the
+/// innermost probe running on this thread.
 unsafe extern "C" fn capture_handle(
     ctx: *mut ffi::sqlite3_context,
-    argc: c_int,
-    argv: *mut *mut ffi::sqlite3_value,
+    _argc: c_int,
+    _argv: *mut *mut ffi::sqlite3_value,
 ) {
-    // SAFETY: SQLite calls this with a valid context and `argc` (registered as 1) valid
-    // values for the duration of the call; the accessors only read them, and
-    // `sqlite3_result_null` is the documented way to answer.
+    // SAFETY: SQLite calls this with a valid context for the duration of the call; both
+    // accessors only read from it, and `sqlite3_result_null` is the documented way to answer.
     unsafe {
-        if argc == 1 && ffi::sqlite3_user_data(ctx) as *const u8 == ptr::addr_of!(PROBE_TOKEN) {
-            let nonce = ffi::sqlite3_value_int64(*argv);
+        if ffi::sqlite3_user_data(ctx) as *const u8 == ptr::addr_of!(PROBE_TOKEN) {
             let handle = ffi::sqlite3_context_db_handle(ctx);
             // try_borrow_mut: never panic across the FFI boundary.
             SLOTS.with(|slots| {
                 if let Ok(mut slots) = slots.try_borrow_mut() {
-                    if let Some(slot) = slots
-                        .iter_mut()
-                        .rev()
-                        .find(|(n, h)| *n == nonce && h.is_null())
-                    {
-                        slot.1 = handle;
+                    if let Some(top) = slots.last_mut().filter(|top| top.is_null()) {
+                        *top = handle;
                     }
                 }
             });
@@ -164,18 +148,15 @@ pub(crate) fn probe(
     conn: &mut SqliteConnection,
 ) -> Result<Option<DbRef<'_>>, diesel::result::Error> {
     init();
-    let nonce = next_nonce();
-    SLOTS.with(|s| s.borrow_mut().push((nonce, ptr::null_mut())));
-    let ran = diesel::select(handle_probe(nonce)).execute(conn);
-    let captured = SLOTS.with(|s| {
-        let mut slots = s.borrow_mut();
-        let at = slots.iter().rposition(|(n, _)| *n == nonce);
-        at.map_or(ptr::null_mut(), |i| slots.remove(i).1)
-    });
+    SLOTS.with(|s| s.borrow_mut().push(ptr::null_mut()));
+    let ran = diesel::select(handle_probe()).execute(conn);
+    let captured = SLOTS
+        .with(|s| s.borrow_mut().pop())
+        .unwrap_or(ptr::null_mut());
     match (ran, NonNull::new(captured)) {
-        // SAFETY: the pointer was written by `capture_handle` during the query we just ran on
-        // `conn` on this thread, by the call carrying this probe's unpredictable nonce, so it
-        // is `conn`'s own handle, open for as long as `conn` is.
+        // SAFETY: the pointer was written into this probe's slot by `capture_handle` during the
+        // query we just ran on `conn` on this thread (nested probes use slots of their own),
+        // so it is `conn`'s own handle, open for as long as `conn` is.
         // The returned borrow ties its use to the `&mut` borrow of `conn`.
         (Ok(_), Some(handle)) => Ok(Some(unsafe { DbRef::from_raw(handle) })),
         (Err(e), _) if !is_missing_probe(&e) => Err(e),
