@@ -6,7 +6,7 @@ use std::time::Duration;
 /// Pages copied per step when the caller does not choose.
 ///
 /// Chosen by `cargo bench --bench backup` (README, "Performance"). On a 200 MiB database a
-/// save with 1024 pages per step took 486 ms, against 458 ms with 100 and 547 ms in one
+/// save with 1024 pages per step took 536 ms, against 523 ms with 100 and 568 ms in one
 /// step (one step is slowest because the disk cannot start writing until the copy ends).
 /// 100 and 1024 are within run-to-run noise of each other; 1024 takes the source's read
 /// lock ten times less often, and at 4 KiB pages holds it about 10 ms per step, so writers
