@@ -146,7 +146,9 @@ impl ManageConnection for SingletonManager {
 }
 
 /// True when a raw transaction is open. The probe runs as a statement prepared in `connect`,
-/// which needs no lock, so this never waits; a connection whose probe fails is discarded.
+/// which needs no lock, so this normally never waits (only if SQLite expired that statement,
+/// after a schema change, must it be prepared again, which can wait for another connection's
+/// write lock up to the busy timeout). A connection whose probe fails is discarded.
 fn left_in_transaction(conn: &mut SqliteConnection) -> bool {
     match raw::probe(conn) {
         Ok(Some(db)) => !db.autocommit(),
