@@ -23,6 +23,16 @@ fn assert_untouched(pool: &Pool) {
     );
 }
 
+/// Restoring `file` is refused as an invalid database and the current data stays.
+fn assert_refused(pool: &Pool, file: &Path, what: &str) {
+    let err = pool.get().unwrap().restore_from(file).unwrap_err();
+    assert!(
+        matches!(err, BackupError::InvalidDatabase { .. }),
+        "{what}: {err}"
+    );
+    assert_untouched(pool);
+}
+
 /// A valid database file with `notes` notes.
 fn saved_file(dir: &Path, name: &str, notes: usize) -> std::path::PathBuf {
     let file = dir.join(name);
@@ -101,12 +111,7 @@ fn random_bytes_empty_and_short_files_are_refused() {
     for (name, bytes) in cases {
         let file = dir.path().join(name);
         fs::write(&file, bytes).unwrap();
-        let err = pool.get().unwrap().restore_from(&file).unwrap_err();
-        assert!(
-            matches!(err, BackupError::InvalidDatabase { .. }),
-            "{name}: {err}"
-        );
-        assert_untouched(&pool);
+        assert_refused(&pool, &file, name);
     }
 }
 
@@ -119,12 +124,7 @@ fn truncated_file_is_refused() {
     let bytes = fs::read(&file).unwrap();
     for keep in [bytes.len() - 4096, bytes.len() / 2, 4096 + 100] {
         fs::write(&file, &bytes[..keep]).unwrap();
-        let err = pool.get().unwrap().restore_from(&file).unwrap_err();
-        assert!(
-            matches!(err, BackupError::InvalidDatabase { .. }),
-            "keep {keep}: {err}"
-        );
-        assert_untouched(&pool);
+        assert_refused(&pool, &file, &format!("keep {keep}"));
     }
 }
 
@@ -155,12 +155,7 @@ fn inconsistent_headers_are_refused() {
         ("magic", bad_magic),
     ] {
         fs::write(&file, bytes).unwrap();
-        let err = pool.get().unwrap().restore_from(&file).unwrap_err();
-        assert!(
-            matches!(err, BackupError::InvalidDatabase { .. }),
-            "{what}: {err}"
-        );
-        assert_untouched(&pool);
+        assert_refused(&pool, &file, what);
     }
 }
 

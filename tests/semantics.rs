@@ -24,15 +24,22 @@ fn pool_of(size: u32) -> Pool {
     pool
 }
 
+/// Opens a write transaction on `conn` (uncommitted row `title`), locking out other
+/// connections until it commits or rolls back.
+fn hold_write_lock(conn: &mut diesel::SqliteConnection, title: &str) {
+    conn.batch_execute(&format!(
+        "BEGIN IMMEDIATE; INSERT INTO notebooks(title) VALUES ('{title}');"
+    ))
+    .unwrap();
+}
+
 /// A writer holds its transaction: save_as waits with backoff and gives up at the deadline
 /// with a Busy error, well before the pool's 5 s busy timeout would have let it.
 #[test]
 fn save_gives_up_at_the_deadline_while_a_writer_holds_the_lock() {
     let pool = pool_of(2);
     let (mut writer, mut saver) = (pool.get().unwrap(), pool.get().unwrap());
-    writer
-        .batch_execute("BEGIN IMMEDIATE; INSERT INTO notebooks(title) VALUES ('w');")
-        .unwrap();
+    hold_write_lock(&mut writer, "w");
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let err = saver
@@ -60,9 +67,7 @@ fn save_gives_up_at_the_deadline_while_a_writer_holds_the_lock() {
 fn save_waits_for_a_writer_that_commits_before_the_deadline() {
     let pool = pool_of(2);
     let (mut writer, mut saver) = (pool.get().unwrap(), pool.get().unwrap());
-    writer
-        .batch_execute("BEGIN IMMEDIATE; INSERT INTO notebooks(title) VALUES ('late');")
-        .unwrap();
+    hold_write_lock(&mut writer, "late");
     let committer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(150));
         writer.batch_execute("COMMIT").unwrap();
@@ -87,9 +92,7 @@ fn restore_gives_up_at_the_deadline_and_keeps_the_data() {
     filled_pool(5, 5).get().unwrap().save_as(&file).unwrap();
     let pool = pool_of(2);
     let (mut writer, mut restorer) = (pool.get().unwrap(), pool.get().unwrap());
-    writer
-        .batch_execute("BEGIN IMMEDIATE; INSERT INTO notebooks(title) VALUES ('w');")
-        .unwrap();
+    hold_write_lock(&mut writer, "w");
     let started = Instant::now();
     let err = restorer
         .restore_from_with(
@@ -219,9 +222,7 @@ fn progress_is_reported_after_every_step() {
 fn finish_after_busy_is_clean() {
     let pool = pool_of(2);
     let (mut writer, mut src) = (pool.get().unwrap(), pool.get().unwrap());
-    writer
-        .batch_execute("BEGIN IMMEDIATE; INSERT INTO notebooks(title) VALUES ('w');")
-        .unwrap();
+    hold_write_lock(&mut writer, "w");
     src.batch_execute("PRAGMA busy_timeout = 0").unwrap();
     let mut dst = establish(":memory:").unwrap();
     let mut backup = Backup::new(&mut src, &mut dst).unwrap();
