@@ -95,6 +95,16 @@ pub enum BackupError {
         failure: SqliteFailure,
     },
 
+    /// The call was cancelled through its [`CancelToken`](crate::CancelToken). Nothing was
+    /// changed: a restore keeps the old data, a save the old file.
+    #[error("{op} {}: cancelled", path.display())]
+    Cancelled {
+        /// What was being done.
+        op: Operation,
+        /// The database or file the call was writing.
+        path: PathBuf,
+    },
+
     /// The schema named in [`BackupOptions::schema`](crate::BackupOptions::schema) is not attached.
     #[error("{op}: this connection has no database named `{schema}`")]
     UnknownSchema {
@@ -210,7 +220,8 @@ impl BackupError {
             | BackupError::DestinationInUse { path, .. }
             | BackupError::SameFile { path, .. }
             | BackupError::InvalidDatabase { path, .. }
-            | BackupError::InvalidInput { path, .. } => Some(path),
+            | BackupError::InvalidInput { path, .. }
+            | BackupError::Cancelled { path, .. } => Some(path),
             _ => None,
         }
     }

@@ -8,11 +8,14 @@ mod raw;
 mod template;
 
 pub use backup::{
-    Backup, BackupExt, BackupOptions, Progress, StepResult, DEFAULT_PAGES_PER_STEP,
+    Backup, BackupExt, BackupOptions, CancelToken, Progress, StepResult, DEFAULT_PAGES_PER_STEP,
     DEFAULT_TIMEOUT, TEMP_SUFFIX,
 };
 pub use error::{BackupError, Operation, SqliteFailure};
-pub use pool::{memory_pool, SingletonManager, DEFAULT_BUSY_TIMEOUT};
+pub use pool::{
+    memory_pool, shared_thread_pool, ReentrancyCheck, SingletonManager, DEFAULT_BUSY_TIMEOUT,
+    DEFAULT_CHECKOUT_TIMEOUT,
+};
 pub use raw::init;
 pub use template::{KeepOnPanic, Keepable, Template, TemplateCache};
 

@@ -15,6 +15,10 @@ pub(crate) fn schema(db: &DbRef<'_>, name: &str, op: Operation) -> Result<CStrin
         schema: name.to_owned(),
     };
     let c = CString::new(name).map_err(|_| unknown())?;
+    // SQLite opens the temp schema on first use, and the backup API does so itself.
+    if name.eq_ignore_ascii_case("temp") {
+        return Ok(c);
+    }
     db.filename(&c).map(|_| c).ok_or_else(unknown)
 }
 

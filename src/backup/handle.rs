@@ -11,7 +11,7 @@ use libsqlite3_sys as ffi;
 
 use super::options::Progress;
 use crate::error::{BackupError, Operation, SqliteFailure};
-use crate::raw::{raw_handle, DbRef};
+use crate::raw::DbRef;
 
 /// What one step did, as the engine sees it.
 pub(crate) enum StepOutcome {
@@ -167,12 +167,32 @@ impl<'a> Backup<'a> {
         dst_schema: &str,
     ) -> Result<Self, BackupError> {
         let op = Operation::Backup;
-        let src = raw_handle(src, op)?;
-        let dst = raw_handle(dst, op)?;
+        let budget = super::budget::Budget::new(op, super::DEFAULT_TIMEOUT, None);
+        let src = super::handle(src, &budget)?;
+        let dst = super::handle(dst, &budget)?;
         let src_schema = super::checks::schema(&src, src_schema, op)?;
         let dst_schema = super::checks::schema(&dst, dst_schema, op)?;
         super::checks::source_not_writing(&src, &src_schema, op)?;
         let dest_path = super::checks::dest_idle(&dst, &dst_schema, op)?;
+        // A stepped copy has no place to keep a converted copy of the source: refuse before
+        // anything is written, and point at the call that converts.
+        let plan = super::convert::plan(&src, &src_schema, &dst, &dst_schema).map_err(|failure| {
+            BackupError::Sqlite {
+                op,
+                path: dest_path.clone(),
+                failure,
+            }
+        })?;
+        if plan != super::convert::Plan::Direct {
+            return Err(BackupError::InvalidInput {
+                op,
+                path: dest_path,
+                reason: format!(
+                    "the destination cannot take this source page for page ({plan:?}); \
+                     BackupExt::backup_to converts it first"
+                ),
+            });
+        }
         let raw = RawBackup::new(&dst, &dst_schema, &src, &src_schema).map_err(|failure| {
             BackupError::Sqlite {
                 op,

@@ -13,13 +13,13 @@ const MAGIC: &[u8; 16] = b"SQLite format 3\0";
 pub(crate) struct Header {
     pub(crate) page_size: u32,
     pub(crate) file_len: u64,
-    pub(crate) wal: bool,
     /// The page count, when the header marks it valid (and the file is not in WAL mode).
     pub(crate) valid_pages: Option<u32>,
 }
 
 impl Header {
-    /// Reads and checks the header of the file at `path`.
+    /// Reads and checks the header of the file at `path`. Only for files no SQLite connection
+    /// of this process has open: closing the descriptor would drop their POSIX locks.
     pub(crate) fn read(path: &Path, op: Operation) -> Result<Header, BackupError> {
         let meta = fs::metadata(path).map_err(|e| BackupError::io(op, path, "open", e))?;
         if !meta.is_file() {
@@ -43,7 +43,8 @@ impl Header {
         Self::parse(&bytes, file_len).map_err(|reason| BackupError::invalid_db(op, path, reason))
     }
 
-    fn parse(bytes: &[u8; 100], file_len: u64) -> Result<Header, String> {
+    /// Checks a header read by SQLite's own file handle (`DbRef::file_header`).
+    pub(crate) fn parse(bytes: &[u8; 100], file_len: u64) -> Result<Header, String> {
         if &bytes[..16] != MAGIC {
             return Err("missing the \"SQLite format 3\" header".into());
         }
@@ -73,7 +74,6 @@ impl Header {
         Ok(Header {
             page_size,
             file_len,
-            wal,
             valid_pages,
         })
     }

@@ -1,11 +1,14 @@
 //! The backup engine: Save As, Open, and connection-to-connection copies through SQLite's
 //! online backup API.
 
+mod budget;
 mod checks;
+mod convert;
 mod engine;
 mod handle;
 mod header;
 mod options;
+mod reencode;
 mod restore;
 mod save;
 
@@ -14,12 +17,14 @@ use std::path::Path;
 
 use diesel::SqliteConnection;
 
+pub use budget::CancelToken;
 pub use handle::{Backup, StepResult};
 pub use options::{BackupOptions, Progress, DEFAULT_PAGES_PER_STEP, DEFAULT_TIMEOUT};
 pub use save::TEMP_SUFFIX;
 
 use crate::error::{BackupError, Operation};
-use crate::raw::{raw_handle, DbRef};
+use crate::raw::{self, DbRef, HandleError};
+use budget::{Budget, BudgetedBusyHandler};
 
 /// Save As, Open and copy for a Diesel [`SqliteConnection`].
 ///
@@ -182,33 +187,64 @@ impl BackupExt for SqliteConnection {
         dest: &mut SqliteConnection,
         mut options: BackupOptions<'_>,
     ) -> Result<(), BackupError> {
-        let op = Operation::Backup;
-        let src = raw_handle(self, op)?;
-        let src_schema = checks::schema(&src, &options.schema, op)?;
-        let dst = raw_handle(dest, op)?;
-        copy(&src, &src_schema, &dst, &mut options, op)
+        let budget = options.budget(Operation::Backup);
+        let src = handle(self, &budget)?;
+        let src_schema = checks::schema(&src, &options.schema, budget.op())?;
+        let dst = handle(dest, &budget)?;
+        copy(&src, &src_schema, &dst, &mut options, &budget)
     }
 }
 
-/// Copies a raw source's `main` database over `dest`'s `main` database.
+/// The raw handle of `conn`. A lock its schema load meets (a fresh connection to a file
+/// another connection is writing) is waited for within `budget`.
+pub(crate) fn handle<'c>(
+    conn: &'c mut SqliteConnection,
+    budget: &Budget,
+) -> Result<DbRef<'c>, BackupError> {
+    let waits = |attempt: u32, busy: &DbRef<'_>| {
+        budget.wait_for(attempt, || busy.display_path(c"main"))
+    };
+    match raw::with_lock_waits(&waits, || raw::raw_handle(conn)) {
+        Ok(db) => Ok(db),
+        Err(HandleError::NotCapable) => Err(BackupError::NotBackupCapable { op: budget.op() }),
+        Err(HandleError::Busy) => Err(budget.gave_up(
+            Path::new(":memory:"),
+            raw::failure_from_code(libsqlite3_sys::SQLITE_BUSY),
+        )),
+    }
+}
+
+/// The raw handle of `conn`, waiting up to [`DEFAULT_TIMEOUT`] for a lock its schema load meets.
+pub(crate) fn handle_for(
+    conn: &mut SqliteConnection,
+    op: Operation,
+) -> Result<DbRef<'_>, BackupError> {
+    handle(conn, &Budget::new(op, DEFAULT_TIMEOUT, None))
+}
+
+/// Copies a raw source's `main` database over `dest`'s `main` database, converting it first
+/// where the destination cannot take it page for page.
 pub(crate) fn copy_between(
     src: &DbRef<'_>,
     dest: &mut SqliteConnection,
     options: &mut BackupOptions<'_>,
     op: Operation,
 ) -> Result<(), BackupError> {
-    let dst = raw_handle(dest, op)?;
-    copy(src, c"main", &dst, options, op)
+    let budget = options.budget(op);
+    let dst = handle(dest, &budget)?;
+    copy(src, c"main", &dst, options, &budget)
 }
 
-/// The connection-to-connection copy: both sides checked, the engine's loop, then finish.
+/// The connection-to-connection copy: both sides checked, the source converted if the
+/// destination needs it, the engine's loop, then finish.
 fn copy(
     src: &DbRef<'_>,
     src_schema: &CStr,
     dst: &DbRef<'_>,
     options: &mut BackupOptions<'_>,
-    op: Operation,
+    budget: &Budget,
 ) -> Result<(), BackupError> {
+    let op = budget.op();
     checks::source_not_writing(src, src_schema, op)?;
     let path = checks::dest_idle(dst, c"main", op)?;
     let sqlite = |failure| BackupError::Sqlite {
@@ -216,13 +252,19 @@ fn copy(
         path: path.clone(),
         failure,
     };
-    let _src_pause = engine::BusyHandlerPause::new(src);
-    let _dst_pause = engine::BusyHandlerPause::new(dst);
-    let mut backup = handle::RawBackup::new(dst, c"main", src, src_schema).map_err(sqlite)?;
-    engine::run(&mut backup, options, op, &path)?;
+    let src_path = src.display_path(src_schema);
+    let _src_waits = BudgetedBusyHandler::install(src, budget, &src_path);
+    let _dst_waits = BudgetedBusyHandler::install(dst, budget, &path);
+    let plan = convert::plan(src, src_schema, dst, c"main").map_err(sqlite)?;
+    let staged = convert::stage(&plan, src, src_schema, budget, &src_path)?;
+    let (from, from_schema) = match &staged {
+        Some(stage) => (stage.db(), c"main"),
+        None => (src.reborrow(), src_schema),
+    };
+    let mut backup = handle::RawBackup::new(dst, c"main", &from, from_schema).map_err(sqlite)?;
+    engine::run(&mut backup, options, budget, &path)?;
     backup.finish().map_err(sqlite)
 }
-
 /// True when both paths name the same existing file.
 fn same_file(a: &Path, b: &Path) -> bool {
     #[cfg(unix)]

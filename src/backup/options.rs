@@ -3,6 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::budget::{Budget, CancelToken};
+use crate::error::Operation;
+
 /// Pages copied per step when the caller does not choose.
 ///
 /// Chosen by `cargo bench --bench backup` (README, "Performance"). On a 200 MiB database a
@@ -62,6 +65,7 @@ pub struct BackupOptions<'a> {
     pub(crate) schema: String,
     pub(crate) verify: bool,
     pub(crate) progress: Option<Box<dyn FnMut(Progress) + 'a>>,
+    pub(crate) cancel: Option<CancelToken>,
 }
 
 impl Default for BackupOptions<'_> {
@@ -73,6 +77,7 @@ impl Default for BackupOptions<'_> {
             schema: "main".to_owned(),
             verify: false,
             progress: None,
+            cancel: None,
         }
     }
 }
@@ -86,6 +91,7 @@ impl fmt::Debug for BackupOptions<'_> {
             .field("schema", &self.schema)
             .field("verify", &self.verify)
             .field("on_progress", &self.progress.is_some())
+            .field("cancel_token", &self.cancel)
             .finish()
     }
 }
@@ -104,10 +110,14 @@ impl<'a> BackupOptions<'a> {
         self
     }
 
-    /// The overall deadline, counted from the start, for waiting on locks and for restarts
-    /// caused by concurrent writers. Steps that make progress are never cut short; once the
-    /// deadline has passed, the next busy lock or restart ends the backup with
-    /// [`BackupError::Busy`](crate::BackupError::Busy). Default: [`DEFAULT_TIMEOUT`].
+    /// One time budget for the whole call, counted from its start: every lock wait in every
+    /// phase (reaching the connection's handle, opening and reading the source, validation,
+    /// the copy, and the commit) draws on it, and so do restarts caused by concurrent
+    /// writers. Steps that make progress are never cut short; once the budget is spent, the
+    /// next busy lock or restart ends the call with
+    /// [`BackupError::Busy`](crate::BackupError::Busy), whose `waited` is the time the call
+    /// really spent waiting and whose path names the database that was busy.
+    /// Default: [`DEFAULT_TIMEOUT`].
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -122,12 +132,21 @@ impl<'a> BackupOptions<'a> {
         self
     }
 
-    /// For [`restore_from`](crate::BackupExt::restore_from): also run `PRAGMA quick_check`
-    /// on the file before anything is replaced, so page-level corruption that the cheap
-    /// header and size checks cannot see is refused too. Costs a full read of the file.
+    /// For [`restore_from`](crate::BackupExt::restore_from): also run
+    /// `PRAGMA integrity_check` on the file before anything is replaced, so corruption that
+    /// the cheap header, size and schema checks cannot see is refused too: damaged pages,
+    /// and indexes that disagree with their tables. Virtual tables that implement an
+    /// integrity check (FTS5) are checked as well. Costs at least a full read of the file.
     /// Default: off.
     pub fn verify_integrity(mut self, verify: bool) -> Self {
         self.verify = verify;
+        self
+    }
+
+    /// Stops the call when `token` is cancelled, from another thread or from the progress
+    /// callback; see [`CancelToken`].
+    pub fn cancel_token(mut self, token: &CancelToken) -> Self {
+        self.cancel = Some(token.clone());
         self
     }
 
@@ -141,6 +160,11 @@ impl<'a> BackupOptions<'a> {
         if let Some(cb) = self.progress.as_mut() {
             cb(progress);
         }
+    }
+
+    /// The time budget for one call of `op` under these options.
+    pub(crate) fn budget(&self, op: Operation) -> Budget {
+        Budget::new(op, self.timeout, self.cancel.clone())
     }
 
     /// The step size SQLite expects: a positive count, or -1 for "all".

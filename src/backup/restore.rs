@@ -1,23 +1,23 @@
 //! Open: load a database file into a connection's database without ever losing the data
 //! already there when the file is missing, unusable, or locked.
 //!
-//! The file is checked before anything is written, then copied under one read transaction
-//! into one destination write transaction, so a failure part-way rolls the destination back.
+//! The file is opened by SQLite alone (never through `std::fs`, whose close would drop this
+//! process's POSIX locks on it) and read under one read transaction: what is checked is what
+//! is copied, into one destination write transaction, so a failure part-way rolls back.
 
-use std::ffi::CStr;
 use std::fs;
 use std::path::Path;
 
 use diesel::SqliteConnection;
 use libsqlite3_sys as ffi;
 
-use super::checks;
-use super::engine::{self, BusyHandlerPause};
+use super::budget::{is_busy, Budget, BudgetedBusyHandler};
 use super::handle::RawBackup;
 use super::header::Header;
 use super::options::BackupOptions;
+use super::{checks, convert, engine};
 use crate::error::{BackupError, Operation, SqliteFailure};
-use crate::raw::{batch_vfs, memdb, raw_handle, readonly_uri, DbRef, OwnedDb};
+use crate::raw::{batch_vfs, path_cstring, readonly_uri, DbRef, OwnedDb};
 
 const OP: Operation = Operation::Restore;
 
@@ -26,92 +26,135 @@ pub(crate) fn restore_from(
     path: &Path,
     opts: &mut BackupOptions<'_>,
 ) -> Result<(), BackupError> {
-    let dest = raw_handle(conn, OP)?;
+    let budget = opts.budget(OP);
+    let dest = super::handle(conn, &budget)?;
     let schema = checks::schema(&dest, &opts.schema, OP)?;
-    checks::dest_idle(&dest, &schema, OP)?;
-    let header = Header::read(path, OP)?;
-    let source = open_source(path, opts)?;
+    let dest_path = checks::dest_idle(&dest, &schema, OP)?;
+    check_regular_file(path)?;
+    let source = open_source(path, &budget)?;
+    let src = source.db();
+    let _src_waits = BudgetedBusyHandler::install(&src, &budget, path);
+    let _dest_waits = BudgetedBusyHandler::install(&dest, &budget, &dest_path);
+
+    // One read transaction from validation to the end of the copy: what was checked is what
+    // gets copied, and concurrent writers to the file cannot restart the copy.
+    check_source(&src, path, opts.verify)?;
+    let plan = convert::plan(&src, c"main", &dest, &schema).map_err(|f| classify(path, f))?;
+    if matches!(plan, convert::Plan::Repage { .. }) {
+        src.exec("COMMIT").map_err(|f| classify(path, f))?;
+    }
+    let staged = convert::stage(&plan, &src, c"main", &budget, path)?;
+    let from = staged.as_ref().map_or_else(|| src.reborrow(), OwnedDb::db);
+
     let sqlite = |failure| BackupError::Sqlite {
         op: OP,
         path: path.to_path_buf(),
         failure,
     };
-
-    // Hold one read transaction from validation to the end of the copy: what was checked
-    // is what gets copied, and concurrent writers to the file cannot restart the copy.
-    begin_read(&source.db(), path)?;
-    check_source(&source.db(), path, &header, opts.verify)?;
-    let staged = match needs_restaging(&dest, &schema, &header).map_err(sqlite)? {
-        // VACUUM cannot run inside a transaction. It reads one consistent snapshot and
-        // rebuilds every table, so it validates what it copies by itself.
-        Some(page_size) => {
-            source.db().exec("COMMIT").map_err(sqlite)?;
-            Some(restage(&source, page_size, path)?)
-        }
-        None => None,
-    };
-    let from = staged.as_ref().unwrap_or(&source).db();
-
-    let _no_busy_handler = BusyHandlerPause::new(&dest);
     let mut backup = RawBackup::new(&dest, &schema, &from, c"main").map_err(sqlite)?;
-    engine::run(&mut backup, opts, OP, path)?;
+    engine::run(&mut backup, opts, &budget, &dest_path)?;
     backup.finish().map_err(sqlite)
 }
 
-/// Opens the file read-only. SQLite never creates it: a missing file was already refused.
-fn open_source(path: &Path, opts: &BackupOptions<'_>) -> Result<OwnedDb, BackupError> {
+/// A missing file or a directory gets a precise error before SQLite is asked. Only metadata
+/// is read: no descriptor is opened on the file.
+fn check_regular_file(path: &Path) -> Result<(), BackupError> {
+    let meta = fs::metadata(path).map_err(|e| BackupError::io(OP, path, "open", e))?;
+    if meta.is_file() {
+        return Ok(());
+    }
+    let what = if meta.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    };
+    Err(BackupError::invalid_db(OP, path, format!("it is {what}")))
+}
+
+/// Opens the file read-only (SQLite never creates it) and starts the read transaction the
+/// whole restore keeps, with the schema parsed. A hot journal left by a crashed writer is
+/// rolled back first, as every SQLite client does.
+fn open_source(path: &Path, budget: &Budget) -> Result<OwnedDb, BackupError> {
     let absolute = fs::canonicalize(path).map_err(|e| BackupError::io(OP, path, "open", e))?;
-    let uri = readonly_uri(&absolute).ok_or_else(|| BackupError::InvalidInput {
-        op: OP,
-        path: path.to_path_buf(),
-        reason: "path contains a NUL byte".into(),
-    })?;
+    let uri = readonly_uri(&absolute).ok_or_else(|| nul_in_path(path))?;
     let flags = ffi::SQLITE_OPEN_READONLY | ffi::SQLITE_OPEN_URI;
     // The batching VFS reads the file 64 KiB at a time instead of a page per call. (Not
     // mmap: a file truncated or failing under a memory map kills the process with SIGBUS.)
-    let db = OwnedDb::open_with_vfs(&uri, flags, batch_vfs::name())
-        .map_err(|failure| classify(path, failure))?;
-    // Another process's lock on the file is waited for, up to the caller's deadline.
-    db.db()
-        .set_busy_timeout(opts.timeout.as_millis().min(i32::MAX as u128) as i32);
-    Ok(db)
+    let open = || OwnedDb::open_with_vfs(&uri, flags, batch_vfs::name());
+    let refused = |failure: SqliteFailure| match is_busy(&failure) {
+        true => budget.gave_up(path, failure),
+        false => classify(path, failure),
+    };
+    let db = open().map_err(refused)?;
+    match begin_read(&db.db(), path, budget) {
+        Err(failure) if failure.extended_code == ffi::SQLITE_READONLY_ROLLBACK => {
+            drop(db);
+            roll_back_hot_journal(&absolute, path, budget)?;
+            let db = open().map_err(refused)?;
+            begin_read(&db.db(), path, budget).map_err(refused)?;
+            Ok(db)
+        }
+        Err(failure) => Err(refused(failure)),
+        Ok(()) => Ok(db),
+    }
 }
 
 /// Starts the read transaction and makes SQLite parse the schema, which rejects files that
-/// are not databases or whose schema is malformed.
-fn begin_read(db: &DbRef<'_>, path: &Path) -> Result<(), BackupError> {
-    db.exec("BEGIN; SELECT count(*) FROM sqlite_schema;")
-        .map_err(|failure| classify(path, failure))
+/// are not databases or whose schema is malformed. Lock waits happen within `budget`.
+fn begin_read(db: &DbRef<'_>, path: &Path, budget: &Budget) -> Result<(), SqliteFailure> {
+    let _waits = BudgetedBusyHandler::install(db, budget, path);
+    let begun = db.exec("BEGIN; SELECT count(*) FROM sqlite_schema;");
+    if begun.is_err() && !db.autocommit() {
+        let _ = db.exec("ROLLBACK");
+    }
+    begun
 }
 
-/// Checks SQLite's view of the file against its size, and optionally its integrity.
-fn check_source(
-    db: &DbRef<'_>,
-    path: &Path,
-    header: &Header,
-    verify: bool,
-) -> Result<(), BackupError> {
-    let sqlite = |failure| classify(path, failure);
-    let pages = db.query_i64("PRAGMA page_count").map_err(sqlite)? as u64;
-    let wal = db.query_column("PRAGMA journal_mode").map_err(sqlite)?;
-    let in_wal = wal.first().is_some_and(|m| m.eq_ignore_ascii_case("wal"));
-    // In WAL mode the newest pages may live in the -wal file, so the size says nothing.
-    if !in_wal && pages * header.page_size as u64 > header.file_len {
-        return Err(BackupError::invalid_db(
+/// Opens the file read-write for the moment it takes SQLite to roll the hot journal back.
+fn roll_back_hot_journal(absolute: &Path, path: &Path, budget: &Budget) -> Result<(), BackupError> {
+    let name = path_cstring(absolute).ok_or_else(|| nul_in_path(path))?;
+    let cannot = |failure: SqliteFailure| {
+        BackupError::invalid_db(
             OP,
             path,
             format!(
-                "truncated: {pages} pages of {} bytes do not fit in {} bytes",
-                header.page_size, header.file_len
+                "it has a hot journal (a writer stopped mid-transaction), and rolling it back \
+                 needs write access to the file and its folder: {failure}"
             ),
+        )
+    };
+    let db = OwnedDb::open(&name, ffi::SQLITE_OPEN_READWRITE).map_err(cannot)?;
+    let handle = db.db();
+    let _waits = BudgetedBusyHandler::install(&handle, budget, path);
+    handle
+        .exec("SELECT count(*) FROM sqlite_schema;")
+        .map_err(|f| match is_busy(&f) {
+            true => budget.gave_up(path, f),
+            false => cannot(f),
+        })
+}
+
+/// Checks SQLite's view of the file under the open read transaction: the header read
+/// through SQLite's own file handle against the file's length, and optionally
+/// `PRAGMA integrity_check`.
+fn check_source(db: &DbRef<'_>, path: &Path, verify: bool) -> Result<(), BackupError> {
+    let (bytes, file_len) = db.file_header(c"main").map_err(|f| classify(path, f))?;
+    if file_len < 100 {
+        return Err(BackupError::invalid_db(
+            OP,
+            path,
+            format!("only {file_len} bytes, shorter than a database header"),
         ));
     }
+    // In WAL mode the newest pages may live in the -wal file, so the length says nothing;
+    // `Header` skips the check for WAL files.
+    Header::parse(&bytes, file_len).map_err(|reason| BackupError::invalid_db(OP, path, reason))?;
     if verify {
         let report = db
-            .query_column("PRAGMA quick_check")
+            .query_column("PRAGMA main.integrity_check(4)")
             .unwrap_or_else(|failure| vec![failure.message]);
         if report.first().map(String::as_str) != Some("ok") {
-            let detail = report.into_iter().take(3).collect::<Vec<_>>().join("; ");
+            let detail = report.join("; ");
             return Err(BackupError::invalid_db(
                 OP,
                 path,
@@ -122,49 +165,12 @@ fn check_source(
     Ok(())
 }
 
-/// Whether the file must be rewritten before it can be copied, and with which page size:
-/// - SQLite refuses a backup between different page sizes into an in-memory or WAL database
-///   that already holds pages;
-/// - a WAL-mode file's header would make an in-memory destination try to open a WAL.
-fn needs_restaging(
-    dest: &DbRef<'_>,
-    schema: &CStr,
-    source: &Header,
-) -> Result<Option<u32>, SqliteFailure> {
-    let quoted = schema.to_string_lossy().replace('"', "\"\"");
-    let dest_page_size = dest.query_i64(&format!("PRAGMA \"{quoted}\".page_size"))? as u32;
-    let in_memory = dest.is_in_memory(schema);
-    if source.wal && in_memory {
-        return Ok(Some(dest_page_size));
+fn nul_in_path(path: &Path) -> BackupError {
+    BackupError::InvalidInput {
+        op: OP,
+        path: path.to_path_buf(),
+        reason: "path contains a NUL byte".into(),
     }
-    if dest_page_size == source.page_size {
-        return Ok(None);
-    }
-    let dest_pages = dest.query_i64(&format!("PRAGMA \"{quoted}\".page_count"))?;
-    let mode = dest.query_column(&format!("PRAGMA \"{quoted}\".journal_mode"))?;
-    let wal = mode.first().is_some_and(|m| m.eq_ignore_ascii_case("wal"));
-    // An empty in-memory destination simply takes the source's page size.
-    let empty_memory = in_memory && dest_pages == 0;
-    Ok(((in_memory || wal) && !empty_memory).then_some(dest_page_size))
-}
-
-/// Rewrites the source into a private in-memory database with `page_size`. `VACUUM INTO`
-/// rebuilds every table and index, so it also rejects corrupt content.
-fn restage(source: &OwnedDb, page_size: u32, path: &Path) -> Result<OwnedDb, BackupError> {
-    let uri = memdb::unique_uri("stage");
-    let sqlite = |failure| classify(path, failure);
-    let staged = memdb::open_keeper(&uri, None).map_err(sqlite)?;
-    source
-        .db()
-        .exec(&format!(
-            "PRAGMA page_size={page_size}; VACUUM INTO '{uri}';"
-        ))
-        .map_err(sqlite)?;
-    staged
-        .db()
-        .exec("BEGIN; SELECT count(*) FROM sqlite_schema;")
-        .map_err(sqlite)?;
-    Ok(staged)
 }
 
 /// Turns SQLite's verdict on a bad file into the specific error.
@@ -173,12 +179,6 @@ fn classify(path: &Path, failure: SqliteFailure) -> BackupError {
         ffi::SQLITE_NOTADB | ffi::SQLITE_CORRUPT => {
             BackupError::invalid_db(OP, path, failure.to_string())
         }
-        ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED => BackupError::Busy {
-            op: OP,
-            path: path.to_path_buf(),
-            waited: std::time::Duration::ZERO,
-            failure,
-        },
         _ => BackupError::Sqlite {
             op: OP,
             path: path.to_path_buf(),

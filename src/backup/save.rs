@@ -9,13 +9,14 @@ use diesel::SqliteConnection;
 use libsqlite3_sys as ffi;
 use tempfile::NamedTempFile;
 
-use super::engine::{self, BusyHandlerPause};
+use super::budget::{Budget, BudgetedBusyHandler};
+use super::engine;
 use super::handle::RawBackup;
 use super::header::Header;
 use super::options::BackupOptions;
 use super::{checks, same_file};
 use crate::error::{BackupError, Operation};
-use crate::raw::{batch_vfs, path_cstring, raw_handle, DbRef, OwnedDb};
+use crate::raw::{batch_vfs, path_cstring, DbRef, OwnedDb};
 
 /// The suffix of every temporary file a save creates next to its destination, so that files
 /// left by a killed process can be recognised: `.<name>.<random>.dsb-tmp`.
@@ -32,7 +33,8 @@ pub(crate) fn save_as(
     opts: &mut BackupOptions<'_>,
 ) -> Result<(), BackupError> {
     let op = Operation::Save;
-    let src = raw_handle(conn, op)?;
+    let budget = opts.budget(op);
+    let src = super::handle(conn, &budget)?;
     let schema = checks::schema(&src, &opts.schema, op)?;
     checks::source_not_writing(&src, &schema, op)?;
     let dest = Destination::resolve(path)?;
@@ -49,7 +51,7 @@ pub(crate) fn save_as(
     }
 
     let temp = dest.create_temp()?;
-    copy_into_file(&src, &schema, &temp, &dest.path, opts)?;
+    copy_into_file(&src, &schema, &temp, &dest.path, opts, &budget)?;
     check_complete(temp.path(), &dest.path)?;
     let io = |action, source| BackupError::io(op, &dest.path, action, source);
     temp.as_file().sync_all().map_err(|e| io("fsync", e))?;
@@ -65,6 +67,7 @@ fn copy_into_file(
     temp: &NamedTempFile,
     dest_path: &Path,
     opts: &mut BackupOptions<'_>,
+    budget: &Budget,
 ) -> Result<(), BackupError> {
     let op = Operation::Save;
     let sqlite = |failure| BackupError::Sqlite {
@@ -82,9 +85,9 @@ fn copy_into_file(
     {
         let dst = file_db.db();
         dst.exec(TEMP_PRAGMAS).map_err(sqlite)?;
-        let _no_busy_handler = BusyHandlerPause::new(src);
+        let _waits = BudgetedBusyHandler::install(src, budget, &src.display_path(schema));
         let mut backup = RawBackup::new(&dst, c"main", src, schema).map_err(sqlite)?;
-        engine::run_with(&mut backup, opts, op, dest_path, || {
+        engine::run_with(&mut backup, opts, budget, dest_path, || {
             start_writeback(temp.as_file())
         })?;
         backup.finish().map_err(sqlite)?;
@@ -122,11 +125,7 @@ impl Destination {
             path: path.to_path_buf(),
             reason: reason.to_owned(),
         };
-        let is_link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
-        let path = match is_link {
-            true => fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
-            false => path.to_path_buf(),
-        };
+        let path = follow_links(path).map_err(|e| BackupError::io(op, path, "read link", e))?;
         let file_name = path
             .file_name()
             .ok_or_else(|| invalid("destination has no file name"))?
@@ -173,6 +172,26 @@ impl Destination {
         }
         Ok(temp)
     }
+}
+
+/// Where a chain of symbolic links at `path` ends, whether or not that file exists yet: a
+/// dangling link gets its target created, the link itself stays.
+fn follow_links(path: &Path) -> std::io::Result<PathBuf> {
+    let mut current = path.to_path_buf();
+    // The kernel's own limit on links followed in one lookup (Linux: 40).
+    for _ in 0..40 {
+        match fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = fs::read_link(&current)?;
+                current = match current.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                };
+            }
+            _ => return Ok(current),
+        }
+    }
+    Err(std::io::Error::other("too many levels of symbolic links"))
 }
 
 /// Asks the kernel to start writing what the save has written so far, so the disk works

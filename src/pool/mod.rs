@@ -1,17 +1,23 @@
 //! The pool manager: one in-memory database shared by every connection of an r2d2 pool.
 
 mod manager;
+mod shared;
 
 pub use manager::{SingletonManager, DEFAULT_BUSY_TIMEOUT};
+pub(crate) use shared::build;
+pub use shared::{shared_thread_pool, ReentrancyCheck, DEFAULT_CHECKOUT_TIMEOUT};
 
 /// A pool pinned to one fresh in-memory database, like SQLAlchemy's `SingletonThreadPool`:
 /// `max_size` is 1, so every thread shares one connection, one at a time.
 ///
-/// **Re-entrancy pitfall:** a thread that calls `pool.get()` while it still holds the first
-/// connection waits for the pool's `connection_timeout` (30 s by default) and then gets an
-/// error, because the only connection is its own. Pass the connection you hold down the call
-/// chain instead, or build a larger pool yourself:
-/// `r2d2::Pool::builder().max_size(4).build(SingletonManager::new())`.
+/// The pool runs no reaper and no threads of its own (it uses [`shared_thread_pool`]), so
+/// dropping it leaves nothing behind, and a checkout waits at most
+/// [`DEFAULT_CHECKOUT_TIMEOUT`].
+///
+/// **Re-entrancy pitfall:** a thread that calls `pool.get()` while it still holds the only
+/// connection can never get one. After [`DEFAULT_CHECKOUT_TIMEOUT`] it panics with a message
+/// saying so ([`ReentrancyCheck`]). Pass the connection you hold down the call chain instead,
+/// or build a larger pool yourself (see [`shared_thread_pool`]).
 ///
 /// ```
 /// use diesel::RunQueryDsl;
@@ -27,7 +33,5 @@ pub use manager::{SingletonManager, DEFAULT_BUSY_TIMEOUT};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn memory_pool() -> Result<r2d2::Pool<SingletonManager>, r2d2::Error> {
-    r2d2::Pool::builder()
-        .max_size(1)
-        .build(SingletonManager::new())
+    build(1)
 }

@@ -8,8 +8,13 @@
 //!   `SQLITE_FCNTL_SYNC`, which SQLite sends at every commit even with `synchronous=OFF`, so a
 //!   failed write still fails the commit;
 //! - when reads are sequential, reads 64 KiB ahead and serves the following pages from that
-//!   buffer. The buffer is dropped on every write, truncate and lock change, so it never
-//!   outlives the transaction that read it.
+//!   buffer. The buffer is dropped on every write and truncate, and at every transaction
+//!   boundary SQLite signals: lock changes on the file, and every shared-memory call. In WAL
+//!   mode SQLite keeps its SHARED file lock between read transactions and marks each one only
+//!   through the shared memory (`xShmLock` on a read mark), so without the latter a buffer
+//!   read in one transaction could serve pages a checkpoint has since rewritten. Within one
+//!   read transaction the buffer is safe: a checkpoint only rewrites pages that the reader's
+//!   snapshot takes from the WAL, never ones it reads from the file.
 //!
 //! Journals, WAL files and every other call go straight to the default VFS.
 
@@ -428,10 +433,19 @@ unsafe fn fill_read_ahead(file: *mut ffi::sqlite3_file, offset: i64) {
     }
 }
 
+/// Drops what was read ahead: the transaction that read it may be over.
+///
+/// # Safety
+/// `file` is a BatchFile opened by `open`.
+unsafe fn forget_read_ahead(file: *mut ffi::sqlite3_file) {
+    // SAFETY: per the contract; SQLite serialises calls on one file.
+    unsafe { (*file.cast::<BatchFile>()).ahead.clear() }
+}
+
 unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
     // SAFETY: `file` is ours; flushing first keeps write and truncate in order.
     unsafe {
-        (*file.cast::<BatchFile>()).ahead.clear();
+        forget_read_ahead(file);
         let rc = flush(file);
         if rc != ffi::SQLITE_OK {
             return rc;
@@ -466,7 +480,7 @@ unsafe extern "C" fn lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
     // SAFETY: `file` is ours. Another process may have written the file since our last
     // lock, so what was read ahead is dropped.
     unsafe {
-        (*file.cast::<BatchFile>()).ahead.clear();
+        forget_read_ahead(file);
         delegate_file!(file, xLock, level)
     }
 }
@@ -474,7 +488,7 @@ unsafe extern "C" fn lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
 unsafe extern "C" fn unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
     // SAFETY: `file` is ours; see `lock`.
     unsafe {
-        (*file.cast::<BatchFile>()).ahead.clear();
+        forget_read_ahead(file);
         delegate_file!(file, xUnlock, level)
     }
 }
@@ -520,7 +534,10 @@ unsafe extern "C" fn shm_map(
     out: *mut *mut c_void,
 ) -> c_int {
     // SAFETY: `file` is ours; shared memory belongs to the wrapped file.
-    unsafe { delegate_file!(file, xShmMap, region, size, extend, out) }
+    unsafe {
+        forget_read_ahead(file);
+        delegate_file!(file, xShmMap, region, size, extend, out)
+    }
 }
 
 unsafe extern "C" fn shm_lock(
@@ -529,14 +546,18 @@ unsafe extern "C" fn shm_lock(
     n: c_int,
     flags: c_int,
 ) -> c_int {
-    // SAFETY: `file` is ours.
-    unsafe { delegate_file!(file, xShmLock, offset, n, flags) }
+    // SAFETY: `file` is ours. A read or write transaction in WAL mode begins and ends here.
+    unsafe {
+        forget_read_ahead(file);
+        delegate_file!(file, xShmLock, offset, n, flags)
+    }
 }
 
 unsafe extern "C" fn shm_barrier(file: *mut ffi::sqlite3_file) {
     // SAFETY: `file` is ours; the wrapped file's methods are version 2 or later whenever
     // SQLite uses shared memory, which it only does after xShmMap succeeded.
     unsafe {
+        forget_read_ahead(file);
         let real = (*file.cast::<BatchFile>()).real;
         if let Some(f) = (*(*real).pMethods).xShmBarrier {
             f(real);
@@ -546,5 +567,8 @@ unsafe extern "C" fn shm_barrier(file: *mut ffi::sqlite3_file) {
 
 unsafe extern "C" fn shm_unmap(file: *mut ffi::sqlite3_file, delete: c_int) -> c_int {
     // SAFETY: `file` is ours.
-    unsafe { delegate_file!(file, xShmUnmap, delete) }
+    unsafe {
+        forget_read_ahead(file);
+        delegate_file!(file, xShmUnmap, delete)
+    }
 }

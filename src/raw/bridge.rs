@@ -11,7 +11,7 @@
 //! instrumentation hooks, which run before and after the probe's statement) pushes, fills
 //! and pops its own slot and can neither overwrite nor clear the outer one.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr::{self, NonNull};
 use std::sync::Once;
@@ -20,7 +20,6 @@ use diesel::{RunQueryDsl, SqliteConnection};
 use libsqlite3_sys as ffi;
 
 use super::db::DbRef;
-use crate::error::{BackupError, Operation};
 
 /// Name of the SQL function; long and namespaced so no application will collide with it.
 const PROBE_NAME: &std::ffi::CStr = c"diesel_sqlite_backup_handle";
@@ -37,6 +36,52 @@ thread_local! {
     /// One slot per probe running on this thread (probes can nest): the handle its statement
     /// captured, or null.
     static SLOTS: RefCell<Vec<*mut ffi::sqlite3>> = const { RefCell::new(Vec::new()) };
+}
+
+thread_local! {
+    /// While a budgeted call runs on this thread, how its lock waits are decided: the
+    /// open-time busy handler of every connection asks this (attempt, busy connection).
+    static LOCK_WAITS: Cell<Option<*const LockWaits<'static>>> = const { Cell::new(None) };
+}
+
+/// Decides one lock wait: sleeps and returns true to try again, or false to give up. Gets
+/// the try number and the busy connection.
+pub(crate) type LockWaits<'w> = dyn Fn(u32, &DbRef<'_>) -> bool + 'w;
+
+/// Runs `f` with `waits` deciding every lock wait of connections opened after [`init`] on
+/// this thread, unless their busy handler was replaced (for example by `busy_timeout`).
+/// Outside such a call the handler gives up at once, as if there were none.
+pub(crate) fn with_lock_waits<T>(waits: &LockWaits<'_>, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<*const LockWaits<'static>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            LOCK_WAITS.with(|w| w.set(self.0));
+        }
+    }
+    // SAFETY: only the trait object's lifetime bound is erased (same layout). The pointer is
+    // dereferenced only by `on_busy`, on this thread, while `f` runs; `Restore` puts the
+    // previous value back before `waits` can go away, even if `f` panics.
+    let erased = unsafe {
+        std::mem::transmute::<*const LockWaits<'_>, *const LockWaits<'static>>(waits)
+    };
+    let _restore = Restore(LOCK_WAITS.with(|w| w.replace(Some(erased))));
+    f()
+}
+
+/// The busy handler every connection gets at open.
+unsafe extern "C" fn on_busy(db: *mut c_void, attempt: c_int) -> c_int {
+    let Some(waits) = LOCK_WAITS.with(Cell::get) else {
+        return 0;
+    };
+    let Some(db) = NonNull::new(db.cast::<ffi::sqlite3>()) else {
+        return 0;
+    };
+    // SAFETY: SQLite passes the argument we registered, the connection itself, which is open
+    // while its busy handler runs on this thread; `waits` is live (see `with_lock_waits`).
+    unsafe {
+        let db = DbRef::from_raw(db);
+        c_int::from((*waits)(attempt.max(0) as u32, &db))
+    }
 }
 
 static INIT: Once = Once::new();
@@ -80,7 +125,9 @@ unsafe extern "C" fn register_probe(
     // name is a NUL-terminated static; the user-data pointer is a static, so it outlives the
     // connection; no destructor is needed. DIRECTONLY keeps triggers, views and schema
     // expressions (which an untrusted database file controls) from calling the probe.
+    // The busy handler's argument is the connection itself, valid whenever SQLite calls it.
     unsafe {
+        ffi::sqlite3_busy_handler(db, Some(on_busy), db.cast());
         ffi::sqlite3_create_function_v2(
             db,
             PROBE_NAME.as_ptr(),
@@ -120,25 +167,21 @@ unsafe extern "C" fn capture_handle(
     }
 }
 
-/// The raw handle of `conn`, borrowed for as long as `conn` is.
-///
-/// Fails with [`BackupError::NotBackupCapable`] when `conn` was opened before [`init`], and
-/// with [`BackupError::Busy`] when the probe could not even run because another connection
-/// holds a lock SQLite needed to load the schema.
-pub(crate) fn raw_handle(
-    conn: &mut SqliteConnection,
-    op: Operation,
-) -> Result<DbRef<'_>, BackupError> {
+/// Why the handle of a connection could not be reached.
+pub(crate) enum HandleError {
+    /// Opened before [`init`], or the probe failed for a reason other than a lock.
+    NotCapable,
+    /// Loading the schema, which any statement needs first, met a lock that stayed busy.
+    Busy,
+}
+
+/// The raw handle of `conn`, borrowed for as long as `conn` is. Run it inside
+/// [`with_lock_waits`] to wait for a lock the schema load meets.
+pub(crate) fn raw_handle(conn: &mut SqliteConnection) -> Result<DbRef<'_>, HandleError> {
     match probe(conn) {
         Ok(Some(db)) => Ok(db),
-        Ok(None) => Err(BackupError::NotBackupCapable { op }),
-        Err(e) if is_lock_error(&e) => Err(BackupError::Busy {
-            op,
-            path: std::path::PathBuf::from(":memory:"),
-            waited: std::time::Duration::ZERO,
-            failure: crate::raw::failure_from_code(ffi::SQLITE_BUSY),
-        }),
-        Err(_) => Err(BackupError::NotBackupCapable { op }),
+        Err(e) if is_lock_error(&e) => Err(HandleError::Busy),
+        _ => Err(HandleError::NotCapable),
     }
 }
 

@@ -27,6 +27,14 @@ impl<'a> DbRef<'a> {
         }
     }
 
+    /// Another borrow of the same handle, for as long as this one.
+    pub(crate) fn reborrow(&self) -> DbRef<'_> {
+        DbRef {
+            ptr: self.ptr,
+            _borrow: PhantomData,
+        }
+    }
+
     pub(crate) fn as_ptr(&self) -> *mut ffi::sqlite3 {
         self.ptr.as_ptr()
     }
@@ -134,23 +142,69 @@ impl<'a> DbRef<'a> {
         }
     }
 
-    /// True when `schema` lives in memory (`:memory:`, temp, or the memdb VFS).
-    pub(crate) fn is_in_memory(&self, schema: &CStr) -> bool {
-        if self.filename(schema).is_none_or(|f| f.is_empty()) {
-            return true;
-        }
+    /// Where `schema` keeps its pages, from the VFS SQLite opened it with.
+    pub(crate) fn storage(&self, schema: &CStr) -> Storage {
         let mut vfs: *mut ffi::sqlite3_vfs = ptr::null_mut();
         // SAFETY: SQLITE_FCNTL_VFS_POINTER writes one `sqlite3_vfs*` into the out-pointer;
         // the VFS object is registered for the life of the process, so reading its name is fine.
-        unsafe {
+        let name = unsafe {
             let rc = ffi::sqlite3_file_control(
                 self.as_ptr(),
                 schema.as_ptr(),
                 ffi::SQLITE_FCNTL_VFS_POINTER,
                 (&mut vfs as *mut *mut ffi::sqlite3_vfs).cast(),
             );
-            rc == ffi::SQLITE_OK && !vfs.is_null() && CStr::from_ptr((*vfs).zName) == c"memdb"
+            (rc == ffi::SQLITE_OK && !vfs.is_null()).then(|| CStr::from_ptr((*vfs).zName))
+        };
+        match name {
+            Some(n) if super::memdb_vfs::is_ours(n) => Storage::PatchedMemdb,
+            Some(n) if n == c"memdb" => Storage::Memdb,
+            _ if self.filename(schema).is_none_or(|f| f.is_empty()) => Storage::PrivateMemory,
+            _ => Storage::File,
         }
+    }
+
+    /// True when `schema` lives in memory (`:memory:`, temp, or a memdb database).
+    pub(crate) fn is_in_memory(&self, schema: &CStr) -> bool {
+        self.storage(schema) != Storage::File
+    }
+
+    /// The first 100 bytes of `schema`'s file and the file's length, read through SQLite's own
+    /// open file handle (so no descriptor of ours is opened or closed on a file whose locks
+    /// this process holds). Call it inside a read transaction, so both are the state that
+    /// transaction sees; in WAL mode the file may lag the WAL.
+    pub(crate) fn file_header(&self, schema: &CStr) -> Result<([u8; 100], u64), SqliteFailure> {
+        let mut file: *mut ffi::sqlite3_file = ptr::null_mut();
+        let mut header = [0u8; 100];
+        let mut len: i64 = 0;
+        // SAFETY: SQLITE_FCNTL_FILE_POINTER writes the schema's open `sqlite3_file*` (owned by
+        // its pager, open while the connection is). We call only its xRead and xFileSize, with
+        // a 100-byte buffer and a local out-pointer, as any VFS user may.
+        unsafe {
+            let rc = ffi::sqlite3_file_control(
+                self.as_ptr(),
+                schema.as_ptr(),
+                ffi::SQLITE_FCNTL_FILE_POINTER,
+                (&mut file as *mut *mut ffi::sqlite3_file).cast(),
+            );
+            if rc != ffi::SQLITE_OK || file.is_null() || (*file).pMethods.is_null() {
+                return Err(failure_from_code(ffi::SQLITE_NOTFOUND));
+            }
+            let methods = &*(*file).pMethods;
+            let (Some(read), Some(size)) = (methods.xRead, methods.xFileSize) else {
+                return Err(failure_from_code(ffi::SQLITE_NOTFOUND));
+            };
+            let rc = size(file, &mut len);
+            if rc != ffi::SQLITE_OK {
+                return Err(failure_from_code(rc));
+            }
+            // A short read zero-fills and answers SQLITE_IOERR_SHORT_READ: fine for a header.
+            let rc = read(file, header.as_mut_ptr().cast(), 100, 0);
+            if rc != ffi::SQLITE_OK && rc != ffi::SQLITE_IOERR_SHORT_READ {
+                return Err(failure_from_code(rc));
+            }
+        }
+        Ok((header, len.max(0) as u64))
     }
 
     /// `sqlite3_txn_state` for `schema`: `SQLITE_TXN_NONE`, `_READ` or `_WRITE`.
@@ -261,6 +315,20 @@ impl<'a> DbRef<'a> {
     }
 }
 
+/// Where a database keeps its pages, which decides what a page-for-page copy into it may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Storage {
+    /// A file on disk.
+    File,
+    /// `:memory:` or a temp database: SQLite's own in-memory pager, which ignores WAL header
+    /// bytes.
+    PrivateMemory,
+    /// The memdb VFS (deserialized or `vfs=memdb` databases): a WAL header makes it unreadable.
+    Memdb,
+    /// The crate's memdb shim, which rewrites WAL header bytes as it writes page 1.
+    PatchedMemdb,
+}
+
 /// A connection this crate opened itself; closed on drop.
 pub(crate) struct OwnedDb {
     ptr: NonNull<ffi::sqlite3>,
@@ -326,23 +394,30 @@ impl Drop for OwnedDb {
     }
 }
 
-/// Finalizes any statement still open, then closes. Every backup object using the handle is
-/// already finished: a `RawBackup` borrows the handle, so it cannot outlive it.
+// libsqlite3-sys leaves this one out of its bindings; every SQLite since 3.7.14 exports it.
+extern "C" {
+    fn sqlite3_close_v2(db: *mut ffi::sqlite3) -> c_int;
+}
+
+/// Closes the handle. Statements are not finalized here: every statement this crate prepares
+/// is finalized by the code that prepared it, and the ones virtual-table modules (FTS, R*Tree)
+/// own are finalized by those modules while SQLite disconnects them inside `sqlite3_close`.
+/// Finalizing them here too would free them twice. Should anything still be open,
+/// `sqlite3_close` answers `SQLITE_BUSY`; the handle is then handed to `sqlite3_close_v2`,
+/// which frees it once the last owner lets go, and the BUSY is reported.
 ///
 /// # Safety
 /// `ptr` is an open connection owned by the caller and never used again.
 unsafe fn close_handle(ptr: NonNull<ffi::sqlite3>) -> c_int {
-    // SAFETY: per the contract, the handle is open and ours; statements returned by
-    // sqlite3_next_stmt belong to it and are finalized once each.
+    // SAFETY: per the contract, the handle is open and ours, and this is its one close:
+    // either sqlite3_close succeeds, or it fails without closing and sqlite3_close_v2 takes
+    // over (it defers the free until the remaining objects are released by their owners).
     unsafe {
-        loop {
-            let stmt = ffi::sqlite3_next_stmt(ptr.as_ptr(), ptr::null_mut());
-            if stmt.is_null() {
-                break;
-            }
-            ffi::sqlite3_finalize(stmt);
+        let rc = ffi::sqlite3_close(ptr.as_ptr());
+        if rc != ffi::SQLITE_OK {
+            sqlite3_close_v2(ptr.as_ptr());
         }
-        ffi::sqlite3_close(ptr.as_ptr())
+        rc
     }
 }
 

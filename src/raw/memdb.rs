@@ -10,12 +10,16 @@ use crate::error::SqliteFailure;
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// A URI no other database in this process uses. The leading `/` makes memdb share the
-/// database between every connection that opens the same name.
+/// database between every connection that opens the same name. It names the crate's memdb
+/// shim, which keeps WAL version numbers out of page 1 (see `memdb_vfs`), and plain memdb
+/// only if the shim could not be registered.
 pub(crate) fn unique_uri(label: &str) -> String {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let vfs = super::memdb_vfs::name().unwrap_or(c"memdb");
     format!(
-        "file:/diesel-sqlite-backup-{}-{label}-{id}?vfs=memdb",
-        std::process::id()
+        "file:/diesel-sqlite-backup-{}-{label}-{id}?vfs={}",
+        std::process::id(),
+        vfs.to_string_lossy()
     )
 }
 

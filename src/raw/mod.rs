@@ -4,7 +4,8 @@ pub(crate) mod batch_vfs;
 mod bridge;
 mod db;
 pub(crate) mod memdb;
+pub(crate) mod memdb_vfs;
 
 pub use bridge::init;
-pub(crate) use bridge::{probe, raw_handle};
-pub(crate) use db::{failure_from_code, path_cstring, readonly_uri, DbRef, OwnedDb};
+pub(crate) use bridge::{probe, raw_handle, with_lock_waits, HandleError};
+pub(crate) use db::{failure_from_code, path_cstring, readonly_uri, DbRef, OwnedDb, Storage};

@@ -14,7 +14,8 @@ pub use cache::TemplateCache;
 pub use guard::{KeepOnPanic, Keepable};
 
 use crate::error::{BackupError, Operation};
-use crate::raw::{raw_handle, OwnedDb};
+use crate::backup::handle_for;
+use crate::raw::OwnedDb;
 use crate::{establish, BackupExt, BackupOptions, SingletonManager};
 
 const OP: Operation = Operation::Template;
@@ -95,9 +96,9 @@ impl Template {
 
     /// A template holding a copy of `conn`'s `main` database as it is now.
     pub fn from_connection(conn: &mut SqliteConnection) -> Result<Template, BackupError> {
-        let db = raw_handle(conn, OP)?;
+        let db = handle_for(conn, OP)?;
         let image = match db.serialize_main() {
-            Some(image) => image,
+            Some(image) => without_wal_header(image),
             // SQLite returns no image for an empty database, but also when it could not
             // read one (locked, out of memory): only the first may become an empty template.
             None => {
@@ -137,7 +138,7 @@ impl Template {
     pub fn connection(&self) -> Result<SqliteConnection, BackupError> {
         let mut conn = fresh_connection()?;
         if !self.image.is_empty() {
-            let db = raw_handle(&mut conn, OP)?;
+            let db = handle_for(&mut conn, OP)?;
             db.deserialize_main(&self.image).map_err(sqlite)?;
         }
         Ok(conn)
@@ -150,10 +151,7 @@ impl Template {
             op: OP,
             source: e.into(),
         };
-        let pool = r2d2::Pool::builder()
-            .max_size(1)
-            .build(SingletonManager::new())
-            .map_err(pool_error)?;
+        let pool = crate::pool::build(1).map_err(pool_error)?;
         let mut conn = pool.get().map_err(pool_error)?;
         self.copy_into(&mut conn)?;
         drop(conn);
@@ -167,13 +165,29 @@ impl Template {
         if self.image.is_empty() {
             return Ok(());
         }
-        let source = OwnedDb::open(c":memory:", ffi::SQLITE_OPEN_READWRITE).map_err(sqlite)?;
+        // URI names on, so that a page-size conversion can VACUUM INTO a memdb URI.
+        let flags = ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_URI;
+        let source = OwnedDb::open(c":memory:", flags).map_err(sqlite)?;
         // SAFETY: `self.image` is immutable and outlives `source`, which is closed at the end
         // of this function.
         unsafe { source.db().borrow_image_readonly(&self.image) }.map_err(sqlite)?;
         let mut options = BackupOptions::default().pages_per_step(0);
         crate::backup::copy_between(&source.db(), dest, &mut options, OP)
     }
+}
+
+/// A WAL-mode database's image says "WAL" in header bytes 18 and 19, which no in-memory copy
+/// of it can open. The image holds the committed state (WAL frames included), so marking it a
+/// rollback-journal database (1), as `PRAGMA journal_mode=DELETE` would, is exact.
+fn without_wal_header(mut image: Vec<u8>) -> Vec<u8> {
+    if let Some(versions) = image.get_mut(18..20) {
+        for byte in versions {
+            if *byte == 2 {
+                *byte = 1;
+            }
+        }
+    }
+    image
 }
 
 fn fresh_connection() -> Result<SqliteConnection, BackupError> {

@@ -1,0 +1,152 @@
+//! Making a source fit a destination that a page-for-page copy cannot take as it is.
+//!
+//! `sqlite3_backup` copies pages verbatim, so three differences need a conversion first:
+//! - **encoding**: a connection fixes its text encoding once it has read a schema, so a UTF-16
+//!   database copied under UTF-8 connections leaves all of them failing; the rows are copied
+//!   one by one into a database that already has the destination's encoding;
+//! - **page size**: SQLite refuses to change the page size of an in-memory or WAL database
+//!   that holds pages; `VACUUM INTO` rewrites the source with the destination's page size;
+//! - **WAL header**: page 1 of a WAL-mode file says "WAL", which makes memdb unreadable. The
+//!   crate's own memdb databases rewrite it as they write page 1 (`raw::memdb_vfs`); any other
+//!   memdb destination gets the copy through one of those first.
+//!
+//! Every decision comes from SQLite's own view of both databases (`PRAGMA`s), read by the
+//! caller under the locks the copy then keeps. A conversion costs a second copy in memory
+//! while it runs.
+
+use std::ffi::CStr;
+use std::path::Path;
+
+use super::budget::Budget;
+use super::engine;
+use super::handle::RawBackup;
+use super::options::BackupOptions;
+use super::reencode;
+use crate::error::{BackupError, SqliteFailure};
+use crate::raw::{memdb, DbRef, OwnedDb, Storage};
+
+/// What a source needs before it can be copied page for page into a destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Plan {
+    Direct,
+    Reencode { page_size: i64, encoding: String },
+    Repage { page_size: i64 },
+    Unwal,
+}
+
+/// SQLite's view of one database.
+struct Facts {
+    page_size: i64,
+    pages: i64,
+    wal: bool,
+    encoding: String,
+}
+
+fn facts(db: &DbRef<'_>, schema: &CStr) -> Result<Facts, SqliteFailure> {
+    let quoted = quote(schema);
+    let mode = db.query_column(&format!("PRAGMA {quoted}.journal_mode"))?;
+    Ok(Facts {
+        page_size: db.query_i64(&format!("PRAGMA {quoted}.page_size"))?,
+        pages: db.query_i64(&format!("PRAGMA {quoted}.page_count"))?,
+        wal: mode.first().is_some_and(|m| m.eq_ignore_ascii_case("wal")),
+        // The connection's encoding: every schema of a connection shares it.
+        encoding: db
+            .query_column("PRAGMA encoding")?
+            .into_iter()
+            .next()
+            .unwrap_or_default(),
+    })
+}
+
+/// `schema` as a quoted SQL identifier.
+pub(crate) fn quote(schema: &CStr) -> String {
+    format!("\"{}\"", schema.to_string_lossy().replace('"', "\"\""))
+}
+
+/// Decides how `src_schema` of `src` reaches `dst_schema` of `dst`.
+pub(crate) fn plan(
+    src: &DbRef<'_>,
+    src_schema: &CStr,
+    dst: &DbRef<'_>,
+    dst_schema: &CStr,
+) -> Result<Plan, SqliteFailure> {
+    let (from, to) = (facts(src, src_schema)?, facts(dst, dst_schema)?);
+    let storage = dst.storage(dst_schema);
+    // An empty destination takes the source's page size; a non-empty in-memory or WAL one
+    // keeps its own.
+    let keeps_page_size = (storage != Storage::File || to.wal) && to.pages > 0;
+    let page_size = if keeps_page_size {
+        to.page_size
+    } else {
+        from.page_size
+    };
+    Ok(if from.pages > 0 && from.encoding != to.encoding {
+        Plan::Reencode {
+            page_size,
+            encoding: to.encoding,
+        }
+    } else if page_size != from.page_size {
+        Plan::Repage { page_size }
+    } else if from.wal && storage == Storage::Memdb {
+        Plan::Unwal
+    } else {
+        Plan::Direct
+    })
+}
+
+/// Carries out `plan`: `None` for a direct copy, else a private in-memory database holding the
+/// converted source. For `Repage`, `src` must have no transaction open (VACUUM cannot run
+/// inside one); `VACUUM INTO` reads one consistent state by itself.
+pub(crate) fn stage(
+    plan: &Plan,
+    src: &DbRef<'_>,
+    src_schema: &CStr,
+    budget: &Budget,
+    path: &Path,
+) -> Result<Option<OwnedDb>, BackupError> {
+    let sqlite = |failure| BackupError::Sqlite {
+        op: budget.op(),
+        path: path.to_path_buf(),
+        failure,
+    };
+    if *plan == Plan::Direct {
+        return Ok(None);
+    }
+    let uri = memdb::unique_uri("stage");
+    let staged = memdb::open_keeper(&uri, None).map_err(sqlite)?;
+    match plan {
+        Plan::Direct => {}
+        Plan::Reencode {
+            page_size,
+            encoding,
+        } => {
+            staged
+                .db()
+                .exec(&format!(
+                    "PRAGMA page_size={page_size}; PRAGMA encoding='{encoding}';"
+                ))
+                .map_err(sqlite)?;
+            reencode::copy_logically(src, src_schema, &staged.db()).map_err(sqlite)?;
+        }
+        Plan::Repage { page_size } => {
+            let schema = quote(src_schema);
+            let original = src
+                .query_i64(&format!("PRAGMA {schema}.page_size"))
+                .map_err(sqlite)?;
+            let vacuum = src.exec(&format!(
+                "PRAGMA {schema}.page_size={page_size}; VACUUM {schema} INTO '{uri}';"
+            ));
+            // The pragma also sets the size a later VACUUM of the source would use: undo it.
+            let _ = src.exec(&format!("PRAGMA {schema}.page_size={original}"));
+            vacuum.map_err(sqlite)?;
+        }
+        Plan::Unwal => {
+            let dst = staged.db();
+            let mut backup = RawBackup::new(&dst, c"main", src, src_schema).map_err(sqlite)?;
+            let mut whole = BackupOptions::default().pages_per_step(0);
+            engine::run(&mut backup, &mut whole, budget, path)?;
+            backup.finish().map_err(sqlite)?;
+        }
+    }
+    Ok(Some(staged))
+}
