@@ -1,7 +1,8 @@
 //! Run the migrations in memory, where they are fast, then persist the migrated database
 //! to a file in one atomic step.
 //!
-//! Run: `cargo run --example migrate_then_persist [path/to/app.db]`
+//! Run: `cargo run --example migrate_then_persist [-- path/to/app.db]`. Without a path it
+//! saves into a new private temporary folder; either way it prints where the file is.
 
 mod common;
 
@@ -10,7 +11,7 @@ use diesel_migrations::MigrationHarness;
 use diesel_sqlite_backup::{establish, memory_pool, BackupExt};
 
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let path = common::app_path_or("migrated.db");
+    let path = common::output_path(1, "migrated.db")?;
     let pool = memory_pool()?;
     let mut conn = pool.get()?;
     let applied = conn.run_pending_migrations(common::MIGRATIONS)?.len();

@@ -1,6 +1,8 @@
 //! The document workflow: Open a file into memory, edit it there, Save it back atomically.
 //!
-//! Run: `cargo run --example open_modify_save [path/to/doc.db]`
+//! Run: `cargo run --example open_modify_save [-- path/to/doc.db]`. Without a path it starts a
+//! new document in a new private temporary folder; pass the path it prints to open that
+//! document again and add another note.
 
 mod common;
 
@@ -10,7 +12,7 @@ use diesel_migrations::MigrationHarness;
 use diesel_sqlite_backup::{memory_pool, BackupExt};
 
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let path = common::app_path_or("document.db");
+    let path = common::output_path(1, "document.db")?;
     if !path.exists() {
         // A first document to open, as another session of the app would have saved it.
         let pool = memory_pool()?;

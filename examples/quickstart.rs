@@ -1,17 +1,18 @@
 //! The main job in a dozen lines: an in-memory database shared by a pool, migrated,
 //! written through Diesel, saved to a file, and read back from that file.
 //!
-//! Run: `cargo run --example quickstart [path/to/notes.db]`
+//! Run: `cargo run --example quickstart [-- path/to/notes.db]`. Without a path it saves into a
+//! new private temporary folder; either way it prints where the file is.
 
 mod common;
 
-use common::{app_path_or, notebooks, notes, NewNote};
+use common::{notebooks, notes, NewNote};
 use diesel::prelude::*;
 use diesel_migrations::MigrationHarness;
 use diesel_sqlite_backup::{establish, memory_pool, BackupExt};
 
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let path = app_path_or("notes.db");
+    let path = common::output_path(1, "notes.db")?;
 
     let pool = memory_pool()?;
     let mut conn = pool.get()?;

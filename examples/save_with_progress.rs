@@ -1,7 +1,8 @@
 //! Save a database big enough to watch, with an indicatif progress bar fed by
 //! `BackupOptions::on_progress`.
 //!
-//! Run: `cargo run --release --example save_with_progress [MiB] [path/to/big.db]`
+//! Run: `cargo run --release --example save_with_progress [-- MiB [path/to/big.db]]`. Without
+//! a path it saves into a new private temporary folder; either way it prints where the file is.
 
 mod common;
 
@@ -12,10 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mib: u64 = std::env::args().nth(1).map_or(Ok(64), |a| a.parse())?;
-    let path = std::env::args_os()
-        .nth(2)
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("big.db"));
+    let path = common::output_path(2, "big.db")?;
 
     let pool = memory_pool()?;
     let mut conn = pool.get()?;

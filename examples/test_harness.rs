@@ -2,7 +2,9 @@
 //! into a template (cached on disk for one-process-per-test runners such as nextest), then
 //! clone it for every test, and keep the database of a test that fails.
 //!
-//! Run: `cargo run --example test_harness`
+//! Run: `cargo run --example test_harness`. The template is cached in
+//! `target/diesel-sqlite-backup-templates` (under `$CARGO_TARGET_DIR` when that is set); the
+//! example prints the file's path.
 
 mod common;
 
@@ -12,10 +14,15 @@ use std::time::Instant;
 use diesel_migrations::MigrationHarness;
 use diesel_sqlite_backup::{KeepOnPanic, Template, TemplateCache};
 
+/// The on-disk cache: one file per migrations content and seed version.
+fn cache() -> TemplateCache {
+    let migrations = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+    TemplateCache::new("seed-v1").migrations_dir(migrations)
+}
+
 /// Built once per process; with the cache, the migrations run once per machine.
 static TEMPLATE: LazyLock<Template> = LazyLock::new(|| {
-    TemplateCache::new("seed-v1")
-        .migrations_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+    cache()
         .get_or_build(|conn| {
             conn.run_pending_migrations(common::MIGRATIONS)?;
             common::add_notebook(conn, "Inbox");
@@ -39,6 +46,8 @@ fn main() {
         started.elapsed(),
         TEMPLATE.len()
     );
+    let cached = cache().path().expect("cache path");
+    println!("template cached at {}", cached.display());
 
     for (name, notes) in [("test_a", 3), ("test_b", 5), ("test_c", 0)] {
         let started = Instant::now();

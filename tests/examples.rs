@@ -1,23 +1,44 @@
-//! Every example runs to completion and says what it did.
+//! Every example runs to completion, says what it did, and writes where it says it wrote:
+//! to the path given on its command line, or else into a new private temporary folder.
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, PoisonError};
 
-/// A plain `cargo test` builds the examples next to the test binaries' `deps/` folder; when
-/// only this test target was built (`cargo test --test examples`, nextest), build it here.
+/// The example's binary, built first (once per test process) so a test never runs a stale
+/// one: `cargo test --test examples` and nextest build only this test target, and even a
+/// plain `cargo test` would leave an example that fails to compile at its old binary. The
+/// build is cargo's no-op when the example is up to date.
 fn example(name: &str) -> Command {
+    static BUILT: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
     let exe = std::env::current_exe().unwrap();
-    let dir: PathBuf = exe.parent().unwrap().parent().unwrap().join("examples");
-    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if !path.exists() {
+    // target/<profile>/deps/<this test> -> target/<profile>/examples/<name>
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let path = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+    if !built.contains(name) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
+        let mut build = Command::new(cargo);
+        build
             .args(["build", "--example", name])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("release") => {
+                build.arg("--release");
+            }
+            Some(profile) if profile != "debug" => {
+                build.args(["--profile", profile]);
+            }
+            _ => {}
+        }
+        let status = build.status().unwrap();
         assert!(status.success(), "building example {name} failed");
+        built.insert(name.to_owned());
     }
+    drop(built);
     assert!(
         path.exists(),
         "example {name} was not built at {}",
@@ -37,19 +58,101 @@ fn run(cmd: &mut Command) -> String {
     stdout
 }
 
+/// The path an example printed: the text of the line starting with `prefix`, up to
+/// `suffix` when one is given.
+fn printed_path(out: &str, prefix: &str, suffix: Option<&str>) -> PathBuf {
+    let line = out
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{out}"));
+    let path = match suffix {
+        Some(suffix) => line.rsplit_once(suffix).map_or(line, |(path, _)| path),
+        None => line,
+    };
+    PathBuf::from(path)
+}
+
+/// `path` is a complete SQLite database file.
+fn assert_database(path: &Path) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        bytes.starts_with(b"SQLite format 3\0"),
+        "{} is not a SQLite database",
+        path.display()
+    );
+}
+
+/// Runs an example without a path argument, with the system temp dir pointed at `tmp`, so
+/// its default output folder lands there and nowhere else.
+fn in_temp_dir<'a>(cmd: &'a mut Command, tmp: &Path) -> &'a mut Command {
+    cmd.env("TMPDIR", tmp).env("TMP", tmp).env("TEMP", tmp)
+}
+
+/// A default output path is `<tmp>/<fresh folder>/<name>`, the folder private to the user.
+fn assert_private_default(path: &Path, tmp: &Path, name: &str) {
+    assert_eq!(path.file_name().unwrap(), name, "{}", path.display());
+    let folder = path.parent().unwrap();
+    assert_eq!(
+        folder.parent().unwrap(),
+        tmp,
+        "{} is not in a fresh folder of the temp dir",
+        path.display()
+    );
+    assert_database(path);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(folder).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} is not private", folder.display());
+    }
+}
+
 #[test]
-fn quickstart_saves_and_reopens() {
+fn quickstart_saves_to_the_given_path_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(example("quickstart").arg(dir.path().join("notes.db")));
+    let file = dir.path().join("notes.db");
+    let out = run(example("quickstart").arg(&file));
     assert!(out.contains("holds note \"Hello\""), "{out}");
+    let printed = printed_path(&out, "saved the in-memory database to ", None);
+    assert_eq!(printed, file);
+    assert_database(&file);
+}
+
+#[test]
+fn quickstart_defaults_to_a_new_private_temp_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for _ in 0..2 {
+        let out = run(in_temp_dir(&mut example("quickstart"), tmp.path()));
+        assert!(out.contains("holds note \"Hello\""), "{out}");
+        let printed = printed_path(&out, "saved the in-memory database to ", None);
+        assert_private_default(&printed, tmp.path(), "notes.db");
+        paths.push(printed);
+    }
+    assert_ne!(paths[0], paths[1], "every run gets its own folder");
 }
 
 #[test]
 fn migrate_then_persist_leaves_nothing_pending() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(example("migrate_then_persist").arg(dir.path().join("m.db")));
+    let file = dir.path().join("m.db");
+    let out = run(example("migrate_then_persist").arg(&file));
     assert!(out.contains("applied 2 migrations"), "{out}");
     assert!(out.contains("pending migrations in the file: 0"), "{out}");
+    assert_eq!(printed_path(&out, "persisted to ", None), file);
+    assert_database(&file);
+}
+
+#[test]
+fn migrate_then_persist_defaults_to_a_new_private_temp_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(in_temp_dir(
+        &mut example("migrate_then_persist"),
+        tmp.path(),
+    ));
+    assert!(out.contains("pending migrations in the file: 0"), "{out}");
+    let printed = printed_path(&out, "persisted to ", None);
+    assert_private_default(&printed, tmp.path(), "migrated.db");
 }
 
 #[test]
@@ -58,11 +161,24 @@ fn open_modify_save_adds_a_note_each_run() {
     let file = dir.path().join("doc.db");
     let first = run(example("open_modify_save").arg(&file));
     assert!(first.contains("with 1 notes"), "{first}");
+    assert_eq!(printed_path(&first, "created ", None), file);
+    assert_eq!(printed_path(&first, "saved ", Some(" with ")), file);
     let second = run(example("open_modify_save").arg(&file));
     assert!(
         second.contains("opened") && second.contains("with 2 notes"),
         "{second}"
     );
+    assert_eq!(printed_path(&second, "saved ", Some(" with ")), file);
+    assert_database(&file);
+}
+
+#[test]
+fn open_modify_save_defaults_to_a_new_private_temp_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(in_temp_dir(&mut example("open_modify_save"), tmp.path()));
+    assert!(out.contains("with 1 notes"), "{out}");
+    let printed = printed_path(&out, "saved ", Some(" with "));
+    assert_private_default(&printed, tmp.path(), "document.db");
 }
 
 #[test]
@@ -71,6 +187,19 @@ fn save_with_progress_saves_the_requested_size() {
     let file = dir.path().join("big.db");
     let out = run(example("save_with_progress").arg("4").arg(&file));
     assert!(out.contains("saved 4 MiB"), "{out}");
+    assert_eq!(printed_path(&out, "saved 4 MiB to ", None), file);
+    assert_database(&file);
+}
+
+#[test]
+fn save_with_progress_defaults_to_a_new_private_temp_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(in_temp_dir(
+        example("save_with_progress").arg("1"),
+        tmp.path(),
+    ));
+    let printed = printed_path(&out, "saved 1 MiB to ", None);
+    assert_private_default(&printed, tmp.path(), "big.db");
 }
 
 #[test]
@@ -79,8 +208,10 @@ fn test_harness_gives_each_test_its_own_database() {
     let out = run(example("test_harness").env("CARGO_TARGET_DIR", dir.path()));
     assert!(out.contains("test_b: own database with 5 notes"), "{out}");
     assert!(out.contains("cloning the template"), "{out}");
-    let cached = std::fs::read_dir(dir.path().join("diesel-sqlite-backup-templates"))
-        .unwrap()
-        .count();
+    let templates = dir.path().join("diesel-sqlite-backup-templates");
+    let cached = std::fs::read_dir(&templates).unwrap().count();
     assert_eq!(cached, 1, "the template was cached once");
+    let printed = printed_path(&out, "template cached at ", None);
+    assert_eq!(printed.parent().unwrap(), templates);
+    assert_database(&printed);
 }

@@ -100,10 +100,22 @@ pub fn note_count(conn: &mut SqliteConnection) -> i64 {
     notes::table.count().get_result(conn).expect("count notes")
 }
 
-/// The first command-line argument as a path, or `default_name` in the system temp dir.
-pub fn app_path_or(default_name: &str) -> std::path::PathBuf {
-    std::env::args_os()
-        .nth(1)
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join(default_name))
+/// Where an example writes: command-line argument `arg` (1 for the first) as a path, or
+/// `default_name` inside a new temporary folder that only the current user can open.
+///
+/// The folder is kept after the example exits, so the file it prints can be opened
+/// (`sqlite3 <path>`); every run gets its own, so nothing is shared with other runs or
+/// other users of the machine.
+pub fn output_path(arg: usize, default_name: &str) -> std::io::Result<std::path::PathBuf> {
+    if let Some(path) = std::env::args_os().nth(arg) {
+        return Ok(path.into());
+    }
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("diesel-sqlite-backup-example-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(builder.tempdir()?.keep().join(default_name))
 }

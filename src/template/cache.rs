@@ -10,15 +10,18 @@ use super::{Template, OP};
 use crate::error::BackupError;
 use crate::BackupExt;
 
-/// Bumped when the cache's file layout changes, so old files are never reused.
-const FORMAT: &str = "diesel-sqlite-backup template cache v1";
+/// Bumped when the cache's file layout or the key's inputs change, so old files are never
+/// reused. v2: each file is keyed by the index of the registered folder it came from, not
+/// only by its path inside that folder.
+const FORMAT: &str = "diesel-sqlite-backup template cache v2";
 
 /// Builds a [`Template`] once and stores it as a database file; later processes load the file
 /// instead of migrating again.
 ///
 /// The file is named by a hash of every file under the migrations directories you register
-/// (names and contents, so a changed migration gives a new key, never a stale template) and
-/// of your seed version (bump it when `init` seeds different data). Several processes that
+/// (for each file: which registered directory holds it, its path inside that directory and
+/// its contents, so a changed, added, removed or moved migration gives a new key, never a
+/// stale template) and of your seed version (bump it when `init` seeds different data). Several processes that
 /// build the same key at once are safe: each saves through [`save_as`](crate::BackupExt::save_as),
 /// which renames a complete file into place, so readers see a whole template or none.
 ///
@@ -80,19 +83,45 @@ impl TemplateCache {
     }
 
     /// The cache key: 32 hex digits over the format, the seed version and the migrations.
+    ///
+    /// Every file under the registered directories counts with three things: the index of
+    /// its directory in registration order, its path relative to that directory (with `/`
+    /// separators) and its contents. Where the directories live does not count, so two
+    /// checkouts of one project share a key; moving a migration from one registered
+    /// directory to another, or registering the directories in another order, changes it.
+    ///
+    /// ```
+    /// use diesel_sqlite_backup::TemplateCache;
+    ///
+    /// let root = tempfile::tempdir()?;
+    /// let (a, b) = (root.path().join("a"), root.path().join("b"));
+    /// std::fs::create_dir_all(a.join("001_users"))?;
+    /// std::fs::create_dir_all(b.join("002_posts"))?;
+    /// std::fs::write(a.join("001_users/up.sql"), "CREATE TABLE users (id INTEGER);")?;
+    /// std::fs::write(b.join("002_posts/up.sql"), "CREATE TABLE posts (id INTEGER);")?;
+    ///
+    /// let cache = TemplateCache::new("seed-v1").migrations_dir(&a).migrations_dir(&b);
+    /// let key = cache.key()?;
+    /// assert_eq!(key.len(), 32);
+    /// assert_eq!(key, cache.key()?); // nothing changed, same key
+    ///
+    /// std::fs::rename(b.join("002_posts"), a.join("002_posts"))?;
+    /// assert_ne!(key, cache.key()?); // same file, other folder: a new key
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn key(&self) -> Result<String, BackupError> {
         let mut hash = KeyHasher::default();
         hash.write(FORMAT.as_bytes());
         hash.write(self.seed_version.as_bytes());
-        for dir in &self.migration_dirs {
+        for (index, dir) in self.migration_dirs.iter().enumerate() {
             let mut files = Vec::new();
             collect_files(dir, &mut files)?;
             files.sort();
             for file in files {
                 let contents =
                     fs::read(&file).map_err(|e| BackupError::io(OP, &file, "read", e))?;
-                let name = file.strip_prefix(dir).unwrap_or(&file);
-                hash.write(name.to_string_lossy().as_bytes());
+                hash.write(&(index as u64).to_le_bytes());
+                hash.write(relative_name(dir, &file).as_bytes());
                 hash.write(&contents);
             }
         }
@@ -124,6 +153,16 @@ impl TemplateCache {
         template.connection()?.save_as(&path)?;
         Ok(template)
     }
+}
+
+/// `file`'s path inside `dir`, its components joined by `/` on every platform.
+fn relative_name(dir: &Path, file: &Path) -> String {
+    let relative = file.strip_prefix(dir).unwrap_or(file);
+    let parts: Vec<_> = relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect();
+    parts.join("/")
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), BackupError> {

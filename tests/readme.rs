@@ -1,0 +1,171 @@
+//! The README is read in two places: as the crate's rustdoc page, where every ```rust block
+//! is a doctest (`cargo test --doc`), and as plain Markdown on a forge or crates.io. These
+//! checks keep rustdoc-only syntax out of it, so what a reader copies is what is tested.
+
+const README: &str = include_str!("../README.md");
+
+/// Each fenced block: (its language tag, its lines, the line number of its opening fence).
+fn code_blocks() -> Vec<(&'static str, Vec<&'static str>, usize)> {
+    let mut blocks = Vec::new();
+    let mut open: Option<(&str, Vec<&str>, usize)> = None;
+    for (i, line) in README.lines().enumerate() {
+        match (open.take(), line.strip_prefix("```")) {
+            (None, Some(lang)) => open = Some((lang.trim(), Vec::new(), i + 1)),
+            (Some(block), Some("")) => blocks.push(block),
+            (Some((lang, mut lines, at)), _) => {
+                lines.push(line);
+                open = Some((lang, lines, at));
+            }
+            (None, None) => {}
+        }
+    }
+    assert!(open.is_none(), "a code block is never closed");
+    blocks
+}
+
+/// The README's prose: every line outside fenced blocks, as (line number, the line with its
+/// `code spans` removed, the line).
+fn prose() -> Vec<(usize, String, &'static str)> {
+    let mut in_block = false;
+    let mut out = Vec::new();
+    for (i, line) in README.lines().enumerate() {
+        if line.starts_with("```") {
+            in_block = !in_block;
+            continue;
+        }
+        if !in_block {
+            let text: String = line
+                .split('`')
+                .step_by(2) // the parts between code spans
+                .collect::<Vec<_>>()
+                .join(" ");
+            out.push((i + 1, text, line));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_readme_is_the_crate_documentation() {
+    let lib = include_str!("../src/lib.rs");
+    assert!(
+        lib.contains(r#"#![doc = include_str!("../README.md")]"#),
+        "src/lib.rs must include the README, so its Rust blocks run as doctests"
+    );
+}
+
+#[test]
+fn every_code_block_says_its_language() {
+    for (lang, _, at) in code_blocks() {
+        assert!(
+            ["rust", "sh", "toml"].contains(&lang),
+            "README line {at}: code block tagged {lang:?}; use rust (a doctest), sh or toml"
+        );
+    }
+}
+
+#[test]
+fn rust_blocks_are_complete_programs_without_hidden_lines() {
+    let rust: Vec<_> = code_blocks()
+        .into_iter()
+        .filter(|(lang, _, _)| *lang == "rust")
+        .collect();
+    assert!(rust.len() >= 2, "the quick start and the test harness");
+    for (_, lines, at) in rust {
+        for line in &lines {
+            let t = line.trim_start();
+            assert!(
+                !(t == "#" || t.starts_with("# ") || t.starts_with("##")),
+                "README block at line {at}: rustdoc hides {line:?}, Markdown shows it"
+            );
+        }
+        assert!(
+            lines.iter().any(|l| l.starts_with("fn main()")),
+            "README block at line {at} needs its own `fn main`, so it runs as pasted"
+        );
+    }
+}
+
+#[test]
+fn no_intra_doc_links() {
+    for (line, text, original) in prose() {
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find('[') {
+            let after = &rest[start..];
+            let end = after
+                .find(']')
+                .unwrap_or_else(|| panic!("README line {line}: unclosed ["));
+            assert!(
+                after[end + 1..].starts_with('('),
+                "README line {line} has an intra-doc link, which Markdown shows as text: \
+                 {original}"
+            );
+            rest = &after[end + 1..];
+        }
+    }
+}
+
+#[test]
+fn the_quick_start_is_self_contained() {
+    let (_, quick_start, at) = code_blocks()
+        .into_iter()
+        .find(|(lang, _, _)| *lang == "rust")
+        .unwrap();
+    let code = quick_start.join("\n");
+    assert!(
+        !code.contains("embed_migrations!"),
+        "README block at line {at}: the reader has no migrations folder"
+    );
+    assert!(code.contains("tempfile::tempdir()"), "{code}");
+    assert!(code.contains("println!"), "it prints where it wrote");
+    let before = &README[..README.find("```rust").unwrap()];
+    assert!(
+        before.contains("tempfile"),
+        "the text before the quick start says it needs tempfile"
+    );
+}
+
+#[test]
+fn the_set_up_commands_are_there_and_the_examples_exist() {
+    let setup = code_blocks()
+        .into_iter()
+        .find(|(lang, lines, _)| *lang == "sh" && lines.contains(&"cargo test"))
+        .expect("a sh block with the set-up commands");
+    assert_eq!(setup.1, ["cargo run --example quickstart", "cargo test"]);
+
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    for name in [
+        "quickstart",
+        "migrate_then_persist",
+        "save_with_progress",
+        "open_modify_save",
+        "test_harness",
+    ] {
+        assert!(README.contains(name), "README names the {name} example");
+        let file = std::path::Path::new(examples).join(format!("{name}.rs"));
+        assert!(file.is_file(), "{} is missing", file.display());
+    }
+}
+
+#[test]
+fn the_sections_come_in_order() {
+    let mut last = 0;
+    for heading in [
+        "## The problem",
+        "## Quick start",
+        "## Guarantees",
+        "### Limits",
+        "## How it works",
+        "## Test harness",
+        "## Performance",
+        "## Reliability suite",
+        "## Errors",
+        "## Features and MSRV",
+    ] {
+        let at = README
+            .find(heading)
+            .unwrap_or_else(|| panic!("README has no {heading:?}"));
+        assert!(at > last, "{heading:?} is out of order");
+        last = at;
+    }
+}
