@@ -153,6 +153,18 @@ impl Budget {
         }
     }
 
+    /// A failure of a phase that waited within this budget: Busy when it was a lock.
+    pub(crate) fn failed(&self, path: &Path, failure: SqliteFailure) -> BackupError {
+        if is_busy(&failure) {
+            return self.gave_up(path, failure);
+        }
+        BackupError::Sqlite {
+            op: self.op,
+            path: path.to_path_buf(),
+            failure,
+        }
+    }
+
     pub(crate) fn cancelled(&self, path: &Path) -> BackupError {
         BackupError::Cancelled {
             op: self.op,

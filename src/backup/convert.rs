@@ -104,11 +104,7 @@ pub(crate) fn stage(
     budget: &Budget,
     path: &Path,
 ) -> Result<Option<OwnedDb>, BackupError> {
-    let sqlite = |failure| BackupError::Sqlite {
-        op: budget.op(),
-        path: path.to_path_buf(),
-        failure,
-    };
+    let sqlite = |failure| budget.failed(path, failure);
     if *plan == Plan::Direct {
         return Ok(None);
     }

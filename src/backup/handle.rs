@@ -25,6 +25,7 @@ pub(crate) enum StepOutcome {
 pub(crate) struct RawBackup<'a> {
     ptr: NonNull<ffi::sqlite3_backup>,
     dest: NonNull<ffi::sqlite3>,
+    dest_schema: std::ffi::CString,
     _conns: PhantomData<&'a mut ffi::sqlite3>,
 }
 
@@ -50,6 +51,7 @@ impl<'a> RawBackup<'a> {
                 ptr,
                 // SAFETY: non-null, taken from a live DbRef.
                 dest: unsafe { NonNull::new_unchecked(dest.as_ptr()) },
+                dest_schema: dest_schema.to_owned(),
                 _conns: PhantomData,
             }),
             // SAFETY: reading the error state of an open connection.
@@ -68,12 +70,27 @@ impl<'a> RawBackup<'a> {
         // connections it uses are alive and not used elsewhere during the call.
         let rc = unsafe { ffi::sqlite3_backup_step(self.ptr.as_ptr(), pages) };
         match rc & 0xff {
-            ffi::SQLITE_DONE => Ok(StepOutcome::Done),
+            ffi::SQLITE_DONE => {
+                self.forget_cached_header();
+                Ok(StepOutcome::Done)
+            }
             ffi::SQLITE_OK => Ok(StepOutcome::More),
             ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED => {
                 Ok(StepOutcome::Busy(crate::raw::failure_from_code(rc)))
             }
             _ => Err(self.dest().failure(rc)),
+        }
+    }
+
+    /// The crate's memdb rewrites WAL version bytes as page 1 reaches the database, but the
+    /// destination connection's own page cache still holds page 1 as the backup copied it.
+    /// Its pages are all clean and unpinned once the copy has committed, so releasing them
+    /// makes its next read take page 1 from the database.
+    fn forget_cached_header(&self) {
+        let dest = self.dest();
+        if dest.storage(&self.dest_schema) == crate::raw::Storage::PatchedMemdb {
+            // SAFETY: open handle, used by this thread; only frees unused cache pages.
+            unsafe { ffi::sqlite3_db_release_memory(dest.as_ptr()) };
         }
     }
 
@@ -175,15 +192,10 @@ impl<'a> Backup<'a> {
         super::checks::source_not_writing(&src, &src_schema, op)?;
         let dest_path = super::checks::dest_idle(&dst, &dst_schema, op)?;
         // A stepped copy has no place to keep a converted copy of the source: refuse before
-        // anything is written, and point at the call that converts.
-        let plan = super::convert::plan(&src, &src_schema, &dst, &dst_schema).map_err(|failure| {
-            BackupError::Sqlite {
-                op,
-                path: dest_path.clone(),
-                failure,
-            }
-        })?;
-        if plan != super::convert::Plan::Direct {
+        // anything is written, and point at the call that converts. A source or destination
+        // too busy to inspect now is left to the steps, which report busy locks themselves.
+        let plan = super::convert::plan(&src, &src_schema, &dst, &dst_schema);
+        if let Some(plan) = plan.ok().filter(|p| *p != super::convert::Plan::Direct) {
             return Err(BackupError::InvalidInput {
                 op,
                 path: dest_path,

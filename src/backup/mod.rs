@@ -201,9 +201,8 @@ pub(crate) fn handle<'c>(
     conn: &'c mut SqliteConnection,
     budget: &Budget,
 ) -> Result<DbRef<'c>, BackupError> {
-    let waits = |attempt: u32, busy: &DbRef<'_>| {
-        budget.wait_for(attempt, || busy.display_path(c"main"))
-    };
+    let waits =
+        |attempt: u32, busy: &DbRef<'_>| budget.wait_for(attempt, || busy.display_path(c"main"));
     match raw::with_lock_waits(&waits, || raw::raw_handle(conn)) {
         Ok(db) => Ok(db),
         Err(HandleError::NotCapable) => Err(BackupError::NotBackupCapable { op: budget.op() }),
@@ -255,7 +254,8 @@ fn copy(
     let src_path = src.display_path(src_schema);
     let _src_waits = BudgetedBusyHandler::install(src, budget, &src_path);
     let _dst_waits = BudgetedBusyHandler::install(dst, budget, &path);
-    let plan = convert::plan(src, src_schema, dst, c"main").map_err(sqlite)?;
+    let plan = convert::plan(src, src_schema, dst, c"main")
+        .map_err(|failure| budget.failed(&path, failure))?;
     let staged = convert::stage(&plan, src, src_schema, budget, &src_path)?;
     let (from, from_schema) = match &staged {
         Some(stage) => (stage.db(), c"main"),

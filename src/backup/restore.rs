@@ -39,7 +39,8 @@ pub(crate) fn restore_from(
     // One read transaction from validation to the end of the copy: what was checked is what
     // gets copied, and concurrent writers to the file cannot restart the copy.
     check_source(&src, path, opts.verify)?;
-    let plan = convert::plan(&src, c"main", &dest, &schema).map_err(|f| classify(path, f))?;
+    let plan = convert::plan(&src, c"main", &dest, &schema)
+        .map_err(|failure| budget.failed(&dest_path, failure))?;
     if matches!(plan, convert::Plan::Repage { .. }) {
         src.exec("COMMIT").map_err(|f| classify(path, f))?;
     }

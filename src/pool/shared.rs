@@ -63,7 +63,9 @@ pub(crate) fn build(max_size: u32) -> Result<r2d2::Pool<SingletonManager>, r2d2:
         .idle_timeout(None)
         .max_lifetime(None)
         .connection_timeout(DEFAULT_CHECKOUT_TIMEOUT)
-        .event_handler(Box::new(ReentrancyCheck::new(max_size)))
+        .event_handler(Box::new(
+            ReentrancyCheck::new(max_size).checkout_timeout(DEFAULT_CHECKOUT_TIMEOUT),
+        ))
         .build(SingletonManager::new())
 }
 
@@ -71,6 +73,9 @@ pub(crate) fn build(max_size: u32) -> Result<r2d2::Pool<SingletonManager>, r2d2:
 /// why: when `pool.get()` times out on a thread that itself holds every connection of the
 /// pool, no other thread can give one back. r2d2 offers no hook before `get` starts waiting,
 /// so this speaks at the checkout timeout, like `RefCell` does for a borrow it can never grant.
+/// Only a plain `get()` (whose wait is the pool's `connection_timeout`, which you tell the
+/// check with [`checkout_timeout`](Self::checkout_timeout)) panics; an explicit
+/// `get_timeout(..)` gets its `Err` as usual.
 ///
 /// ```
 /// use diesel_sqlite_backup::{ReentrancyCheck, SingletonManager};
@@ -85,16 +90,25 @@ pub(crate) fn build(max_size: u32) -> Result<r2d2::Pool<SingletonManager>, r2d2:
 #[derive(Debug)]
 pub struct ReentrancyCheck {
     max_size: u32,
+    checkout_timeout: Duration,
     holders: Mutex<HashMap<u64, ThreadId>>,
 }
 
 impl ReentrancyCheck {
-    /// A check for a pool built with `max_size`.
+    /// A check for a pool built with `max_size` and r2d2's default `connection_timeout`
+    /// (30 s).
     pub fn new(max_size: u32) -> Self {
         ReentrancyCheck {
             max_size,
+            checkout_timeout: Duration::from_secs(30),
             holders: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The pool's `connection_timeout`, when you set one: the wait of a plain `get()`.
+    pub fn checkout_timeout(mut self, timeout: Duration) -> Self {
+        self.checkout_timeout = timeout;
+        self
     }
 
     fn holders(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ThreadId>> {
@@ -104,7 +118,8 @@ impl ReentrancyCheck {
 
 impl HandleEvent for ReentrancyCheck {
     fn handle_checkout(&self, event: CheckoutEvent) {
-        self.holders().insert(event.connection_id(), thread::current().id());
+        self.holders()
+            .insert(event.connection_id(), thread::current().id());
     }
 
     fn handle_checkin(&self, event: CheckinEvent) {
@@ -114,7 +129,7 @@ impl HandleEvent for ReentrancyCheck {
     fn handle_timeout(&self, event: TimeoutEvent) {
         let me = thread::current().id();
         let held = self.holders().values().filter(|t| **t == me).count();
-        if held as u32 >= self.max_size {
+        if event.timeout() == self.checkout_timeout && held as u32 >= self.max_size {
             panic!(
                 "diesel-sqlite-backup: pool.get() waited {:?} for a connection, but this \
                  thread already holds all {} of the pool's connections, so none can come \

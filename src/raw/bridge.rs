@@ -61,9 +61,8 @@ pub(crate) fn with_lock_waits<T>(waits: &LockWaits<'_>, f: impl FnOnce() -> T) -
     // SAFETY: only the trait object's lifetime bound is erased (same layout). The pointer is
     // dereferenced only by `on_busy`, on this thread, while `f` runs; `Restore` puts the
     // previous value back before `waits` can go away, even if `f` panics.
-    let erased = unsafe {
-        std::mem::transmute::<*const LockWaits<'_>, *const LockWaits<'static>>(waits)
-    };
+    let erased =
+        unsafe { std::mem::transmute::<*const LockWaits<'_>, *const LockWaits<'static>>(waits) };
     let _restore = Restore(LOCK_WAITS.with(|w| w.replace(Some(erased))));
     f()
 }

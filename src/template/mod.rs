@@ -13,8 +13,8 @@ use libsqlite3_sys as ffi;
 pub use cache::TemplateCache;
 pub use guard::{KeepOnPanic, Keepable};
 
-use crate::error::{BackupError, Operation};
 use crate::backup::handle_for;
+use crate::error::{BackupError, Operation};
 use crate::raw::OwnedDb;
 use crate::{establish, BackupExt, BackupOptions, SingletonManager};
 
