@@ -5,7 +5,9 @@
 //!   database copied under UTF-8 connections leaves all of them failing; the rows are copied
 //!   one by one into a database that already has the destination's encoding;
 //! - **page size**: SQLite refuses to change the page size of an in-memory or WAL database
-//!   that holds pages; `VACUUM INTO` rewrites the source with the destination's page size;
+//!   that holds pages; `VACUUM INTO` rewrites a file source with the destination's page size
+//!   (it keeps an in-memory source's page size whatever it is asked, so those are copied row
+//!   by row instead);
 //! - **WAL header**: page 1 of a WAL-mode file says "WAL", which makes memdb unreadable. The
 //!   crate's own memdb databases rewrite it as they write page 1 (`raw::memdb_vfs`); any other
 //!   memdb destination gets the copy through one of those first.
@@ -80,12 +82,16 @@ pub(crate) fn plan(
     } else {
         from.page_size
     };
-    Ok(if from.pages > 0 && from.encoding != to.encoding {
+    let repage = page_size != from.page_size;
+    // VACUUM INTO ignores the requested page size when its source is in memory.
+    let vacuum_can_repage = src.storage(src_schema) == Storage::File;
+    let reencode = from.pages > 0 && from.encoding != to.encoding;
+    Ok(if reencode || (repage && !vacuum_can_repage) {
         Plan::Reencode {
             page_size,
             encoding: to.encoding,
         }
-    } else if page_size != from.page_size {
+    } else if repage {
         Plan::Repage { page_size }
     } else if from.wal && storage == Storage::Memdb {
         Plan::Unwal
