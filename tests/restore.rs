@@ -264,3 +264,52 @@ fn destination_with_open_transaction_is_in_use() {
     drop(c);
     assert_untouched(&pool);
 }
+
+/// An index that disagrees with its table passes `quick_check` but not `integrity_check`:
+/// `verify_integrity(true)` must refuse it (it used to run `quick_check` and let it through),
+/// and without verification the file is still restorable, as SQLite itself would open it.
+#[test]
+fn verify_integrity_catches_an_index_that_disagrees_with_its_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad-index.db");
+    // The index is built over column `a`, then its schema entry is repointed at column `b`:
+    // every index entry now disagrees with the row it points to.
+    let script = format!(
+        "import sqlite3\n\
+         c = sqlite3.connect({path:?})\n\
+         c.executescript('''\n\
+           CREATE TABLE t(a, b);\n\
+           CREATE INDEX i ON t(a);\n\
+           WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 50)\n\
+           INSERT INTO t SELECT x, 1000 - x FROM n;\n\
+           PRAGMA writable_schema = ON;\n\
+           UPDATE sqlite_schema SET sql = 'CREATE INDEX i ON t(b)' WHERE name = 'i';\n\
+         ''')\n\
+         c.commit()\n\
+         c.close()\n\
+         c = sqlite3.connect({path:?})\n\
+         print(c.execute('PRAGMA quick_check').fetchone()[0])\n\
+         print(c.execute('PRAGMA integrity_check').fetchone()[0])\n",
+        path = file.to_str().unwrap()
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    let report = String::from_utf8_lossy(&out.stdout);
+    let mut lines = report.lines();
+    assert_eq!(lines.next(), Some("ok"), "quick_check should miss it: {report}");
+    assert_ne!(lines.next(), Some("ok"), "integrity_check should see it: {report}");
+
+    let pool = precious();
+    let err = pool
+        .get()
+        .unwrap()
+        .restore_from_with(&file, BackupOptions::default().verify_integrity(true))
+        .unwrap_err();
+    assert!(
+        matches!(&err, BackupError::InvalidDatabase { reason, .. } if reason.contains("integrity")),
+        "{err:?}"
+    );
+    assert_untouched(&pool);
+}
