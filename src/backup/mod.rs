@@ -6,6 +6,7 @@ mod engine;
 mod handle;
 mod header;
 mod options;
+mod reencode;
 mod restore;
 mod save;
 
