@@ -146,7 +146,9 @@ fn restores_get_through_tight_loop_readers() {
                 let mut c = pool.get().unwrap();
                 while !stop.load(Ordering::Relaxed) {
                     // A busy answer (while a restore commits) is fine; keep reading.
-                    if c.batch_execute("SELECT sum(length(body)) FROM notes").is_ok() {
+                    if c.batch_execute("SELECT sum(length(body)) FROM notes")
+                        .is_ok()
+                    {
                         scans.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -157,8 +159,11 @@ fn restores_get_through_tight_loop_readers() {
         std::thread::yield_now();
     }
     for round in 0..5 {
-        conn.restore_from_with(&path, BackupOptions::default().timeout(Duration::from_secs(5)))
-            .unwrap_or_else(|e| panic!("restore {round} did not get through: {e}"));
+        conn.restore_from_with(
+            &path,
+            BackupOptions::default().timeout(Duration::from_secs(5)),
+        )
+        .unwrap_or_else(|e| panic!("restore {round} did not get through: {e}"));
         assert_eq!(app::note_count(&mut conn), 20_000);
     }
     stop.store(true, Ordering::Relaxed);

@@ -298,8 +298,16 @@ fn verify_integrity_catches_an_index_that_disagrees_with_its_table() {
         .expect("python3");
     let report = String::from_utf8_lossy(&out.stdout);
     let mut lines = report.lines();
-    assert_eq!(lines.next(), Some("ok"), "quick_check should miss it: {report}");
-    assert_ne!(lines.next(), Some("ok"), "integrity_check should see it: {report}");
+    assert_eq!(
+        lines.next(),
+        Some("ok"),
+        "quick_check should miss it: {report}"
+    );
+    assert_ne!(
+        lines.next(),
+        Some("ok"),
+        "integrity_check should see it: {report}"
+    );
 
     let pool = precious();
     let err = pool
