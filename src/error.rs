@@ -135,8 +135,9 @@ pub enum BackupError {
         schema: String,
     },
 
-    /// The destination is the source database's own file.
-    #[error("{op} {}: refusing to overwrite the source database with itself", path.display())]
+    /// The file to write is the source database's own file (a save), or the file to read is
+    /// the destination's own file (a restore).
+    #[error("{op} {}: source and destination are the same database file", path.display())]
     SameFile {
         /// What was being done.
         op: Operation,

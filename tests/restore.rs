@@ -321,3 +321,21 @@ fn verify_integrity_catches_an_index_that_disagrees_with_its_table() {
     );
     assert_untouched(&pool);
 }
+
+/// A file connection asked to restore its own file is refused at once (it used to wait for
+/// its own lock until the deadline).
+#[test]
+fn restoring_a_connections_own_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("own.db");
+    filled_pool(3, 10).get().unwrap().save_as(&file).unwrap();
+    let mut conn = establish(file.to_str().unwrap()).unwrap();
+    let err = conn
+        .restore_from_with(
+            &file,
+            BackupOptions::default().timeout(std::time::Duration::from_secs(30)),
+        )
+        .unwrap_err();
+    assert!(matches!(err, BackupError::SameFile { .. }), "{err:?}");
+    assert_eq!(app::note_count(&mut conn), 3);
+}

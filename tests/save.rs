@@ -304,3 +304,28 @@ fn nested_probes_from_instrumentation_do_not_confuse_the_handle() {
         "saved another connection's database"
     );
 }
+
+/// A FIFO (or a device node) at the destination is refused, never replaced by a regular file.
+#[cfg(unix)]
+#[test]
+fn save_over_a_special_file_is_refused_and_leaves_it() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let err = filled_pool(3, 10)
+        .get()
+        .unwrap()
+        .save_as(&fifo)
+        .unwrap_err();
+    assert!(matches!(err, BackupError::InvalidInput { .. }), "{err:?}");
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert!(temp_files(dir.path()).is_empty());
+}

@@ -116,21 +116,31 @@ pub trait BackupExt {
     /// for a [`SingletonManager`](crate::SingletonManager) pool that is every pooled
     /// connection.
     ///
-    /// The file is opened read-only and never created. Before anything is replaced it must
-    /// exist, be a regular file, carry a valid header whose page count matches its size,
-    /// and have a schema SQLite can parse; with [`BackupOptions::verify_integrity`] it must
-    /// also pass `PRAGMA quick_check`. The copy runs in one destination transaction, so any
-    /// failure leaves the current data as it was. A file whose page size differs from a
-    /// non-empty in-memory (or WAL) destination is converted first through `VACUUM INTO` a
-    /// private in-memory copy, which costs a second copy's memory while it runs.
+    /// The file is opened by SQLite alone, read-only, and never created; no descriptor of
+    /// the crate's own touches it, so this process's locks on it stay intact. It is read
+    /// inside one read transaction kept until the copy ends, and every check is SQLite's
+    /// view under that lock: before anything is replaced the file must be a regular file
+    /// with a header whose page count fits its length and a schema SQLite can parse; with
+    /// [`BackupOptions::verify_integrity`] it must also pass `PRAGMA integrity_check`. A WAL
+    /// file is read with its `-wal`. A hot journal left by a crashed writer is rolled back
+    /// first, as every SQLite client does (this writes the file). The copy runs in one
+    /// destination transaction, so any failure leaves the current data as it was.
+    ///
+    /// A file the destination cannot take page for page is converted first into a private
+    /// in-memory copy, which costs a second copy's memory while it runs: another text
+    /// encoding (row by row), or another page size than a non-empty in-memory or WAL
+    /// destination (`VACUUM INTO`).
     ///
     /// # Errors
     /// - [`BackupError::Io`] (with `NotFound`) for a missing file.
     /// - [`BackupError::InvalidDatabase`] for a directory, a file that is not SQLite, a
-    ///   truncated or corrupt file.
+    ///   truncated or corrupt file, or a hot journal that cannot be rolled back because the
+    ///   file or its folder is not writable.
+    /// - [`BackupError::SameFile`] if `path` is this connection's own database file.
     /// - [`BackupError::DestinationInUse`] if this connection has a transaction open.
     /// - [`BackupError::Busy`] if the file or the destination stayed locked past the
-    ///   deadline.
+    ///   budget ([`BackupOptions::timeout`]); it names the one that was busy.
+    /// - [`BackupError::Cancelled`] if its [`CancelToken`] was cancelled.
     fn restore_from_with(
         &mut self,
         path: impl AsRef<Path>,

@@ -31,6 +31,17 @@ pub(crate) fn restore_from(
     let schema = checks::schema(&dest, &opts.schema, OP)?;
     let dest_path = checks::dest_idle(&dest, &schema, OP)?;
     check_regular_file(path)?;
+    // Reading the file while this very connection is to write it would wait for itself.
+    if let Some(own) = dest.filename(&schema).filter(|f| !f.is_empty()) {
+        if dest.storage(&schema) == crate::raw::Storage::File
+            && super::same_file(Path::new(&own), path)
+        {
+            return Err(BackupError::SameFile {
+                op: OP,
+                path: path.to_path_buf(),
+            });
+        }
+    }
     let source = open_source(path, &budget)?;
     let src = source.db();
     let _src_waits = BudgetedBusyHandler::install(&src, &budget, path);

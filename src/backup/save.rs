@@ -133,6 +133,10 @@ impl Destination {
             .into_owned();
         let existing = match fs::metadata(&path) {
             Ok(meta) if meta.is_dir() => return Err(invalid("destination is a directory")),
+            // A rename would put a regular file where a device, FIFO or socket was.
+            Ok(meta) if !meta.is_file() => {
+                return Err(invalid("destination exists and is not a regular file"))
+            }
             Ok(meta) => Some(meta.permissions()),
             Err(_) => None,
         };
