@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use libsqlite3_sys as ffi;
 
-use super::db::OwnedDb;
+use super::owned::OwnedDb;
 use crate::error::SqliteFailure;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
