@@ -16,9 +16,12 @@ fn probes(kind: &str) -> &'static [&'static str] {
             "SELECT count(*) AS n FROM rows_ WHERE label >= 'label 03'",
             "SELECT sum(length(b)) AS n FROM rows_",
         ],
+        // The copy is converted to the pool's UTF-8, where BINARY comparisons of non-ASCII
+        // text follow code point order rather than UTF-16le byte order (a documented limit),
+        // so these probes compare values, not their order.
         "utf16le" | "utf16be" => &[
             "SELECT count(*) AS n FROM words WHERE word = 'Grüße 0'",
-            "SELECT count(*) AS n FROM words WHERE word >= '日本語'",
+            "SELECT count(*) AS n FROM words WHERE substr(word, 1, 3) = '日本語'",
             "SELECT count(*) AS n FROM greek",
             "SELECT sum(length(word)) AS n FROM words",
         ],
