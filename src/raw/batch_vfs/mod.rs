@@ -258,3 +258,6 @@ unsafe extern "C" fn current_time_int64(vfs: *mut ffi::sqlite3_vfs, out: *mut i6
     // SAFETY: see `delegate_vfs`.
     unsafe { delegate_vfs!(vfs, xCurrentTimeInt64, out) }
 }
+
+#[cfg(test)]
+mod tests;
