@@ -61,14 +61,7 @@ fn register() -> bool {
     vfs.pNext = ptr::null_mut();
     vfs.zName = NAME.as_ptr();
     vfs.xOpen = Some(open);
-    let vfs = Box::into_raw(Box::new(vfs));
-    // SAFETY: `vfs` is a complete, leaked (so 'static) VFS; it is not made the default.
-    let rc = unsafe { ffi::sqlite3_vfs_register(vfs, 0) };
-    if rc != ffi::SQLITE_OK {
-        // SAFETY: registration failed, so SQLite holds no pointer to it; we free our box.
-        drop(unsafe { Box::from_raw(vfs) });
-    }
-    rc == ffi::SQLITE_OK
+    super::register_vfs(Box::new(vfs))
 }
 
 unsafe extern "C" fn open(

@@ -96,14 +96,7 @@ fn register() -> bool {
         xGetSystemCall: None,
         xNextSystemCall: None,
     });
-    let vfs = Box::into_raw(vfs);
-    // SAFETY: `vfs` is a complete, leaked (so 'static) VFS; not made the default.
-    let rc = unsafe { ffi::sqlite3_vfs_register(vfs, 0) };
-    if rc != ffi::SQLITE_OK {
-        // SAFETY: registration failed, so SQLite holds no pointer to it; we free our box.
-        drop(unsafe { Box::from_raw(vfs) });
-    }
-    rc == ffi::SQLITE_OK
+    super::register_vfs(vfs)
 }
 
 /// The default VFS this shim wraps.
