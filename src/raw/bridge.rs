@@ -83,6 +83,17 @@ unsafe extern "C" fn on_busy(db: *mut c_void, attempt: c_int) -> c_int {
     }
 }
 
+/// Gives `db` the handler that waits only inside [`with_lock_waits`]: every connection gets it
+/// at open, and gets it back after a backup whose previous `busy_timeout` was 0.
+///
+/// # Safety
+/// `db` is an open connection.
+pub(crate) unsafe fn install_default_busy_handler(db: *mut ffi::sqlite3) {
+    // SAFETY: open handle per the contract; the argument is the connection itself, valid
+    // whenever SQLite calls its busy handler.
+    unsafe { ffi::sqlite3_busy_handler(db, Some(on_busy), db.cast()) };
+}
+
 static INIT: Once = Once::new();
 
 /// Makes every SQLite connection opened from now on in this process backup-capable.
@@ -126,7 +137,7 @@ unsafe extern "C" fn register_probe(
     // expressions (which an untrusted database file controls) from calling the probe.
     // The busy handler's argument is the connection itself, valid whenever SQLite calls it.
     unsafe {
-        ffi::sqlite3_busy_handler(db, Some(on_busy), db.cast());
+        install_default_busy_handler(db);
         ffi::sqlite3_create_function_v2(
             db,
             PROBE_NAME.as_ptr(),

@@ -8,7 +8,9 @@ pub(crate) mod memdb_vfs;
 mod owned;
 
 pub use bridge::init;
-pub(crate) use bridge::{probe, raw_handle, with_lock_waits, HandleError};
+pub(crate) use bridge::{
+    install_default_busy_handler, probe, raw_handle, with_lock_waits, HandleError,
+};
 pub(crate) use db::{failure_from_code, path_cstring, readonly_uri, DbRef, Storage};
 pub(crate) use owned::OwnedDb;
 
