@@ -15,9 +15,10 @@ pub use shared::{shared_thread_pool, ReentrancyCheck, DEFAULT_CHECKOUT_TIMEOUT};
 /// [`DEFAULT_CHECKOUT_TIMEOUT`].
 ///
 /// **Re-entrancy pitfall:** a thread that calls `pool.get()` while it still holds the only
-/// connection can never get one. After [`DEFAULT_CHECKOUT_TIMEOUT`] it panics with a message
-/// saying so ([`ReentrancyCheck`]). Pass the connection you hold down the call chain instead,
-/// or build a larger pool yourself (see [`shared_thread_pool`]).
+/// connection can never get one. After [`DEFAULT_CHECKOUT_TIMEOUT`] the call returns r2d2's
+/// error and [`ReentrancyCheck`] writes a line to standard error that names the cause. Pass
+/// the connection you hold down the call chain instead, or build a larger pool yourself (see
+/// [`shared_thread_pool`]).
 ///
 /// ```
 /// use diesel::RunQueryDsl;

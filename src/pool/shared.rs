@@ -63,19 +63,22 @@ pub(crate) fn build(max_size: u32) -> Result<r2d2::Pool<SingletonManager>, r2d2:
         .idle_timeout(None)
         .max_lifetime(None)
         .connection_timeout(DEFAULT_CHECKOUT_TIMEOUT)
-        .event_handler(Box::new(
-            ReentrancyCheck::new(max_size).checkout_timeout(DEFAULT_CHECKOUT_TIMEOUT),
-        ))
+        .event_handler(Box::new(ReentrancyCheck::new(max_size)))
         .build(SingletonManager::new())
 }
 
-/// An r2d2 event handler that turns a checkout that can never succeed into a panic that says
-/// why: when `pool.get()` times out on a thread that itself holds every connection of the
-/// pool, no other thread can give one back. r2d2 offers no hook before `get` starts waiting,
-/// so this speaks at the checkout timeout, like `RefCell` does for a borrow it can never grant.
-/// Only a plain `get()` (whose wait is the pool's `connection_timeout`, which you tell the
-/// check with [`checkout_timeout`](Self::checkout_timeout)) panics; an explicit
-/// `get_timeout(..)` gets its `Err` as usual.
+/// An r2d2 event handler that explains a checkout that timed out because the waiting thread
+/// itself checked out every connection of the pool and has returned none: the usual cause
+/// is a thread calling `pool.get()` while it still holds the connection it got earlier, which
+/// can never succeed on a one-connection pool.
+///
+/// r2d2 offers no hook before `get` starts waiting, and cannot see a connection handed to
+/// another thread, so this neither fails sooner nor changes the result: `get()` still returns
+/// r2d2's `Err` at the pool's `connection_timeout`. It writes one line to standard error that
+/// names the likely cause and the fix, so the reason shows up within that timeout
+/// ([`DEFAULT_CHECKOUT_TIMEOUT`] for [`memory_pool`](crate::memory_pool)) instead of after
+/// 30 s of silence. A thread that handed its connection to another thread and is waiting for
+/// it to come back gets the same line; the "if" in it is for that case.
 ///
 /// ```
 /// use diesel_sqlite_backup::{ReentrancyCheck, SingletonManager};
@@ -84,31 +87,40 @@ pub(crate) fn build(max_size: u32) -> Result<r2d2::Pool<SingletonManager>, r2d2:
 ///     .max_size(2)
 ///     .event_handler(Box::new(ReentrancyCheck::new(2)))
 ///     .build(SingletonManager::new())?;
-/// let (_a, _b) = (pool.get()?, pool.get()?); // fine: the check only speaks on a timeout
+/// let (_a, _b) = (pool.get()?, pool.get()?);
+/// assert!(pool.get_timeout(std::time::Duration::from_millis(10)).is_err());
 /// # Ok::<(), r2d2::Error>(())
 /// ```
 #[derive(Debug)]
 pub struct ReentrancyCheck {
     max_size: u32,
-    checkout_timeout: Duration,
     holders: Mutex<HashMap<u64, ThreadId>>,
 }
 
 impl ReentrancyCheck {
-    /// A check for a pool built with `max_size` and r2d2's default `connection_timeout`
-    /// (30 s).
+    /// A check for a pool built with `max_size`.
     pub fn new(max_size: u32) -> Self {
         ReentrancyCheck {
             max_size,
-            checkout_timeout: Duration::from_secs(30),
             holders: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The pool's `connection_timeout`, when you set one: the wait of a plain `get()`.
-    pub fn checkout_timeout(mut self, timeout: Duration) -> Self {
-        self.checkout_timeout = timeout;
-        self
+    /// The explanation for a checkout of `waited` that timed out on this thread, when this
+    /// thread checked out every connection and returned none.
+    fn explanation(&self, waited: Duration) -> Option<String> {
+        let me = thread::current().id();
+        let held = self.holders().values().filter(|t| **t == me).count();
+        (held as u32 >= self.max_size).then(|| {
+            format!(
+                "diesel-sqlite-backup: pool.get() gave up after {waited:?}: this thread \
+                 checked out all {} of the pool's connections and returned none. If it still \
+                 holds one, get() can never succeed: pass the connection you hold down the \
+                 call chain instead of calling get() again, or build the pool with a larger \
+                 max_size.",
+                self.max_size
+            )
+        })
     }
 
     fn holders(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ThreadId>> {
@@ -127,17 +139,32 @@ impl HandleEvent for ReentrancyCheck {
     }
 
     fn handle_timeout(&self, event: TimeoutEvent) {
-        let me = thread::current().id();
-        let held = self.holders().values().filter(|t| **t == me).count();
-        if event.timeout() == self.checkout_timeout && held as u32 >= self.max_size {
-            panic!(
-                "diesel-sqlite-backup: pool.get() waited {:?} for a connection, but this \
-                 thread already holds all {} of the pool's connections, so none can come \
-                 back. Pass the connection you hold down the call chain instead of calling \
-                 get() again, or build the pool with a larger max_size.",
-                event.timeout(),
-                self.max_size
-            );
+        if let Some(explanation) = self.explanation(event.timeout()) {
+            eprintln!("{explanation}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The explanation is given exactly when this thread checked out every connection and
+    /// returned none, and not for another thread's wait.
+    #[test]
+    fn explains_only_a_thread_holding_every_connection() {
+        let check = ReentrancyCheck::new(1);
+        let wait = Duration::from_secs(5);
+        assert_eq!(check.explanation(wait), None);
+        check.holders().insert(7, thread::current().id());
+        let text = check.explanation(wait).expect("explained");
+        assert!(text.contains("checked out all 1"), "{text}");
+        let elsewhere = {
+            let check = &check;
+            thread::scope(|s| s.spawn(move || check.explanation(wait)).join().unwrap())
+        };
+        assert_eq!(elsewhere, None);
+        check.holders().remove(&7);
+        assert_eq!(check.explanation(wait), None);
     }
 }
