@@ -17,6 +17,9 @@ pub enum Operation {
     Backup,
     /// Building or cloning a [`Template`](crate::Template).
     Template,
+    /// [`BackupExt::snapshot`](crate::BackupExt::snapshot) and friends, and
+    /// [`Snapshot::save_as`](crate::Snapshot::save_as).
+    Snapshot,
 }
 
 impl fmt::Display for Operation {
@@ -26,6 +29,7 @@ impl fmt::Display for Operation {
             Operation::Restore => "restore",
             Operation::Backup => "backup",
             Operation::Template => "template",
+            Operation::Snapshot => "snapshot",
         })
     }
 }

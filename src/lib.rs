@@ -5,6 +5,7 @@ mod backup;
 mod error;
 mod pool;
 mod raw;
+mod snapshot;
 mod template;
 
 pub use backup::{
@@ -17,6 +18,7 @@ pub use pool::{
     DEFAULT_CHECKOUT_TIMEOUT,
 };
 pub use raw::init;
+pub use snapshot::Snapshot;
 pub use template::{KeepOnPanic, Keepable, Template, TemplateCache};
 
 use diesel::{Connection, ConnectionResult, SqliteConnection};

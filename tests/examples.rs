@@ -215,3 +215,11 @@ fn test_harness_gives_each_test_its_own_database() {
     assert_eq!(printed.parent().unwrap(), templates);
     assert_database(&printed);
 }
+
+#[test]
+fn snapshot_undo_puts_the_notes_back() {
+    let out = run(&mut example("snapshot_undo"));
+    assert!(out.contains("before the edit: 3 notes"), "{out}");
+    assert!(out.contains("after the edit: 0 notes"), "{out}");
+    assert!(out.contains("after undo: 3 notes"), "{out}");
+}

@@ -8,6 +8,7 @@
 mod methods;
 mod report;
 mod rss;
+mod snapshot;
 mod template;
 
 use std::path::PathBuf;
@@ -50,6 +51,12 @@ fn parse_args() -> Args {
 }
 
 fn main() {
+    let mut raw = std::env::args().skip(1);
+    if raw.next().as_deref() == Some(snapshot::RSS_CHILD_ARG) {
+        let mib = raw.next().and_then(|m| m.parse().ok()).expect("MiB");
+        snapshot::snapshot_peak_growth_child(mib);
+        return;
+    }
     let args = parse_args();
     let work = tempfile::tempdir_in(&args.dir).expect("bench dir");
     println!(
@@ -86,6 +93,7 @@ fn main() {
     report::print_table("Pool checkout + SELECT 1", &pool_rows, find(methods::POOL));
 
     let template_goals = template::run(work.path());
+    let snapshot_goals = snapshot::run(args.mib, args.rounds, work.path());
 
     let rss: Vec<(u64, u64)> = args
         .rss_mib
@@ -154,6 +162,7 @@ fn main() {
         });
     }
     goals.extend(template_goals);
+    goals.extend(snapshot_goals);
     report::print_goals(&goals);
 }
 

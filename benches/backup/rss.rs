@@ -5,7 +5,7 @@ use std::path::Path;
 
 use diesel_sqlite_backup::BackupExt;
 
-fn status_kib(field: &str) -> u64 {
+pub fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     let line = status
         .lines()

@@ -1,15 +1,15 @@
 //! The backup engine: Save As, Open, and connection-to-connection copies through SQLite's
 //! online backup API.
 
-mod budget;
-mod checks;
-mod convert;
-mod engine;
-mod handle;
+pub(crate) mod budget;
+pub(crate) mod checks;
+pub(crate) mod convert;
+pub(crate) mod engine;
+pub(crate) mod handle;
 mod header;
 mod options;
 mod reencode;
-mod restore;
+pub(crate) mod restore;
 mod save;
 
 use std::ffi::CStr;
@@ -20,10 +20,12 @@ use diesel::SqliteConnection;
 pub use budget::CancelToken;
 pub use handle::{Backup, StepResult};
 pub use options::{BackupOptions, Progress, DEFAULT_PAGES_PER_STEP, DEFAULT_TIMEOUT};
+pub(crate) use save::replace_atomically;
 pub use save::TEMP_SUFFIX;
 
 use crate::error::{BackupError, Operation};
 use crate::raw::{self, DbRef, HandleError};
+use crate::snapshot::Snapshot;
 use budget::{Budget, BudgetedBusyHandler};
 
 /// Save As, Open and copy for a Diesel [`SqliteConnection`].
@@ -173,6 +175,102 @@ pub trait BackupExt {
         dest: &mut SqliteConnection,
         options: BackupOptions<'_>,
     ) -> Result<(), BackupError>;
+
+    /// This connection's `main` database as bytes. Same as
+    /// [`snapshot_with`](Self::snapshot_with) with default options.
+    ///
+    /// ```
+    /// use diesel::RunQueryDsl;
+    /// use diesel_sqlite_backup::{memory_pool, BackupExt};
+    ///
+    /// let pool = memory_pool()?;
+    /// diesel::sql_query("CREATE TABLE t(x)").execute(&mut pool.get()?)?;
+    /// let undo = pool.get()?.snapshot()?; // an undo point in memory
+    /// diesel::sql_query("DROP TABLE t").execute(&mut pool.get()?)?;
+    /// pool.get()?.restore_from_bytes(&undo)?;
+    /// diesel::sql_query("SELECT x FROM t").execute(&mut pool.get()?)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn snapshot(&mut self) -> Result<Snapshot, BackupError> {
+        self.snapshot_with(BackupOptions::default())
+    }
+
+    /// The database named by [`BackupOptions::schema`] as a complete database image: one
+    /// consistent state, even while other connections (other pooled connections included)
+    /// write. Works for a [`SingletonManager`](crate::SingletonManager) pool's shared
+    /// database, `:memory:`, file databases (WAL included), and attached and temp schemas.
+    ///
+    /// It is the same stepped copy as [`save_as_with`](Self::save_as_with), with the same
+    /// [`BackupOptions::timeout`] budget, [`BackupOptions::on_progress`] reports and
+    /// [`BackupOptions::cancel_token`], but into memory: the copy is written straight into
+    /// the buffer the [`Snapshot`] owns, so it costs one copy of the database.
+    ///
+    /// # Errors
+    /// - [`BackupError::SourceInWriteTransaction`] if this connection has uncommitted
+    ///   writes: they would never be in the snapshot, so the call refuses at once.
+    /// - [`BackupError::Busy`] if another connection kept the database locked past the
+    ///   budget; [`BackupError::Cancelled`]; [`BackupError::UnknownSchema`].
+    ///
+    /// ```
+    /// use diesel_sqlite_backup::{establish, BackupExt, BackupOptions};
+    ///
+    /// let mut conn = establish(":memory:")?;
+    /// let mut reports = 0;
+    /// let snapshot = conn.snapshot_with(BackupOptions::default().on_progress(|_| reports += 1))?;
+    /// assert!(reports >= 1);
+    /// assert!(!snapshot.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn snapshot_with(&mut self, options: BackupOptions<'_>) -> Result<Snapshot, BackupError>;
+
+    /// Replaces this connection's `main` database with the database image `bytes`. Same as
+    /// [`restore_from_bytes_with`](Self::restore_from_bytes_with) with default options.
+    ///
+    /// ```
+    /// use diesel_sqlite_backup::{memory_pool, BackupExt};
+    ///
+    /// const FIXTURE: &[u8] = b"not a database"; // e.g. include_bytes!("fixture.db")
+    /// let pool = memory_pool()?;
+    /// assert!(pool.get()?.restore_from_bytes(FIXTURE).is_err()); // refused, data kept
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn restore_from_bytes(&mut self, bytes: &[u8]) -> Result<(), BackupError> {
+        self.restore_from_bytes_with(bytes, BackupOptions::default())
+    }
+
+    /// Replaces the database named by [`BackupOptions::schema`] with the database image
+    /// `bytes` (a [`Snapshot`], a blob, `include_bytes!` of a file), with every guarantee of
+    /// [`restore_from_with`](Self::restore_from_with): before anything is replaced the bytes
+    /// must carry a valid header whose page count fits their length and a schema SQLite can
+    /// parse (and pass `PRAGMA integrity_check` with
+    /// [`BackupOptions::verify_integrity`]); the copy runs in one destination transaction;
+    /// every pooled connection sees the result; a different page size or encoding is
+    /// converted. The bytes are read in place, read-only, and never modified; an image whose
+    /// header says WAL is read from a copy.
+    ///
+    /// # Errors
+    /// [`BackupError::InvalidDatabase`] for empty, short, truncated, non-SQLite or corrupt
+    /// bytes (errors name them `<snapshot bytes>`), and otherwise as
+    /// [`restore_from_with`](Self::restore_from_with).
+    ///
+    /// ```
+    /// use diesel::RunQueryDsl;
+    /// use diesel_sqlite_backup::{establish, memory_pool, BackupExt, BackupOptions};
+    ///
+    /// let mut source = establish(":memory:")?;
+    /// diesel::sql_query("CREATE TABLE t(x)").execute(&mut source)?;
+    /// let bytes = source.snapshot()?.into_vec();
+    /// let pool = memory_pool()?;
+    /// pool.get()?
+    ///     .restore_from_bytes_with(&bytes, BackupOptions::default().verify_integrity(true))?;
+    /// diesel::sql_query("SELECT x FROM t").execute(&mut pool.get()?)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn restore_from_bytes_with(
+        &mut self,
+        bytes: &[u8],
+        options: BackupOptions<'_>,
+    ) -> Result<(), BackupError>;
 }
 
 impl BackupExt for SqliteConnection {
@@ -202,6 +300,18 @@ impl BackupExt for SqliteConnection {
         let src_schema = checks::schema(&src, &options.schema, budget.op())?;
         let dst = handle(dest, &budget)?;
         copy(&src, &src_schema, &dst, &mut options, &budget)
+    }
+
+    fn snapshot_with(&mut self, mut options: BackupOptions<'_>) -> Result<Snapshot, BackupError> {
+        crate::snapshot::snapshot(self, &mut options)
+    }
+
+    fn restore_from_bytes_with(
+        &mut self,
+        bytes: &[u8],
+        mut options: BackupOptions<'_>,
+    ) -> Result<(), BackupError> {
+        crate::snapshot::restore_from_bytes(self, bytes, &mut options)
     }
 }
 

@@ -5,6 +5,7 @@
 //! process's POSIX locks on it) and read under one read transaction: what is checked is what
 //! is copied, into one destination write transaction, so a failure part-way rolls back.
 
+use std::ffi::CStr;
 use std::fs;
 use std::path::Path;
 
@@ -44,27 +45,43 @@ pub(crate) fn restore_from(
     }
     let source = open_source(path, &budget)?;
     let src = source.db();
-    let _src_waits = BudgetedBusyHandler::install(&src, &budget, path);
-    let _dest_waits = BudgetedBusyHandler::install(&dest, &budget, &dest_path);
-
-    // One read transaction from validation to the end of the copy: what was checked is what
-    // gets copied, and concurrent writers to the file cannot restart the copy.
-    check_source(&src, path, opts.verify)?;
-    let plan = convert::plan(&src, c"main", &dest, &schema)
-        .map_err(|failure| budget.failed(&dest_path, failure))?;
-    if matches!(plan, convert::Plan::Repage { .. }) {
-        src.exec("COMMIT").map_err(|f| classify(path, f))?;
+    check_file(&src, path)?;
+    if opts.verify {
+        verify_integrity(&src, path)?;
     }
-    let staged = convert::stage(&plan, &src, c"main", &budget, path)?;
+    load(&dest, &schema, &dest_path, &src, path, opts, &budget)
+}
+
+/// The copy every Open shares, from files and from snapshots alike. `src` holds a read
+/// transaction over a source already checked, which is kept from here to the end of the copy
+/// (what was checked is what gets copied, and concurrent writers cannot restart the copy);
+/// `label` names the source in errors.
+pub(crate) fn load(
+    dest: &DbRef<'_>,
+    schema: &CStr,
+    dest_path: &Path,
+    src: &DbRef<'_>,
+    label: &Path,
+    opts: &mut BackupOptions<'_>,
+    budget: &Budget,
+) -> Result<(), BackupError> {
+    let _src_waits = BudgetedBusyHandler::install(src, budget, label);
+    let _dest_waits = BudgetedBusyHandler::install(dest, budget, dest_path);
+    let plan = convert::plan(src, c"main", dest, schema)
+        .map_err(|failure| budget.failed(dest_path, failure))?;
+    if matches!(plan, convert::Plan::Repage { .. }) {
+        src.exec("COMMIT").map_err(|f| classify(label, f))?;
+    }
+    let staged = convert::stage(&plan, src, c"main", budget, label)?;
     let from = staged.as_ref().map_or_else(|| src.reborrow(), OwnedDb::db);
 
     let sqlite = |failure| BackupError::Sqlite {
-        op: OP,
-        path: path.to_path_buf(),
+        op: budget.op(),
+        path: label.to_path_buf(),
         failure,
     };
-    let mut backup = RawBackup::new(&dest, &schema, &from, c"main").map_err(sqlite)?;
-    engine::run(&mut backup, opts, &budget, &dest_path)?;
+    let mut backup = RawBackup::new(dest, schema, &from, c"main").map_err(sqlite)?;
+    engine::run(&mut backup, opts, budget, dest_path)?;
     backup.finish().map_err(sqlite)
 }
 
@@ -113,7 +130,11 @@ fn open_source(path: &Path, budget: &Budget) -> Result<OwnedDb, BackupError> {
 
 /// Starts the read transaction and makes SQLite parse the schema, which rejects files that
 /// are not databases or whose schema is malformed. Lock waits happen within `budget`.
-fn begin_read(db: &DbRef<'_>, path: &Path, budget: &Budget) -> Result<(), SqliteFailure> {
+pub(crate) fn begin_read(
+    db: &DbRef<'_>,
+    path: &Path,
+    budget: &Budget,
+) -> Result<(), SqliteFailure> {
     let _waits = BudgetedBusyHandler::install(db, budget, path);
     let begun = db.exec("BEGIN; SELECT count(*) FROM sqlite_schema;");
     if begun.is_err() && !db.autocommit() {
@@ -146,35 +167,42 @@ fn roll_back_hot_journal(absolute: &Path, path: &Path, budget: &Budget) -> Resul
         })
 }
 
-/// Checks SQLite's view of the file under the open read transaction: the header read
-/// through SQLite's own file handle against the file's length, and optionally
-/// `PRAGMA integrity_check`.
-fn check_source(db: &DbRef<'_>, path: &Path, verify: bool) -> Result<(), BackupError> {
+/// Checks SQLite's view of the file under the open read transaction: the header, read
+/// through SQLite's own file handle, against the file's length.
+fn check_file(db: &DbRef<'_>, path: &Path) -> Result<(), BackupError> {
     let (bytes, file_len) = db.file_header(c"main").map_err(|f| classify(path, f))?;
-    if file_len < 100 {
+    check_header(&bytes, file_len, path)
+}
+
+/// A header and the length of what it describes: long enough, and consistent. In WAL mode the
+/// newest pages may live in the -wal file, so the length says nothing; `Header` skips the
+/// check for WAL sources.
+pub(crate) fn check_header(bytes: &[u8], len: u64, label: &Path) -> Result<(), BackupError> {
+    let Some(header) = bytes.first_chunk::<100>().filter(|_| len >= 100) else {
         return Err(BackupError::invalid_db(
             OP,
-            path,
-            format!("only {file_len} bytes, shorter than a database header"),
+            label,
+            format!("only {len} bytes, shorter than a database header"),
         ));
-    }
-    // In WAL mode the newest pages may live in the -wal file, so the length says nothing;
-    // `Header` skips the check for WAL files.
-    Header::parse(&bytes, file_len).map_err(|reason| BackupError::invalid_db(OP, path, reason))?;
-    if verify {
-        let report = db
-            .query_column("PRAGMA main.integrity_check(4)")
-            .unwrap_or_else(|failure| vec![failure.message]);
-        if report.first().map(String::as_str) != Some("ok") {
-            let detail = report.join("; ");
-            return Err(BackupError::invalid_db(
-                OP,
-                path,
-                format!("integrity check failed: {detail}"),
-            ));
-        }
-    }
+    };
+    Header::parse(header, len).map_err(|reason| BackupError::invalid_db(OP, label, reason))?;
     Ok(())
+}
+
+/// `PRAGMA integrity_check` under the open read transaction.
+pub(crate) fn verify_integrity(db: &DbRef<'_>, label: &Path) -> Result<(), BackupError> {
+    let report = db
+        .query_column("PRAGMA main.integrity_check(4)")
+        .unwrap_or_else(|failure| vec![failure.message]);
+    if report.first().map(String::as_str) == Some("ok") {
+        return Ok(());
+    }
+    let detail = report.join("; ");
+    Err(BackupError::invalid_db(
+        OP,
+        label,
+        format!("integrity check failed: {detail}"),
+    ))
 }
 
 fn nul_in_path(path: &Path) -> BackupError {
@@ -186,7 +214,7 @@ fn nul_in_path(path: &Path) -> BackupError {
 }
 
 /// Turns SQLite's verdict on a bad file into the specific error.
-fn classify(path: &Path, failure: SqliteFailure) -> BackupError {
+pub(crate) fn classify(path: &Path, failure: SqliteFailure) -> BackupError {
     match failure.code {
         ffi::SQLITE_NOTADB | ffi::SQLITE_CORRUPT => {
             BackupError::invalid_db(OP, path, failure.to_string())

@@ -37,22 +37,34 @@ pub(crate) fn save_as(
     let src = super::handle(conn, &budget)?;
     let schema = checks::schema(&src, &opts.schema, op)?;
     checks::source_not_writing(&src, &schema, op)?;
-    let dest = Destination::resolve(path)?;
-    if let Some(source_file) = src
+    let source_file = src
         .filename(&schema)
-        .filter(|f| !src.is_in_memory(&schema) && !f.is_empty())
-    {
-        if same_file(Path::new(&source_file), &dest.path) {
+        .filter(|f| !src.is_in_memory(&schema) && !f.is_empty());
+    replace_atomically(path, op, |temp, dest_path| {
+        if source_file.is_some_and(|f| same_file(Path::new(&f), dest_path)) {
             return Err(BackupError::SameFile {
                 op,
                 path: path.to_path_buf(),
             });
         }
-    }
+        copy_into_file(&src, &schema, temp, dest_path, opts, &budget)
+    })
+}
 
-    let temp = dest.create_temp()?;
-    copy_into_file(&src, &schema, &temp, &dest.path, opts, &budget)?;
-    check_complete(temp.path(), &dest.path)?;
+/// Replaces the file at `path` (symbolic links followed) with what `write` puts into a fresh
+/// temporary file beside it, atomically and durably: the temporary file's length is checked
+/// against its header, it is fsynced, renamed over the destination, and the directory is
+/// fsynced. On any error the temporary file is removed and the destination left as it was.
+/// `write` gets the temporary file and the resolved destination path.
+pub(crate) fn replace_atomically(
+    path: &Path,
+    op: Operation,
+    write: impl FnOnce(&NamedTempFile, &Path) -> Result<(), BackupError>,
+) -> Result<(), BackupError> {
+    let dest = Destination::resolve(path, op)?;
+    let temp = dest.create_temp(op)?;
+    write(&temp, &dest.path)?;
+    check_complete(temp.path(), &dest.path, op)?;
     let io = |action, source| BackupError::io(op, &dest.path, action, source);
     temp.as_file().sync_all().map_err(|e| io("fsync", e))?;
     temp.persist(&dest.path)
@@ -97,13 +109,13 @@ fn copy_into_file(
 
 /// Refuses to rename a file whose length disagrees with its own header: the last line of
 /// defence should a write have been lost without an error (SQLite ignores `xClose` errors).
-fn check_complete(temp: &Path, dest: &Path) -> Result<(), BackupError> {
-    let header = Header::read(temp, Operation::Save)?;
+fn check_complete(temp: &Path, dest: &Path, op: Operation) -> Result<(), BackupError> {
+    let header = Header::read(temp, op)?;
     if header.matches_length() {
         return Ok(());
     }
     Err(BackupError::Sqlite {
-        op: Operation::Save,
+        op,
         path: dest.to_path_buf(),
         failure: crate::raw::failure_from_code(ffi::SQLITE_IOERR_WRITE),
     })
@@ -118,8 +130,7 @@ struct Destination {
 }
 
 impl Destination {
-    fn resolve(path: &Path) -> Result<Destination, BackupError> {
-        let op = Operation::Save;
+    fn resolve(path: &Path, op: Operation) -> Result<Destination, BackupError> {
         let invalid = |reason: &str| BackupError::InvalidInput {
             op,
             path: path.to_path_buf(),
@@ -154,7 +165,7 @@ impl Destination {
 
     /// An empty file beside the destination; deleted when dropped unless persisted.
     /// It gets the old destination's permissions, or a new file's usual ones.
-    fn create_temp(&self) -> Result<NamedTempFile, BackupError> {
+    fn create_temp(&self, op: Operation) -> Result<NamedTempFile, BackupError> {
         let prefix = format!(".{}.", self.file_name);
         let mut builder = tempfile::Builder::new();
         builder.prefix(&prefix).suffix(TEMP_SUFFIX);
@@ -164,7 +175,7 @@ impl Destination {
             let mode = self.existing.as_ref().map_or(0o666, |p| p.mode() & 0o7777);
             builder.permissions(Permissions::from_mode(mode));
         }
-        let io = |action, e| BackupError::io(Operation::Save, &self.dir, action, e);
+        let io = |action, e| BackupError::io(op, &self.dir, action, e);
         let temp = builder
             .tempfile_in(&self.dir)
             .map_err(|e| io("create temporary file", e))?;

@@ -3,6 +3,7 @@
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::ptr::{self, NonNull};
 
@@ -174,37 +175,102 @@ impl<'a> DbRef<'a> {
     /// this process holds). Call it inside a read transaction, so both are the state that
     /// transaction sees; in WAL mode the file may lag the WAL.
     pub(crate) fn file_header(&self, schema: &CStr) -> Result<([u8; 100], u64), SqliteFailure> {
-        let mut file: *mut ffi::sqlite3_file = ptr::null_mut();
+        let len = self.file_len(schema)?;
         let mut header = [0u8; 100];
+        self.read_file(schema, &mut header)?;
+        Ok((header, len))
+    }
+
+    /// The length of `schema`'s file, from SQLite's own file handle.
+    pub(crate) fn file_len(&self, schema: &CStr) -> Result<u64, SqliteFailure> {
+        let file = self.main_file(schema)?;
         let mut len: i64 = 0;
-        // SAFETY: SQLITE_FCNTL_FILE_POINTER writes the schema's open `sqlite3_file*` (owned by
-        // its pager, open while the connection is). We call only its xRead and xFileSize, with
-        // a 100-byte buffer and a local out-pointer, as any VFS user may.
-        unsafe {
-            let rc = ffi::sqlite3_file_control(
-                self.as_ptr(),
-                schema.as_ptr(),
-                ffi::SQLITE_FCNTL_FILE_POINTER,
-                (&mut file as *mut *mut ffi::sqlite3_file).cast(),
-            );
-            if rc != ffi::SQLITE_OK || file.is_null() || (*file).pMethods.is_null() {
-                return Err(failure_from_code(ffi::SQLITE_NOTFOUND));
+        // SAFETY: `file` is the schema's open file (see `main_file`); xFileSize writes one
+        // i64 through the pointer to a live local.
+        let rc = unsafe {
+            match (*(*file).pMethods).xFileSize {
+                Some(size) => size(file, &mut len),
+                None => ffi::SQLITE_NOTFOUND,
             }
-            let methods = &*(*file).pMethods;
-            let (Some(read), Some(size)) = (methods.xRead, methods.xFileSize) else {
-                return Err(failure_from_code(ffi::SQLITE_NOTFOUND));
+        };
+        match rc {
+            ffi::SQLITE_OK => Ok(len.max(0) as u64),
+            rc => Err(failure_from_code(rc)),
+        }
+    }
+
+    /// Fills `buffer` from the start of `schema`'s file, through SQLite's own file handle. Past
+    /// the end of the file the buffer is zero-filled (SQLite's short-read rule).
+    pub(crate) fn read_file(&self, schema: &CStr, buffer: &mut [u8]) -> Result<(), SqliteFailure> {
+        // SAFETY: an initialised slice is a valid destination for any bytes.
+        let uninit = unsafe { &mut *(buffer as *mut [u8] as *mut [MaybeUninit<u8>]) };
+        self.read_file_into(schema, uninit)
+    }
+
+    /// The first `len` bytes of `schema`'s file, read without first zeroing the buffer.
+    pub(crate) fn read_file_to_vec(
+        &self,
+        schema: &CStr,
+        len: usize,
+    ) -> Result<Vec<u8>, SqliteFailure> {
+        let mut bytes = Vec::with_capacity(len);
+        self.read_file_into(schema, &mut bytes.spare_capacity_mut()[..len])?;
+        // SAFETY: `read_file_into` succeeded, so every one of the `len` bytes was written
+        // (xRead fills the whole buffer, zero-filling what lies past the end of the file).
+        unsafe { bytes.set_len(len) };
+        Ok(bytes)
+    }
+
+    /// Writes every byte of `buffer` from the start of `schema`'s file, or fails.
+    fn read_file_into(
+        &self,
+        schema: &CStr,
+        buffer: &mut [MaybeUninit<u8>],
+    ) -> Result<(), SqliteFailure> {
+        let file = self.main_file(schema)?;
+        // xRead takes an int length: read in chunks well below its limit.
+        const CHUNK: usize = 1 << 30;
+        for (i, chunk) in buffer.chunks_mut(CHUNK).enumerate() {
+            // SAFETY: `file` is the schema's open file (see `main_file`); xRead writes
+            // `chunk.len()` bytes into the chunk, which is live and exclusively ours. The VFS
+            // contract makes it write all of them: on a short read it zero-fills the rest.
+            let rc = unsafe {
+                match (*(*file).pMethods).xRead {
+                    Some(read) => read(
+                        file,
+                        chunk.as_mut_ptr().cast(),
+                        chunk.len() as c_int,
+                        (i * CHUNK) as i64,
+                    ),
+                    None => ffi::SQLITE_NOTFOUND,
+                }
             };
-            let rc = size(file, &mut len);
-            if rc != ffi::SQLITE_OK {
-                return Err(failure_from_code(rc));
-            }
-            // A short read zero-fills and answers SQLITE_IOERR_SHORT_READ: fine for a header.
-            let rc = read(file, header.as_mut_ptr().cast(), 100, 0);
             if rc != ffi::SQLITE_OK && rc != ffi::SQLITE_IOERR_SHORT_READ {
                 return Err(failure_from_code(rc));
             }
         }
-        Ok((header, len.max(0) as u64))
+        Ok(())
+    }
+
+    /// `schema`'s open file object (`SQLITE_FCNTL_FILE_POINTER`), owned by its pager and
+    /// open for as long as the connection is.
+    fn main_file(&self, schema: &CStr) -> Result<*mut ffi::sqlite3_file, SqliteFailure> {
+        let mut file: *mut ffi::sqlite3_file = ptr::null_mut();
+        // SAFETY: SQLITE_FCNTL_FILE_POINTER writes one `sqlite3_file*` into the out-pointer.
+        let rc = unsafe {
+            ffi::sqlite3_file_control(
+                self.as_ptr(),
+                schema.as_ptr(),
+                ffi::SQLITE_FCNTL_FILE_POINTER,
+                (&mut file as *mut *mut ffi::sqlite3_file).cast(),
+            )
+        };
+        // SAFETY: a non-null pointer from SQLite is an open file object; we only read its
+        // method table pointer.
+        if rc != ffi::SQLITE_OK || file.is_null() || unsafe { (*file).pMethods.is_null() } {
+            return Err(failure_from_code(ffi::SQLITE_NOTFOUND));
+        }
+        Ok(file)
     }
 
     /// `sqlite3_txn_state` for `schema`: `SQLITE_TXN_NONE`, `_READ` or `_WRITE`.
@@ -289,6 +355,32 @@ impl<'a> DbRef<'a> {
                 len,
                 len,
                 ffi::SQLITE_DESERIALIZE_READONLY,
+            )
+        };
+        if rc == ffi::SQLITE_OK {
+            Ok(())
+        } else {
+            Err(self.failure(rc))
+        }
+    }
+
+    /// Makes `main` an empty in-memory database whose pages memdb writes into `buffer`, which
+    /// it never frees or grows: writes past `buffer.len()` fail with `SQLITE_FULL`.
+    ///
+    /// # Safety
+    /// `buffer` stays alive, unmoved and untouched by anything else until the connection
+    /// closes or `main` is replaced.
+    pub(crate) unsafe fn write_main_into(&self, buffer: &mut [u8]) -> Result<(), SqliteFailure> {
+        // SAFETY: no FREEONCLOSE and no RESIZEABLE: memdb only reads and writes within the
+        // buffer's length; the caller guarantees its lifetime. A size of 0 is an empty database.
+        let rc = unsafe {
+            ffi::sqlite3_deserialize(
+                self.as_ptr(),
+                c"main".as_ptr(),
+                buffer.as_mut_ptr(),
+                0,
+                buffer.len() as i64,
+                0,
             )
         };
         if rc == ffi::SQLITE_OK {

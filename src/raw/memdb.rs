@@ -33,3 +33,22 @@ pub(crate) fn open_keeper(uri: &str, size_limit: Option<u64>) -> Result<OwnedDb,
     keeper.db().set_memdb_size_limit(c"main", limit);
     Ok(keeper)
 }
+
+/// Header bytes 18 and 19: the file format's write and read versions (2 means WAL).
+const VERSION_BYTES: std::ops::Range<usize> = 18..20;
+
+/// True when a database image's header marks it as a WAL database, which memdb cannot open.
+pub(crate) fn says_wal(image: &[u8]) -> bool {
+    image.get(VERSION_BYTES).is_some_and(|v| v.contains(&2))
+}
+
+/// Marks a database image as a rollback-journal database, the change `PRAGMA
+/// journal_mode=DELETE` makes to a WAL file's header. Exact for an image that holds the
+/// committed state (a serialized or backed-up database, WAL frames included).
+pub(crate) fn mark_rollback(image: &mut [u8]) {
+    if let Some(versions) = image.get_mut(VERSION_BYTES) {
+        for byte in versions.iter_mut().filter(|b| **b == 2) {
+            *byte = 1;
+        }
+    }
+}

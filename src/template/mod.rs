@@ -94,11 +94,36 @@ impl Template {
         Self::from_connection(&mut conn)
     }
 
+    /// A template holding the database image `bytes` (a [`Snapshot`](crate::Snapshot), or
+    /// `include_bytes!` of a fixture file), checked the way
+    /// [`restore_from_bytes`](crate::BackupExt::restore_from_bytes) checks bytes.
+    ///
+    /// ```
+    /// use diesel::RunQueryDsl;
+    /// use diesel_sqlite_backup::{establish, BackupExt, Template};
+    ///
+    /// let mut seed = establish(":memory:")?;
+    /// diesel::sql_query("CREATE TABLE t(x)").execute(&mut seed)?;
+    /// let template = Template::from_bytes(&seed.snapshot()?)?;
+    /// diesel::sql_query("SELECT x FROM t").execute(&mut template.connection()?)?;
+    /// assert!(Template::from_bytes(b"garbage").is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_bytes(bytes: &[u8]) -> Result<Template, BackupError> {
+        let mut conn = fresh_connection()?;
+        conn.restore_from_bytes(bytes)?;
+        Self::from_connection(&mut conn)
+    }
+
     /// A template holding a copy of `conn`'s `main` database as it is now.
     pub fn from_connection(conn: &mut SqliteConnection) -> Result<Template, BackupError> {
         let db = handle_for(conn, OP)?;
         let image = match db.serialize_main() {
-            Some(image) => without_wal_header(image),
+            Some(mut image) => {
+                // No in-memory copy can open an image whose header says WAL.
+                crate::raw::memdb::mark_rollback(&mut image);
+                image
+            }
             // SQLite returns no image for an empty database, but also when it could not
             // read one (locked, out of memory): only the first may become an empty template.
             None => {
@@ -174,20 +199,6 @@ impl Template {
         let mut options = BackupOptions::default().pages_per_step(0);
         crate::backup::copy_between(&source.db(), dest, &mut options, OP)
     }
-}
-
-/// A WAL-mode database's image says "WAL" in header bytes 18 and 19, which no in-memory copy
-/// of it can open. The image holds the committed state (WAL frames included), so marking it a
-/// rollback-journal database (1), as `PRAGMA journal_mode=DELETE` would, is exact.
-fn without_wal_header(mut image: Vec<u8>) -> Vec<u8> {
-    if let Some(versions) = image.get_mut(18..20) {
-        for byte in versions {
-            if *byte == 2 {
-                *byte = 1;
-            }
-        }
-    }
-    image
 }
 
 fn fresh_connection() -> Result<SqliteConnection, BackupError> {

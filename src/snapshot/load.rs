@@ -1,0 +1,51 @@
+//! Loading bytes: the checks and the copy of `restore_from`, with the bytes borrowed
+//! read-only instead of a file.
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use diesel::SqliteConnection;
+use libsqlite3_sys as ffi;
+
+use crate::backup::restore::{begin_read, check_header, classify, load, verify_integrity};
+use crate::backup::{checks, handle, BackupOptions};
+use crate::error::{BackupError, Operation};
+use crate::raw::{memdb, OwnedDb};
+
+const OP: Operation = Operation::Restore;
+
+/// How errors name the bytes being loaded.
+const LABEL: &str = "<snapshot bytes>";
+
+pub(crate) fn restore_from_bytes(
+    conn: &mut SqliteConnection,
+    bytes: &[u8],
+    opts: &mut BackupOptions<'_>,
+) -> Result<(), BackupError> {
+    let budget = opts.budget(OP);
+    let dest = handle(conn, &budget)?;
+    let schema = checks::schema(&dest, &opts.schema, OP)?;
+    let dest_path = checks::dest_idle(&dest, &schema, OP)?;
+    let label = Path::new(LABEL);
+    check_header(bytes, bytes.len() as u64, label)?;
+    // memdb cannot open an image whose header says WAL; such an image is read from a copy
+    // marked "rollback journal". The caller's bytes are never written.
+    let image: Cow<'_, [u8]> = if memdb::says_wal(bytes) {
+        let mut copy = bytes.to_vec();
+        memdb::mark_rollback(&mut copy);
+        Cow::Owned(copy)
+    } else {
+        Cow::Borrowed(bytes)
+    };
+    let flags = ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_URI;
+    let source = OwnedDb::open(c":memory:", flags).map_err(|f| classify(label, f))?;
+    // SAFETY: `image` is declared before `source`, so it outlives the connection, and it is
+    // not changed while the connection lives; READONLY keeps SQLite from writing it.
+    unsafe { source.db().borrow_image_readonly(&image) }.map_err(|f| classify(label, f))?;
+    let src = source.db();
+    begin_read(&src, label, &budget).map_err(|f| classify(label, f))?;
+    if opts.verify {
+        verify_integrity(&src, label)?;
+    }
+    load(&dest, &schema, &dest_path, &src, label, opts, &budget)
+}

@@ -1,0 +1,243 @@
+//! Snapshots: a database as bytes, out and back in, with the guarantees of Save As and Open.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use common::{app, filled_pool, notes_in_file, scalar, temp_files, Pool};
+use diesel::connection::SimpleConnection;
+use diesel_sqlite_backup::{
+    establish, memory_pool, shared_thread_pool, BackupError, BackupExt, BackupOptions,
+    SingletonManager, Template,
+};
+
+fn pool_of(size: u32) -> Pool {
+    r2d2::Pool::builder()
+        .max_size(size)
+        .thread_pool(shared_thread_pool())
+        .build(SingletonManager::new())
+        .unwrap()
+}
+
+/// Bytes from one pool load into another: every pooled connection sees them, and the pool
+/// is writable afterwards.
+#[test]
+fn round_trip_through_bytes_into_another_pool() {
+    let snapshot = filled_pool(300, 50).get().unwrap().snapshot().unwrap();
+    assert!(snapshot.starts_with(b"SQLite format 3\0"));
+    let pool = pool_of(3);
+    pool.get().unwrap().restore_from_bytes(&snapshot).unwrap();
+    let mut conns: Vec<_> = (0..3).map(|_| pool.get().unwrap()).collect();
+    for conn in &mut conns {
+        assert_eq!(app::note_count(conn), 300);
+    }
+    app::fill(&mut conns[1], "after", 5, 10);
+    assert_eq!(app::note_count(&mut conns[2]), 305);
+}
+
+/// Empty, garbage, header-only, truncated and bad-magic bytes are refused with a clear
+/// error; the data stays, the pool stays usable, and the caller's bytes are not modified.
+#[test]
+fn hostile_bytes_are_refused_and_keep_the_data() {
+    let good = filled_pool(50, 100)
+        .get()
+        .unwrap()
+        .snapshot()
+        .unwrap()
+        .into_vec();
+    let mut bad_magic = good.clone();
+    bad_magic[..6].copy_from_slice(b"SQLXte");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        (
+            "garbage",
+            (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect(),
+        ),
+        ("header only", good[..100].to_vec()),
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("bad magic", bad_magic),
+    ];
+    let pool = filled_pool(7, 10);
+    for (what, bytes) in cases {
+        let before = bytes.clone();
+        let err = pool.get().unwrap().restore_from_bytes(&bytes).unwrap_err();
+        assert!(
+            matches!(err, BackupError::InvalidDatabase { .. }),
+            "{what}: {err:?}"
+        );
+        assert!(
+            err.to_string().contains("<snapshot bytes>"),
+            "{what}: {err}"
+        );
+        assert_eq!(bytes, before, "{what}: the caller's bytes changed");
+        assert_eq!(app::note_count(&mut pool.get().unwrap()), 7, "{what}");
+    }
+    app::fill(&mut pool.get().unwrap(), "still", 1, 1);
+}
+
+/// An image with another page size is converted into a pool that already holds data.
+#[test]
+fn page_size_mismatch_into_a_non_empty_pool() {
+    let mut source = establish(":memory:").unwrap();
+    source.batch_execute("PRAGMA page_size = 8192").unwrap();
+    app::migrate(&mut source);
+    app::fill(&mut source, "big pages", 40, 500);
+    let snapshot = source.snapshot().unwrap();
+    assert_eq!(u16::from_be_bytes([snapshot[16], snapshot[17]]), 8192);
+    let pool = filled_pool(3, 10);
+    pool.get().unwrap().restore_from_bytes(&snapshot).unwrap();
+    let mut conn = pool.get().unwrap();
+    assert_eq!(app::note_count(&mut conn), 40);
+    assert_eq!(
+        scalar(&mut conn, "SELECT page_size AS n FROM pragma_page_size"),
+        4096
+    );
+    assert_eq!(common::integrity_of(&mut conn), "ok");
+}
+
+/// Attached and temp schemas can be snapshotted by name.
+#[test]
+fn attached_and_temp_schemas() {
+    let mut conn = establish(":memory:").unwrap();
+    conn.batch_execute(
+        "ATTACH ':memory:' AS aux; CREATE TABLE aux.t(x); INSERT INTO aux.t VALUES (1), (2);
+         CREATE TEMP TABLE scratch(y); INSERT INTO scratch VALUES (3);",
+    )
+    .unwrap();
+    for (schema, sql, expected) in [
+        ("aux", "SELECT count(*) AS n FROM t", 2),
+        ("temp", "SELECT sum(y) AS n FROM scratch", 3),
+    ] {
+        let snapshot = conn
+            .snapshot_with(BackupOptions::default().schema(schema))
+            .unwrap();
+        let pool = memory_pool().unwrap();
+        pool.get().unwrap().restore_from_bytes(&snapshot).unwrap();
+        assert_eq!(scalar(&mut pool.get().unwrap(), sql), expected, "{schema}");
+    }
+}
+
+/// A snapshot taken now and written later replaces an existing file atomically: the file
+/// holds the snapshot's data and no temporary file is left.
+#[test]
+fn snapshot_save_as_replaces_a_file_without_litter() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("doc.db");
+    filled_pool(5, 10).get().unwrap().save_as(&dest).unwrap();
+    let pool = filled_pool(12, 10);
+    let snapshot = pool.get().unwrap().snapshot().unwrap();
+    app::fill(&mut pool.get().unwrap(), "later", 3, 10); // not in the snapshot
+    snapshot.save_as(&dest).unwrap();
+    assert_eq!(notes_in_file(&dest), 12);
+    assert!(temp_files(dir.path()).is_empty());
+    let err = snapshot.save_as(dir.path()).unwrap_err();
+    assert!(matches!(err, BackupError::InvalidInput { .. }), "{err:?}");
+}
+
+/// Copies of a template made from bytes are isolated from each other; garbage is refused.
+#[test]
+fn template_from_bytes_copies_are_isolated() {
+    let bytes = filled_pool(9, 10).get().unwrap().snapshot().unwrap();
+    let template = Template::from_bytes(&bytes).unwrap();
+    let (mut a, mut b) = (
+        template.connection().unwrap(),
+        template.connection().unwrap(),
+    );
+    a.batch_execute("DELETE FROM notes").unwrap();
+    assert_eq!(app::note_count(&mut a), 0);
+    assert_eq!(app::note_count(&mut b), 9);
+    assert!(matches!(
+        Template::from_bytes(b"not a database at all").unwrap_err(),
+        BackupError::InvalidDatabase { .. }
+    ));
+}
+
+/// Money moves between accounts on other pooled connections while snapshots are taken:
+/// every snapshot holds the same total.
+#[test]
+fn snapshots_under_concurrent_transfers_hold_one_state() {
+    let pool = pool_of(3);
+    pool.get()
+        .unwrap()
+        .batch_execute(
+            "CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500)
+             INSERT INTO accounts SELECT i, 1000 FROM n;",
+        )
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let movers: Vec<_> = (0..2u64)
+        .map(|seed| {
+            let (pool, stop) = (pool.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut conn = pool.get().unwrap();
+                let mut k = seed;
+                while !stop.load(Ordering::Relaxed) {
+                    k = k.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let (from, to) = (k % 500 + 1, (k >> 20) % 500 + 1);
+                    let _ = conn.batch_execute(&format!(
+                        "BEGIN IMMEDIATE; UPDATE accounts SET balance = balance - 7 WHERE id = {from};
+                         UPDATE accounts SET balance = balance + 7 WHERE id = {to}; COMMIT;"
+                    ));
+                    let _ = conn.batch_execute("ROLLBACK");
+                }
+            })
+        })
+        .collect();
+    let mut snapshotter = pool.get().unwrap();
+    for _ in 0..20 {
+        let snapshot = snapshotter
+            .snapshot_with(BackupOptions::default().pages_per_step(2))
+            .unwrap();
+        let mut copy = Template::from_bytes(&snapshot)
+            .unwrap()
+            .connection()
+            .unwrap();
+        assert_eq!(
+            scalar(&mut copy, "SELECT sum(balance) AS n FROM accounts"),
+            500_000
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for mover in movers {
+        mover.join().unwrap();
+    }
+}
+
+/// A WAL-mode file with frames still in its -wal: the snapshot holds the committed rows,
+/// opens as a file with any SQLite, and loads into a pool.
+#[test]
+fn wal_file_snapshot_holds_the_committed_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wal.db");
+    let mut conn = establish(file.to_str().unwrap()).unwrap();
+    conn.batch_execute("PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;")
+        .unwrap();
+    app::migrate(&mut conn);
+    app::fill(&mut conn, "wal", 25, 100);
+    let snapshot = conn.snapshot().unwrap();
+    let copy = dir.path().join("copy.db");
+    std::fs::write(&copy, &snapshot).unwrap();
+    assert_eq!(notes_in_file(&copy), 25);
+    let pool = filled_pool(2, 2);
+    let before = snapshot.to_vec();
+    pool.get().unwrap().restore_from_bytes(&snapshot).unwrap();
+    assert_eq!(snapshot.to_vec(), before, "the snapshot's bytes changed");
+    assert_eq!(app::note_count(&mut pool.get().unwrap()), 25);
+}
+
+/// Like save_as, a snapshot of a connection with its own write transaction open is refused.
+#[test]
+fn snapshot_inside_own_write_transaction_is_refused() {
+    let pool = filled_pool(3, 3);
+    let mut conn = pool.get().unwrap();
+    conn.batch_execute("BEGIN IMMEDIATE; DELETE FROM notes;")
+        .unwrap();
+    let err = conn.snapshot().unwrap_err();
+    assert!(
+        matches!(err, BackupError::SourceInWriteTransaction { .. }),
+        "{err:?}"
+    );
+    conn.batch_execute("ROLLBACK").unwrap();
+}
