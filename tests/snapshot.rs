@@ -154,16 +154,18 @@ fn template_from_bytes_copies_are_isolated() {
 }
 
 /// Money moves between accounts on other pooled connections while snapshots are taken:
-/// every snapshot holds the same total.
+/// every snapshot holds the same total. Accounts are padded so that the two rows of a
+/// transfer usually lie on different pages: a snapshot read between a commit's page writes
+/// would show money that left one account and never arrived.
 #[test]
 fn snapshots_under_concurrent_transfers_hold_one_state() {
     let pool = pool_of(3);
     pool.get()
         .unwrap()
         .batch_execute(
-            "CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL);
-             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500)
-             INSERT INTO accounts SELECT i, 1000 FROM n;",
+            "CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL, pad BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+             INSERT INTO accounts SELECT i, 1000, zeroblob(200) FROM n;",
         )
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -175,7 +177,7 @@ fn snapshots_under_concurrent_transfers_hold_one_state() {
                 let mut k = seed;
                 while !stop.load(Ordering::Relaxed) {
                     k = k.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    let (from, to) = (k % 500 + 1, (k >> 20) % 500 + 1);
+                    let (from, to) = (k % 20000 + 1, (k >> 20) % 20000 + 1);
                     let _ = conn.batch_execute(&format!(
                         "BEGIN IMMEDIATE; UPDATE accounts SET balance = balance - 7 WHERE id = {from};
                          UPDATE accounts SET balance = balance + 7 WHERE id = {to}; COMMIT;"
@@ -186,7 +188,7 @@ fn snapshots_under_concurrent_transfers_hold_one_state() {
         })
         .collect();
     let mut snapshotter = pool.get().unwrap();
-    for _ in 0..20 {
+    for _ in 0..100 {
         let snapshot = snapshotter
             .snapshot_with(BackupOptions::default().pages_per_step(2))
             .unwrap();
@@ -196,7 +198,7 @@ fn snapshots_under_concurrent_transfers_hold_one_state() {
             .unwrap();
         assert_eq!(
             scalar(&mut copy, "SELECT sum(balance) AS n FROM accounts"),
-            500_000
+            20_000_000
         );
     }
     stop.store(true, Ordering::Relaxed);
@@ -240,4 +242,11 @@ fn snapshot_inside_own_write_transaction_is_refused() {
         "{err:?}"
     );
     conn.batch_execute("ROLLBACK").unwrap();
+}
+
+/// A snapshot can be sent to and shared with other threads (to a network task, a cache).
+#[test]
+fn snapshot_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync + std::fmt::Debug + AsRef<[u8]>>() {}
+    assert_send_sync::<diesel_sqlite_backup::Snapshot>();
 }
