@@ -131,7 +131,7 @@ pub enum BackupError {
 
     /// The source connection holds an open write transaction. Commit or roll
     /// back first: uncommitted rows are never written to a backup.
-    #[error("{op}: the source connection has an uncommitted write transaction on `{schema}`; commit or roll back before saving")]
+    #[error("{op}: the source connection has an uncommitted write transaction on `{schema}`; commit or roll back first")]
     SourceInWriteTransaction {
         /// What was being done.
         op: Operation,

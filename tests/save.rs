@@ -329,3 +329,104 @@ fn save_over_a_special_file_is_refused_and_leaves_it() {
         .is_fifo());
     assert!(temp_files(dir.path()).is_empty());
 }
+
+/// Runs a python3 script with the database path as `sys.argv[1]`; returns its standard output.
+fn python(script: &str, path: &std::path::Path) -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, path.to_str().unwrap()])
+        .output()
+        .expect("python3");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The tables a plain SQLite reader (python3) sees in the file, recovering any log it finds.
+fn tables_seen(path: &std::path::Path) -> String {
+    python(
+        "import sqlite3, sys\n\
+         c = sqlite3.connect(sys.argv[1])\n\
+         print(','.join(r[0] for r in c.execute(\"SELECT name FROM sqlite_schema WHERE type='table' ORDER BY 1\")))",
+        path,
+    )
+}
+
+/// A writer killed with its WAL un-checkpointed, or mid-transaction with a hot journal,
+/// leaves a log beside the file. A save over it must not let SQLite replay that old log over
+/// the new file: readers see the saved database.
+#[test]
+fn save_over_a_file_with_a_stale_log_shows_the_saved_database() {
+    for (kind, script) in [
+        (
+            "wal",
+            "import sqlite3, sys, os\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('PRAGMA journal_mode=WAL'); c.execute('PRAGMA wal_autocheckpoint=0')\n\
+             c.execute('CREATE TABLE oldt(x)')\n\
+             [c.execute('INSERT INTO oldt VALUES (?)', (i,)) for i in range(2000)]\n\
+             os.kill(os.getpid(), 9)\n",
+        ),
+        (
+            "journal",
+            "import sqlite3, sys, os\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('CREATE TABLE oldt(x)')\n\
+             c.execute('BEGIN'); [c.execute('INSERT INTO oldt VALUES (?)', (i,)) for i in range(2000)]\n\
+             c.execute('COMMIT')\n\
+             c.execute('PRAGMA cache_size=2'); c.execute('BEGIN')\n\
+             c.execute(\"UPDATE oldt SET x = x || 'changed changed changed'\")\n\
+             os.kill(os.getpid(), 9)\n",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("doc.db");
+        python(script, &file);
+        let log = dir.path().join(format!("doc.db-{kind}"));
+        assert!(log.exists(), "{kind}: the killed writer left no log");
+        let pool = filled_pool(3, 10);
+        pool.get().unwrap().save_as(&file).unwrap();
+        let seen = tables_seen(&file);
+        assert!(seen.contains("notes") && !seen.contains("oldt"), "{kind}: {seen}");
+        assert!(!log.exists(), "{kind}: the old log is still there");
+        assert_eq!(notes_in_file(&file), 3, "{kind}");
+    }
+}
+
+/// A file another process has open in WAL mode cannot have its log settled: the save is
+/// refused with Busy and the old file stays as it was.
+#[test]
+fn save_over_a_file_another_process_uses_in_wal_mode_is_refused() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("live.db");
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('PRAGMA journal_mode=WAL'); c.execute('PRAGMA wal_autocheckpoint=0')\n\
+             c.execute('CREATE TABLE oldt(x)'); c.execute('INSERT INTO oldt VALUES (1)')\n\
+             print('ready', flush=True)\n\
+             time.sleep(60)\n",
+            file.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let err = filled_pool(3, 10)
+        .get()
+        .unwrap()
+        .save_as_with(
+            &file,
+            BackupOptions::default().timeout(Duration::from_millis(300)),
+        )
+        .unwrap_err();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(err.is_busy(), "{err:?}");
+    assert_eq!(tables_seen(&file), "oldt");
+    assert!(temp_files(dir.path()).is_empty());
+}

@@ -250,3 +250,50 @@ fn snapshot_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync + std::fmt::Debug + AsRef<[u8]>>() {}
     assert_send_sync::<diesel_sqlite_backup::Snapshot>();
 }
+
+/// Temp and attached `:memory:` schemas of a pooled connection (whose VFS is the pool's) are
+/// snapshots of SQLite's own in-memory pager, not of the pool's database.
+#[test]
+fn temp_and_attached_memory_schemas_of_a_pooled_connection() {
+    let pool = filled_pool(4, 10);
+    let mut conn = pool.get().unwrap();
+    conn.batch_execute(
+        "CREATE TEMP TABLE pt(x); INSERT INTO pt VALUES (5);
+         ATTACH ':memory:' AS am; CREATE TABLE am.z(y); INSERT INTO am.z VALUES (6), (7);",
+    )
+    .unwrap();
+    for (schema, sql, expected) in [
+        ("temp", "SELECT sum(x) AS n FROM pt", 5),
+        ("am", "SELECT sum(y) AS n FROM z", 13),
+    ] {
+        let snapshot = conn
+            .snapshot_with(BackupOptions::default().schema(schema))
+            .unwrap_or_else(|e| panic!("{schema}: {e}"));
+        let mut copy = Template::from_bytes(&snapshot)
+            .unwrap()
+            .connection()
+            .unwrap();
+        assert_eq!(scalar(&mut copy, sql), expected, "{schema}");
+    }
+}
+
+/// An image whose header asks for a newer file format to write it would leave the pool
+/// read-only for good: it is refused, and the pool keeps its data and stays writable.
+#[test]
+fn image_sqlite_may_only_read_is_refused() {
+    let mut image = filled_pool(5, 10)
+        .get()
+        .unwrap()
+        .snapshot()
+        .unwrap()
+        .into_vec();
+    image[18] = 3;
+    let pool = filled_pool(7, 10);
+    let err = pool.get().unwrap().restore_from_bytes(&image).unwrap_err();
+    assert!(
+        matches!(&err, BackupError::InvalidDatabase { reason, .. } if reason.contains("write version 3")),
+        "{err:?}"
+    );
+    app::fill(&mut pool.get().unwrap(), "writable", 1, 1);
+    assert_eq!(app::note_count(&mut pool.get().unwrap()), 8);
+}

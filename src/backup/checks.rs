@@ -58,3 +58,21 @@ pub(crate) fn dest_idle(
     }
     Ok(path)
 }
+
+/// Refuses a source whose header asks for a file format SQLite cannot write (see
+/// `Header::unwritable`): its pages would leave the destination read-only for good. A source
+/// without a file (`:memory:`) has no header to read here and passes.
+pub(crate) fn writable_format(
+    db: &DbRef<'_>,
+    schema: &std::ffi::CStr,
+    op: Operation,
+    label: &std::path::Path,
+) -> Result<(), BackupError> {
+    match db.file_header(schema) {
+        Ok((header, _)) => match super::header::Header::unwritable(&header) {
+            Some(reason) => Err(BackupError::invalid_db(op, label, reason)),
+            None => Ok(()),
+        },
+        Err(_) => Ok(()),
+    }
+}

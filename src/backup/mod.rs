@@ -61,13 +61,18 @@ pub trait BackupExt {
     /// over `path`, and the directory is fsynced, so after a crash, kill or error `path` holds
     /// either the complete old file or the complete new one. On an error the process survives,
     /// the temporary file is removed. A symbolic link at `path` is followed, not replaced.
+    /// A `-wal` or `-journal` the old file left behind (SQLite pairs logs with files by name,
+    /// and would replay it over the new file) is settled first by opening the old file with
+    /// SQLite; if another connection still uses it, the save fails with
+    /// [`BackupError::Busy`] and replaces nothing.
     ///
     /// # Errors
     /// - [`BackupError::SourceInWriteTransaction`] if this connection has uncommitted writes:
     ///   they would never be saved, so the call refuses at once.
     /// - [`BackupError::SameFile`] if `path` is the source database's own file.
     /// - [`BackupError::Busy`] if another connection kept the source locked (or kept
-    ///   restarting the copy) past [`BackupOptions::timeout`].
+    ///   restarting the copy) past [`BackupOptions::timeout`], or still uses the old file's
+    ///   WAL or journal.
     /// - [`BackupError::UnknownSchema`], [`BackupError::InvalidInput`] (a directory, no file
     ///   name), [`BackupError::Io`] (cannot create, write, sync or rename), or
     ///   [`BackupError::Sqlite`] for anything else SQLite reports.
@@ -372,6 +377,7 @@ fn copy(
         failure,
     };
     let src_path = src.display_path(src_schema);
+    checks::writable_format(src, src_schema, op, &src_path)?;
     let _src_waits = BudgetedBusyHandler::install(src, budget, &src_path);
     let _dst_waits = BudgetedBusyHandler::install(dst, budget, &path);
     let plan = convert::plan(src, src_schema, dst, c"main")

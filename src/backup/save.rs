@@ -15,7 +15,7 @@ use super::handle::RawBackup;
 use super::header::Header;
 use super::options::BackupOptions;
 use super::{checks, same_file};
-use crate::error::{BackupError, Operation};
+use crate::error::{BackupError, Operation, SqliteFailure};
 use crate::raw::{batch_vfs, path_cstring, DbRef, OwnedDb};
 
 /// The suffix of every temporary file a save creates next to its destination, so that files
@@ -40,7 +40,7 @@ pub(crate) fn save_as(
     let source_file = src
         .filename(&schema)
         .filter(|f| !src.is_in_memory(&schema) && !f.is_empty());
-    replace_atomically(path, op, |temp, dest_path| {
+    replace_atomically(path, op, &budget, |temp, dest_path| {
         if source_file.is_some_and(|f| same_file(Path::new(&f), dest_path)) {
             return Err(BackupError::SameFile {
                 op,
@@ -59,6 +59,7 @@ pub(crate) fn save_as(
 pub(crate) fn replace_atomically(
     path: &Path,
     op: Operation,
+    budget: &Budget,
     write: impl FnOnce(&NamedTempFile, &Path) -> Result<(), BackupError>,
 ) -> Result<(), BackupError> {
     let dest = Destination::resolve(path, op)?;
@@ -67,6 +68,7 @@ pub(crate) fn replace_atomically(
     check_complete(temp.path(), &dest.path, op)?;
     let io = |action, source| BackupError::io(op, &dest.path, action, source);
     temp.as_file().sync_all().map_err(|e| io("fsync", e))?;
+    settle_logs(&dest.path, budget)?;
     temp.persist(&dest.path)
         .map_err(|e| io("rename", e.error))?;
     sync_dir(&dest.dir).map_err(|e| BackupError::io(op, &dest.dir, "fsync directory", e))
@@ -187,6 +189,62 @@ impl Destination {
         }
         Ok(temp)
     }
+}
+
+/// A `-wal` or `-journal` beside the destination belongs to the old file, and SQLite pairs
+/// logs with files by name: after the rename it would replay the old log over the new file.
+/// So the old file is first opened with SQLite, which recovers it (checkpoints a WAL, rolls a
+/// hot journal back) and, switched to rollback-journal mode, deletes its log. A destination
+/// that another connection still uses cannot be settled within the budget: the save then
+/// fails with Busy and replaces nothing. Only metadata is read through `std::fs`.
+fn settle_logs(dest: &Path, budget: &Budget) -> Result<(), BackupError> {
+    let log = |suffix: &str| {
+        let mut name = dest.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let logs = [log("-wal"), log("-journal")];
+    let present = || logs.iter().any(|l| fs::symlink_metadata(l).is_ok());
+    if !present() {
+        return Ok(());
+    }
+    let op = budget.op();
+    let name = path_cstring(dest).ok_or_else(|| BackupError::InvalidInput {
+        op,
+        path: dest.to_path_buf(),
+        reason: "path contains a NUL byte".into(),
+    })?;
+    let old = OwnedDb::open(&name, ffi::SQLITE_OPEN_READWRITE)
+        .map_err(|failure| budget.failed(dest, failure))?;
+    let db = old.db();
+    let settled = {
+        let _waits = BudgetedBusyHandler::install(&db, budget, dest);
+        db.exec("PRAGMA journal_mode=DELETE; SELECT count(*) FROM sqlite_schema;")
+    };
+    old.close()
+        .map_err(|failure| budget.failed(dest, failure))?;
+    match settled {
+        // The old file is not a database: its logs cannot belong to anything worth keeping.
+        Err(f) if matches!(f.code, ffi::SQLITE_NOTADB | ffi::SQLITE_CORRUPT) => {
+            for l in &logs {
+                let _ = fs::remove_file(l);
+            }
+        }
+        Err(failure) => return Err(budget.failed(dest, failure)),
+        Ok(()) => {}
+    }
+    if present() {
+        return Err(budget.gave_up(
+            dest,
+            SqliteFailure {
+                code: ffi::SQLITE_BUSY,
+                extended_code: ffi::SQLITE_BUSY,
+                message: "the old file's -wal or -journal is still in use by another connection"
+                    .into(),
+            },
+        ));
+    }
+    Ok(())
 }
 
 /// Where a chain of symbolic links at `path` ends, whether or not that file exists yet: a

@@ -143,8 +143,13 @@ impl<'a> DbRef<'a> {
         }
     }
 
-    /// Where `schema` keeps its pages, from the VFS SQLite opened it with.
+    /// Where `schema` keeps its pages. A database without a file name (`:memory:`, temp, an
+    /// attached `:memory:`) is SQLite's own in-memory pager whatever the connection's VFS;
+    /// any other is decided by the VFS SQLite opened it with.
     pub(crate) fn storage(&self, schema: &CStr) -> Storage {
+        if self.filename(schema).is_none_or(|f| f.is_empty()) {
+            return Storage::PrivateMemory;
+        }
         let mut vfs: *mut ffi::sqlite3_vfs = ptr::null_mut();
         // SAFETY: SQLITE_FCNTL_VFS_POINTER writes one `sqlite3_vfs*` into the out-pointer;
         // the VFS object is registered for the life of the process, so reading its name is fine.
@@ -160,7 +165,6 @@ impl<'a> DbRef<'a> {
         match name {
             Some(n) if super::memdb_vfs::is_ours(n) => Storage::PatchedMemdb,
             Some(n) if n == c"memdb" => Storage::Memdb,
-            _ if self.filename(schema).is_none_or(|f| f.is_empty()) => Storage::PrivateMemory,
             _ => Storage::File,
         }
     }

@@ -18,6 +18,7 @@ use std::path::Path;
 pub(crate) use load::restore_from_bytes;
 pub(crate) use take::snapshot;
 
+use crate::backup::budget::Budget;
 use crate::backup::replace_atomically;
 use crate::error::{BackupError, Operation};
 
@@ -73,12 +74,15 @@ impl Snapshot {
     /// `path` (named `.<name>.<random>.dsb-tmp`), checked against its header, fsynced,
     /// renamed over `path`, and the directory fsynced. After a crash, kill or error `path`
     /// holds the complete old file or the complete new one; after an error no temporary file
-    /// is left. A symbolic link at `path` is followed, not replaced.
+    /// is left. A symbolic link at `path` is followed, not replaced. A `-wal` or `-journal`
+    /// the old file left behind is settled first, as `save_as` does (with
+    /// [`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT) to wait for it).
     ///
     /// # Errors
     /// [`BackupError::InvalidInput`] for a directory or another non-regular file at `path`,
     /// or a path with no file name; [`BackupError::Io`] when the file cannot be created,
-    /// written, synced or renamed.
+    /// written, synced or renamed; [`BackupError::Busy`] when another connection still uses
+    /// the old file's WAL or journal.
     ///
     /// ```
     /// use diesel_sqlite_backup::{establish, BackupExt};
@@ -90,7 +94,8 @@ impl Snapshot {
     /// ```
     pub fn save_as(&self, path: impl AsRef<Path>) -> Result<(), BackupError> {
         let op = Operation::Snapshot;
-        replace_atomically(path.as_ref(), op, |temp, dest| {
+        let budget = Budget::new(op, crate::DEFAULT_TIMEOUT, None);
+        replace_atomically(path.as_ref(), op, &budget, |temp, dest| {
             let mut file = temp.as_file();
             file.write_all(&self.bytes)
                 .map_err(|e| BackupError::io(op, dest, "write", e))
