@@ -52,10 +52,19 @@ fn parse_args() -> Args {
 
 fn main() {
     let mut raw = std::env::args().skip(1);
-    if raw.next().as_deref() == Some(snapshot::RSS_CHILD_ARG) {
-        let mib = raw.next().and_then(|m| m.parse().ok()).expect("MiB");
-        snapshot::snapshot_peak_growth_child(mib);
-        return;
+    match raw.next().as_deref() {
+        Some(snapshot::RSS_CHILD_ARG) => {
+            let mib = raw.next().and_then(|m| m.parse().ok()).expect("MiB");
+            snapshot::snapshot_peak_growth_child(mib);
+            return;
+        }
+        Some(rss::SAVE_CHILD_ARG) => {
+            let mib = raw.next().and_then(|m| m.parse().ok()).expect("MiB");
+            let dir = raw.next().expect("directory");
+            rss::save_as_peak_growth_child(mib, std::path::Path::new(&dir));
+            return;
+        }
+        _ => {}
     }
     let args = parse_args();
     let work = tempfile::tempdir_in(&args.dir).expect("bench dir");

@@ -14,9 +14,29 @@ pub fn status_kib(field: &str) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// Builds a database of `mib` MiB, then returns how many KiB the peak RSS rose above the
-/// RSS before a `save_as` of it.
+/// The argument that makes this benchmark measure one save's memory and exit.
+pub const SAVE_CHILD_ARG: &str = "--save-rss-child";
+
+/// How many KiB the peak RSS rose above the RSS before a `save_as` of a `mib` MiB database,
+/// measured in a fresh process: in this one, memory freed by earlier rows would be reused
+/// and hide the growth.
 pub fn save_as_peak_growth(mib: u64, dir: &Path) -> u64 {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([SAVE_CHILD_ARG, &mib.to_string(), dir.to_str().unwrap()])
+        .output()
+        .expect("save RSS child");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("child said {text:?}"))
+}
+
+/// The child's side: prints the growth in KiB.
+pub fn save_as_peak_growth_child(mib: u64, dir: &Path) {
+    println!("{}", measure_save(mib, dir));
+}
+
+fn measure_save(mib: u64, dir: &Path) -> u64 {
     let pool = crate::methods::filled_pool(mib);
     let out = dir.join("rss.db");
     let mut conn = pool.get().unwrap();

@@ -43,6 +43,10 @@ pub(crate) fn restore_from_bytes(
     // not changed while the connection lives; READONLY keeps SQLite from writing it.
     unsafe { source.db().borrow_image_readonly(&image) }.map_err(|f| classify(label, f))?;
     let src = source.db();
+    // Pages are then served by pointer into the image (memdb's xFetch) instead of copied
+    // into the page cache first. The image is memory, not a file, so no read can fault.
+    src.exec(&format!("PRAGMA mmap_size={}", image.len()))
+        .map_err(|f| classify(label, f))?;
     begin_read(&src, label, &budget).map_err(|f| classify(label, f))?;
     if opts.verify {
         verify_integrity(&src, label)?;
