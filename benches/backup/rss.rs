@@ -21,14 +21,20 @@ pub const SAVE_CHILD_ARG: &str = "--save-rss-child";
 /// measured in a fresh process: in this one, memory freed by earlier rows would be reused
 /// and hide the growth.
 pub fn save_as_peak_growth(mib: u64, dir: &Path) -> u64 {
+    in_child(&[SAVE_CHILD_ARG, &mib.to_string(), dir.to_str().unwrap()])
+}
+
+/// Runs this benchmark again with `args` (a child mode that prints one number of KiB) and
+/// returns that number.
+pub fn in_child(args: &[&str]) -> u64 {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([SAVE_CHILD_ARG, &mib.to_string(), dir.to_str().unwrap()])
+        .args(args)
         .output()
-        .expect("save RSS child");
+        .expect("benchmark child");
     let text = String::from_utf8_lossy(&out.stdout);
     text.trim()
         .parse()
-        .unwrap_or_else(|_| panic!("child said {text:?}"))
+        .unwrap_or_else(|_| panic!("child {args:?} said {text:?}"))
 }
 
 /// The child's side: prints the growth in KiB.

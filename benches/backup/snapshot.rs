@@ -138,14 +138,7 @@ pub const RSS_CHILD_ARG: &str = "--snapshot-rss-child";
 /// measured in a fresh process: in this one, memory freed by earlier rows would be reused
 /// and hide the growth.
 fn snapshot_peak_growth_in_child(mib: u64) -> u64 {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([RSS_CHILD_ARG, &mib.to_string()])
-        .output()
-        .expect("snapshot RSS child");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("child said {text:?}"))
+    crate::rss::in_child(&[RSS_CHILD_ARG, &mib.to_string()])
 }
 
 /// The child's side: prints the growth in KiB.
