@@ -48,7 +48,7 @@ impl Header {
         if &bytes[..16] != MAGIC {
             return Err("missing the \"SQLite format 3\" header".into());
         }
-        if let Some(reason) = unwritable_format(bytes) {
+        if let Some(reason) = Self::unwritable(bytes) {
             return Err(reason);
         }
         let page_size = match u16::from_be_bytes([bytes[16], bytes[17]]) {
@@ -86,7 +86,18 @@ impl Header {
     /// SQLite refuses to write a database that asks for a newer write version, so a copy of
     /// its pages would stay read-only for good.
     pub(crate) fn unwritable(bytes: &[u8; 100]) -> Option<String> {
-        unwritable_format(bytes)
+        let (write, read) = (bytes[18], bytes[19]);
+        if read > 2 {
+            return Some(format!(
+                "file format read version {read} is newer than SQLite reads"
+            ));
+        }
+        (write > 2).then(|| {
+            format!(
+                "file format write version {write}: SQLite only reads such a database, so a \
+                 copy of it could never be written"
+            )
+        })
     }
 
     /// True unless the header's valid page count disagrees with the file's length: what a
@@ -95,19 +106,4 @@ impl Header {
         self.valid_pages
             .is_none_or(|pages| u64::from(pages) * u64::from(self.page_size) == self.file_len)
     }
-}
-
-fn unwritable_format(bytes: &[u8; 100]) -> Option<String> {
-    let (write, read) = (bytes[18], bytes[19]);
-    if read > 2 {
-        return Some(format!(
-            "file format read version {read} is newer than SQLite reads"
-        ));
-    }
-    (write > 2).then(|| {
-        format!(
-            "file format write version {write}: SQLite only reads such a database, so a copy \
-             of it could never be written"
-        )
-    })
 }

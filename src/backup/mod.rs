@@ -205,10 +205,12 @@ pub trait BackupExt {
     /// write. Works for a [`SingletonManager`](crate::SingletonManager) pool's shared
     /// database, `:memory:`, file databases (WAL included), and attached and temp schemas.
     ///
-    /// It is the same stepped copy as [`save_as_with`](Self::save_as_with), with the same
-    /// [`BackupOptions::timeout`] budget, [`BackupOptions::on_progress`] reports and
-    /// [`BackupOptions::cancel_token`], but into memory: the copy is written straight into
-    /// the buffer the [`Snapshot`] owns, so it costs one copy of the database.
+    /// It costs one copy of the database. A memdb database (a pool's) is read in one piece
+    /// under a read transaction, reporting progress once. Any other database is the same
+    /// stepped copy as [`save_as_with`](Self::save_as_with), written straight into the buffer
+    /// the [`Snapshot`] owns. Both honour the [`BackupOptions::timeout`] budget,
+    /// [`BackupOptions::on_progress`] and [`BackupOptions::cancel_token`] (a one-piece read
+    /// checks the token before it starts).
     ///
     /// # Errors
     /// - [`BackupError::SourceInWriteTransaction`] if this connection has uncommitted

@@ -20,11 +20,6 @@ use libsqlite3_sys as ffi;
 /// The registered name, for the `vfs=` URI parameter.
 pub(crate) const NAME: &CStr = c"diesel-sqlite-backup-memdb";
 
-/// Header bytes holding the file format write and read versions.
-const VERSION_BYTES: std::ops::Range<usize> = 18..20;
-const WAL_VERSION: u8 = 2;
-const ROLLBACK_VERSION: u8 = 1;
-
 static REGISTERED: OnceLock<bool> = OnceLock::new();
 
 /// memdb's method table as seen on its first file, and our copy of it.
@@ -116,16 +111,11 @@ unsafe extern "C" fn write(
             return ffi::SQLITE_ERROR;
         };
         let memdb_write = methods.memdb_write;
-        let len = amount.max(0) as usize;
-        if offset == 0 && len >= VERSION_BYTES.end {
-            let page = std::slice::from_raw_parts(data.cast::<u8>(), len);
-            if page[VERSION_BYTES].contains(&WAL_VERSION) {
+        if offset == 0 {
+            let page = std::slice::from_raw_parts(data.cast::<u8>(), amount.max(0) as usize);
+            if super::memdb::says_wal(page) {
                 let mut fixed = page.to_vec();
-                for byte in &mut fixed[VERSION_BYTES] {
-                    if *byte == WAL_VERSION {
-                        *byte = ROLLBACK_VERSION;
-                    }
-                }
+                super::memdb::mark_rollback(&mut fixed);
                 return memdb_write(file, fixed.as_ptr().cast(), amount, offset);
             }
         }

@@ -1,9 +1,9 @@
 //! Snapshots: a database as bytes, out and back in.
 //!
-//! A snapshot is taken with SQLite's online backup API into a private memdb database whose
-//! pages memdb writes straight into the buffer the [`Snapshot`] then owns, so taking one
-//! costs one copy of the database and no second one. The steps, lock waits within the
-//! budget, progress, cancellation and the restart fallback are the engine's, as for a save.
+//! Taking one costs one copy of the database and no second one: a memdb database (a pool's)
+//! is read in one piece under a read transaction; any other is copied with SQLite's online
+//! backup API into a private memdb database whose pages memdb writes straight into the
+//! buffer the [`Snapshot`] then owns (see `take`).
 //! Loading bytes borrows them read-only (`sqlite3_deserialize` with `READONLY`) and runs the
 //! checks and the copy of [`restore_from`](crate::BackupExt::restore_from).
 
