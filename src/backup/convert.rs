@@ -19,7 +19,7 @@
 use std::ffi::CStr;
 use std::path::Path;
 
-use super::budget::Budget;
+use super::budget::{Budget, BudgetedBusyHandler};
 use super::engine;
 use super::handle::RawBackup;
 use super::options::BackupOptions;
@@ -151,4 +151,48 @@ pub(crate) fn stage(
         }
     }
     Ok(Some(staged))
+}
+
+/// One end of a copy: a connection's schema, and the path errors name it by.
+pub(crate) struct End<'e, 'a> {
+    pub(crate) db: &'e DbRef<'a>,
+    pub(crate) schema: &'e CStr,
+    pub(crate) path: &'e Path,
+}
+
+/// The copy every route into a database shares: both connections wait within `budget`, the
+/// source is converted where the destination cannot take it page for page, then the engine's
+/// loop and finish. `ours` says `src` holds a read transaction this call began, which is
+/// ended before a `VACUUM INTO` conversion (VACUUM cannot run inside one). SQLite failures of
+/// the backup object itself name `blame`.
+pub(crate) fn copy(
+    src: End<'_, '_>,
+    dst: End<'_, '_>,
+    ours: bool,
+    blame: &Path,
+    opts: &mut BackupOptions<'_>,
+    budget: &Budget,
+) -> Result<(), BackupError> {
+    let _src_waits = BudgetedBusyHandler::install(src.db, budget, src.path);
+    let _dst_waits = BudgetedBusyHandler::install(dst.db, budget, dst.path);
+    let plan = plan(src.db, src.schema, dst.db, dst.schema)
+        .map_err(|failure| budget.failed(dst.path, failure))?;
+    if ours && matches!(plan, Plan::Repage { .. }) {
+        src.db
+            .exec("COMMIT")
+            .map_err(|failure| budget.failed(src.path, failure))?;
+    }
+    let staged = stage(&plan, src.db, src.schema, budget, src.path)?;
+    let (from, from_schema) = match &staged {
+        Some(stage) => (stage.db(), c"main"),
+        None => (src.db.reborrow(), src.schema),
+    };
+    let sqlite = |failure| BackupError::Sqlite {
+        op: budget.op(),
+        path: blame.to_path_buf(),
+        failure,
+    };
+    let mut backup = RawBackup::new(dst.db, dst.schema, &from, from_schema).map_err(sqlite)?;
+    engine::run(&mut backup, opts, budget, dst.path)?;
+    backup.finish().map_err(sqlite)
 }

@@ -26,7 +26,7 @@ pub use save::TEMP_SUFFIX;
 use crate::error::{BackupError, Operation};
 use crate::raw::{self, DbRef, HandleError};
 use crate::snapshot::Snapshot;
-use budget::{Budget, BudgetedBusyHandler};
+use budget::Budget;
 
 /// Save As, Open and copy for a Diesel [`SqliteConnection`].
 ///
@@ -373,25 +373,19 @@ fn copy(
     let op = budget.op();
     checks::source_not_writing(src, src_schema, op)?;
     let path = checks::dest_idle(dst, c"main", op)?;
-    let sqlite = |failure| BackupError::Sqlite {
-        op,
-        path: path.clone(),
-        failure,
-    };
     let src_path = src.display_path(src_schema);
     checks::writable_format(src, src_schema, op, &src_path)?;
-    let _src_waits = BudgetedBusyHandler::install(src, budget, &src_path);
-    let _dst_waits = BudgetedBusyHandler::install(dst, budget, &path);
-    let plan = convert::plan(src, src_schema, dst, c"main")
-        .map_err(|failure| budget.failed(&path, failure))?;
-    let staged = convert::stage(&plan, src, src_schema, budget, &src_path)?;
-    let (from, from_schema) = match &staged {
-        Some(stage) => (stage.db(), c"main"),
-        None => (src.reborrow(), src_schema),
+    let from = convert::End {
+        db: src,
+        schema: src_schema,
+        path: &src_path,
     };
-    let mut backup = handle::RawBackup::new(dst, c"main", &from, from_schema).map_err(sqlite)?;
-    engine::run(&mut backup, options, budget, &path)?;
-    backup.finish().map_err(sqlite)
+    let to = convert::End {
+        db: dst,
+        schema: c"main",
+        path: &path,
+    };
+    convert::copy(from, to, false, &path, options, budget)
 }
 /// True when both paths name the same existing file.
 fn same_file(a: &Path, b: &Path) -> bool {

@@ -13,10 +13,9 @@ use diesel::SqliteConnection;
 use libsqlite3_sys as ffi;
 
 use super::budget::{is_busy, Budget, BudgetedBusyHandler};
-use super::handle::RawBackup;
 use super::header::Header;
 use super::options::BackupOptions;
-use super::{checks, convert, engine};
+use super::{checks, convert};
 use crate::error::{BackupError, Operation, SqliteFailure};
 use crate::raw::{batch_vfs, path_cstring, readonly_uri, DbRef, OwnedDb};
 
@@ -65,24 +64,17 @@ pub(crate) fn load(
     opts: &mut BackupOptions<'_>,
     budget: &Budget,
 ) -> Result<(), BackupError> {
-    let _src_waits = BudgetedBusyHandler::install(src, budget, label);
-    let _dest_waits = BudgetedBusyHandler::install(dest, budget, dest_path);
-    let plan = convert::plan(src, c"main", dest, schema)
-        .map_err(|failure| budget.failed(dest_path, failure))?;
-    if matches!(plan, convert::Plan::Repage { .. }) {
-        src.exec("COMMIT").map_err(|f| classify(label, f))?;
-    }
-    let staged = convert::stage(&plan, src, c"main", budget, label)?;
-    let from = staged.as_ref().map_or_else(|| src.reborrow(), OwnedDb::db);
-
-    let sqlite = |failure| BackupError::Sqlite {
-        op: budget.op(),
-        path: label.to_path_buf(),
-        failure,
+    let from = convert::End {
+        db: src,
+        schema: c"main",
+        path: label,
     };
-    let mut backup = RawBackup::new(dest, schema, &from, c"main").map_err(sqlite)?;
-    engine::run(&mut backup, opts, budget, dest_path)?;
-    backup.finish().map_err(sqlite)
+    let to = convert::End {
+        db: dest,
+        schema,
+        path: dest_path,
+    };
+    convert::copy(from, to, true, label, opts, budget)
 }
 
 /// A missing file or a directory gets a precise error before SQLite is asked. Only metadata
