@@ -20,6 +20,8 @@ pub enum Operation {
     /// [`BackupExt::snapshot`](crate::BackupExt::snapshot) and friends, and
     /// [`Snapshot::save_as`](crate::Snapshot::save_as).
     Snapshot,
+    /// Setting up or running an [`Autosave`](crate::Autosave) (its saves are [`Operation::Save`]).
+    Autosave,
 }
 
 impl fmt::Display for Operation {
@@ -30,6 +32,7 @@ impl fmt::Display for Operation {
             Operation::Backup => "backup",
             Operation::Template => "template",
             Operation::Snapshot => "snapshot",
+            Operation::Autosave => "autosave",
         })
     }
 }
@@ -242,6 +245,70 @@ impl BackupError {
             path: path.to_path_buf(),
             action,
             source,
+        }
+    }
+
+    /// An equal error for a second receiver (one autosave serves many `save_now` callers).
+    /// OS errors keep their code; a boxed initialiser error keeps its message.
+    pub(crate) fn duplicate(&self) -> Self {
+        use BackupError as E;
+        match self {
+            E::Io { op, path, action, source } => E::Io {
+                op: *op,
+                path: path.clone(),
+                action,
+                source: match source.raw_os_error() {
+                    Some(code) => io::Error::from_raw_os_error(code),
+                    None => io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            E::Sqlite { op, path, failure } => E::Sqlite {
+                op: *op,
+                path: path.clone(),
+                failure: failure.clone(),
+            },
+            E::Busy { op, path, waited, failure } => E::Busy {
+                op: *op,
+                path: path.clone(),
+                waited: *waited,
+                failure: failure.clone(),
+            },
+            E::Cancelled { op, path } => E::Cancelled {
+                op: *op,
+                path: path.clone(),
+            },
+            E::UnknownSchema { op, schema } => E::UnknownSchema {
+                op: *op,
+                schema: schema.clone(),
+            },
+            E::DestinationInUse { op, path, failure } => E::DestinationInUse {
+                op: *op,
+                path: path.clone(),
+                failure: failure.clone(),
+            },
+            E::SourceInWriteTransaction { op, schema } => E::SourceInWriteTransaction {
+                op: *op,
+                schema: schema.clone(),
+            },
+            E::SameFile { op, path } => E::SameFile {
+                op: *op,
+                path: path.clone(),
+            },
+            E::InvalidDatabase { op, path, reason } => E::InvalidDatabase {
+                op: *op,
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            E::NotBackupCapable { op } => E::NotBackupCapable { op: *op },
+            E::InvalidInput { op, path, reason } => E::InvalidInput {
+                op: *op,
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            E::Init { op, source } => E::Init {
+                op: *op,
+                source: source.to_string().into(),
+            },
         }
     }
 

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod autosave;
 mod backup;
 mod error;
 mod pool;
@@ -8,6 +9,7 @@ mod raw;
 mod snapshot;
 mod template;
 
+pub use autosave::{Autosave, AutosaveOptions, DEFAULT_EVERY, DEFAULT_QUIET};
 pub use backup::{
     Backup, BackupExt, BackupOptions, CancelToken, Progress, StepResult, DEFAULT_PAGES_PER_STEP,
     DEFAULT_TIMEOUT, TEMP_SUFFIX,

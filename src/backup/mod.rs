@@ -11,6 +11,7 @@ mod options;
 mod reencode;
 pub(crate) mod restore;
 mod save;
+mod temp_file;
 
 use std::ffi::CStr;
 use std::path::Path;
@@ -20,8 +21,8 @@ use diesel::SqliteConnection;
 pub use budget::CancelToken;
 pub use handle::{Backup, StepResult};
 pub use options::{BackupOptions, Progress, DEFAULT_PAGES_PER_STEP, DEFAULT_TIMEOUT};
-pub(crate) use save::replace_atomically;
-pub use save::TEMP_SUFFIX;
+pub(crate) use save::{replace_atomically, save_from};
+pub use temp_file::TEMP_SUFFIX;
 
 use crate::error::{BackupError, Operation};
 use crate::raw::{self, DbRef, HandleError};
@@ -60,7 +61,10 @@ pub trait BackupExt {
     /// `.<name>.<random>.dsb-tmp`, see [`TEMP_SUFFIX`]). The temporary file is fsynced, renamed
     /// over `path`, and the directory is fsynced, so after a crash, kill or error `path` holds
     /// either the complete old file or the complete new one. On an error the process survives,
-    /// the temporary file is removed. A symbolic link at `path` is followed, not replaced.
+    /// the temporary file is removed. A save holds an `flock` on its temporary file while it
+    /// writes, so the temporary files that killed processes left behind (nobody holds their
+    /// lock) are removed by the next save to the same `path`; a file another live saver is
+    /// writing is never touched. A symbolic link at `path` is followed, not replaced.
     /// A `-wal` or `-journal` the old file left behind (SQLite pairs logs with files by name,
     /// and would replay it over the new file) is settled first by opening the old file with
     /// SQLite; if another connection still uses it, the save fails with

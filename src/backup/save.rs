@@ -7,20 +7,16 @@ use std::path::{Path, PathBuf};
 
 use diesel::SqliteConnection;
 use libsqlite3_sys as ffi;
-use tempfile::NamedTempFile;
 
 use super::budget::{Budget, BudgetedBusyHandler};
 use super::engine;
 use super::handle::RawBackup;
 use super::header::Header;
 use super::options::BackupOptions;
+use super::temp_file::{self, LockedTemp};
 use super::{checks, same_file};
 use crate::error::{BackupError, Operation, SqliteFailure};
 use crate::raw::{batch_vfs, path_cstring, DbRef, OwnedDb};
-
-/// The suffix of every temporary file a save creates next to its destination, so that files
-/// left by a killed process can be recognised: `.<name>.<random>.dsb-tmp`.
-pub const TEMP_SUFFIX: &str = ".dsb-tmp";
 
 /// The temporary file is private and thrown away on any failure, so it needs no journal and
 /// no syncs while it is written; durability comes from one fsync before the rename.
@@ -32,22 +28,32 @@ pub(crate) fn save_as(
     path: &Path,
     opts: &mut BackupOptions<'_>,
 ) -> Result<(), BackupError> {
-    let op = Operation::Save;
-    let budget = opts.budget(op);
+    let budget = opts.budget(Operation::Save);
     let src = super::handle(conn, &budget)?;
-    let schema = checks::schema(&src, &opts.schema, op)?;
-    checks::source_not_writing(&src, &schema, op)?;
+    save_from(&src, path, opts, &budget)
+}
+
+/// [`save_as`] from a raw connection, under the caller's budget.
+pub(crate) fn save_from(
+    src: &DbRef<'_>,
+    path: &Path,
+    opts: &mut BackupOptions<'_>,
+    budget: &Budget,
+) -> Result<(), BackupError> {
+    let op = Operation::Save;
+    let schema = checks::schema(src, &opts.schema, op)?;
+    checks::source_not_writing(src, &schema, op)?;
     let source_file = src
         .filename(&schema)
         .filter(|f| !src.is_in_memory(&schema) && !f.is_empty());
-    replace_atomically(path, op, &budget, |temp, dest_path| {
+    replace_atomically(path, op, budget, |temp, dest_path| {
         if source_file.is_some_and(|f| same_file(Path::new(&f), dest_path)) {
             return Err(BackupError::SameFile {
                 op,
                 path: path.to_path_buf(),
             });
         }
-        copy_into_file(&src, &schema, temp, dest_path, opts, &budget)
+        copy_into_file(src, &schema, temp, dest_path, opts, budget)
     })
 }
 
@@ -55,22 +61,23 @@ pub(crate) fn save_as(
 /// temporary file beside it, atomically and durably: the temporary file's length is checked
 /// against its header, it is fsynced, renamed over the destination, and the directory is
 /// fsynced. On any error the temporary file is removed and the destination left as it was.
-/// `write` gets the temporary file and the resolved destination path.
+/// `write` gets the temporary file and the resolved destination path. Temporary files of
+/// earlier saves to the same destination that killed processes left behind are removed first.
 pub(crate) fn replace_atomically(
     path: &Path,
     op: Operation,
     budget: &Budget,
-    write: impl FnOnce(&NamedTempFile, &Path) -> Result<(), BackupError>,
+    write: impl FnOnce(&LockedTemp, &Path) -> Result<(), BackupError>,
 ) -> Result<(), BackupError> {
     let dest = Destination::resolve(path, op)?;
+    temp_file::remove_abandoned(&dest.dir, &dest.file_name);
     let temp = dest.create_temp(op)?;
     write(&temp, &dest.path)?;
     check_complete(temp.path(), &dest.path, op)?;
     let io = |action, source| BackupError::io(op, &dest.path, action, source);
     temp.as_file().sync_all().map_err(|e| io("fsync", e))?;
     settle_logs(&dest.path, budget)?;
-    temp.persist(&dest.path)
-        .map_err(|e| io("rename", e.error))?;
+    temp.persist(&dest.path).map_err(|e| io("rename", e))?;
     sync_dir(&dest.dir).map_err(|e| BackupError::io(op, &dest.dir, "fsync directory", e))
 }
 
@@ -78,7 +85,7 @@ pub(crate) fn replace_atomically(
 fn copy_into_file(
     src: &DbRef<'_>,
     schema: &std::ffi::CStr,
-    temp: &NamedTempFile,
+    temp: &LockedTemp,
     dest_path: &Path,
     opts: &mut BackupOptions<'_>,
     budget: &Budget,
@@ -165,21 +172,18 @@ impl Destination {
         })
     }
 
-    /// An empty file beside the destination; deleted when dropped unless persisted.
+    /// An empty, locked file beside the destination; deleted when dropped unless persisted.
     /// It gets the old destination's permissions, or a new file's usual ones.
-    fn create_temp(&self, op: Operation) -> Result<NamedTempFile, BackupError> {
-        let prefix = format!(".{}.", self.file_name);
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(&prefix).suffix(TEMP_SUFFIX);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = self.existing.as_ref().map_or(0o666, |p| p.mode() & 0o7777);
-            builder.permissions(Permissions::from_mode(mode));
-        }
+    fn create_temp(&self, op: Operation) -> Result<LockedTemp, BackupError> {
         let io = |action, e| BackupError::io(op, &self.dir, action, e);
-        let temp = builder
-            .tempfile_in(&self.dir)
+        #[cfg(unix)]
+        let mode = {
+            use std::os::unix::fs::PermissionsExt;
+            Some(self.existing.as_ref().map_or(0o666, |p| p.mode() & 0o7777))
+        };
+        #[cfg(not(unix))]
+        let mode = None;
+        let temp = LockedTemp::create(&self.dir, &self.file_name, mode)
             .map_err(|e| io("create temporary file", e))?;
         if let Some(permissions) = &self.existing {
             // The umask may have narrowed the mode; the new file keeps the old one exactly.

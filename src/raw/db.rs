@@ -150,22 +150,27 @@ impl<'a> DbRef<'a> {
         if self.filename(schema).is_none_or(|f| f.is_empty()) {
             return Storage::PrivateMemory;
         }
+        match self.vfs_name(schema).as_deref() {
+            Some(n) if super::memdb_vfs::is_ours(n) => Storage::PatchedMemdb,
+            Some(n) if n == c"memdb" => Storage::Memdb,
+            _ => Storage::File,
+        }
+    }
+
+    /// The name of the VFS `schema` was opened with.
+    pub(crate) fn vfs_name(&self, schema: &CStr) -> Option<CString> {
         let mut vfs: *mut ffi::sqlite3_vfs = ptr::null_mut();
-        // SAFETY: SQLITE_FCNTL_VFS_POINTER writes one `sqlite3_vfs*` into the out-pointer;
-        // the VFS object is registered for the life of the process, so reading its name is fine.
-        let name = unsafe {
+        // SAFETY: SQLITE_FCNTL_VFS_POINTER writes one `sqlite3_vfs*` into the out-pointer; a
+        // VFS a connection uses stays registered while the connection is open, and we copy
+        // its name before returning.
+        unsafe {
             let rc = ffi::sqlite3_file_control(
                 self.as_ptr(),
                 schema.as_ptr(),
                 ffi::SQLITE_FCNTL_VFS_POINTER,
                 (&mut vfs as *mut *mut ffi::sqlite3_vfs).cast(),
             );
-            (rc == ffi::SQLITE_OK && !vfs.is_null()).then(|| CStr::from_ptr((*vfs).zName))
-        };
-        match name {
-            Some(n) if super::memdb_vfs::is_ours(n) => Storage::PatchedMemdb,
-            Some(n) if n == c"memdb" => Storage::Memdb,
-            _ => Storage::File,
+            (rc == ffi::SQLITE_OK && !vfs.is_null()).then(|| CStr::from_ptr((*vfs).zName).to_owned())
         }
     }
 

@@ -98,3 +98,31 @@ pub fn in_own_process(name: &str) -> bool {
     );
     false
 }
+
+/// A python3 program: `python3 -c SCRIPT FILE SECONDS` opens FILE again and again for
+/// SECONDS and checks, in one read transaction, that `total.n` equals the rows of `item`.
+/// Prints `ok <reads>` or the first torn state, and exits 1 on a torn state.
+pub fn python_ledger_reader() -> &'static str {
+    r#"
+import sqlite3, sys, time
+path, seconds = sys.argv[1], float(sys.argv[2])
+end, reads = time.time() + seconds, 0
+while time.time() < end:
+    try:
+        c = sqlite3.connect(path, timeout=10)
+        c.execute("BEGIN")
+        items = c.execute("SELECT count(*) FROM item").fetchone()[0]
+        total = c.execute("SELECT n FROM total").fetchone()[0]
+        c.execute("COMMIT")
+        c.close()
+    except sqlite3.OperationalError as e:
+        if "locked" in str(e) or "busy" in str(e):
+            continue
+        raise
+    if items != total:
+        print("torn", items, total)
+        sys.exit(1)
+    reads += 1
+print("ok", reads)
+"#
+}

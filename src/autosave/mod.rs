@@ -1,0 +1,238 @@
+//! Autosave: the pool's in-memory database follows itself onto a file.
+//!
+//! A background thread owns a private connection to the pool's database. It looks at
+//! `PRAGMA data_version` (which changes when another connection commits, and never on reads)
+//! every few milliseconds, and saves with [`save_as`](crate::BackupExt::save_as)'s atomic
+//! replace when the schedule says so. Looking costs a shared lock held for microseconds;
+//! pooled connections are never taken, and no hook is installed on them.
+
+mod options;
+mod schedule;
+mod worker;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+pub use options::{AutosaveOptions, DEFAULT_EVERY, DEFAULT_QUIET};
+use worker::{Shared, Stop, Worker};
+
+use crate::backup::{handle_for, save_from};
+use crate::error::{BackupError, Operation};
+use crate::pool::SingletonManager;
+use crate::raw::{failure_from_code, path_cstring, OwnedDb};
+
+/// Saves a [`SingletonManager`] pool's database to a file whenever it changes, on a thread
+/// of its own.
+///
+/// Every file it leaves is a complete database (each save is a
+/// [`save_as`](crate::BackupExt::save_as): a temporary file, fsynced, renamed over the
+/// destination), whatever happens: errors, a kill, writers on other connections. After
+/// [`start`](Autosave::start), a commit on any connection of the pool reaches the file within
+/// [`every`](AutosaveOptions::every) plus the time of the save. An idle database is never
+/// written again, and reads are not changes.
+///
+/// Dropping it is [`stop`](Autosave::stop) with the error, if any, given to
+/// [`on_error`](AutosaveOptions::on_error).
+///
+/// ```
+/// use std::time::Duration;
+/// use diesel::RunQueryDsl;
+/// use diesel_sqlite_backup::{memory_pool, Autosave, AutosaveOptions};
+///
+/// let dir = tempfile::tempdir()?;
+/// let pool = memory_pool()?;
+/// diesel::sql_query("CREATE TABLE notes(body TEXT)").execute(&mut pool.get()?)?;
+/// let options = AutosaveOptions::default().every(Duration::from_millis(500));
+/// let autosave = Autosave::start(&pool, dir.path().join("notes.db"), options)?;
+///
+/// diesel::sql_query("INSERT INTO notes VALUES ('hello')").execute(&mut pool.get()?)?;
+/// autosave.save_now()?; // the insert is on disk
+/// assert_eq!(autosave.saves(), 2);
+/// autosave.stop()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Autosave {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<Result<(), BackupError>>>,
+    path: PathBuf,
+}
+
+impl Autosave {
+    /// Saves the pool's database to `path` once, then starts the thread that keeps the file
+    /// up to date.
+    ///
+    /// `start` borrows one of the pool's connections, once, to find the database (r2d2 does
+    /// not expose the manager), so it waits for one like `pool.get()` does. From then on the
+    /// autosave uses a private connection of its own, which also keeps the database alive
+    /// if the pool is dropped first.
+    ///
+    /// # Errors
+    /// - [`BackupError::Init`] if no connection could be borrowed from the pool, or the
+    ///   thread could not be started.
+    /// - Anything [`save_as`](crate::BackupExt::save_as) returns for the first save, so an
+    ///   unusable `path` (a missing folder, a directory, no permission) fails here.
+    ///
+    /// ```
+    /// use diesel_sqlite_backup::{memory_pool, Autosave, AutosaveOptions, BackupError};
+    ///
+    /// let pool = memory_pool()?;
+    /// let missing = std::env::temp_dir().join("no-such-folder-dsb").join("notes.db");
+    /// let err = Autosave::start(&pool, missing, AutosaveOptions::default()).unwrap_err();
+    /// assert!(matches!(err, BackupError::Io { .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn start(
+        pool: &r2d2::Pool<SingletonManager>,
+        path: impl AsRef<Path>,
+        options: AutosaveOptions,
+    ) -> Result<Autosave, BackupError> {
+        let path = path.as_ref().to_path_buf();
+        let db = open_private(pool)?;
+        // Read before the first save: a commit after this look is saved again later.
+        let version = db.db().query_i64("PRAGMA data_version").unwrap_or(-1);
+        let looked_at = Instant::now();
+        let mut first = (options.save_options)().schema("main");
+        let budget = first.budget(Operation::Save);
+        save_from(&db.db(), &path, &mut first, &budget)?;
+        drop(first);
+
+        let shared = Arc::new(Shared::new(1));
+        let worker = Worker {
+            db,
+            path: path.clone(),
+            options,
+            version,
+            looked_at,
+        };
+        let thread = std::thread::Builder::new()
+            .name("dsb-autosave".into())
+            .spawn({
+                let shared = Arc::clone(&shared);
+                move || worker.run(&shared)
+            })
+            .map_err(|e| BackupError::Init {
+                op: Operation::Autosave,
+                source: Box::new(e),
+            })?;
+        Ok(Autosave {
+            shared,
+            thread: Some(thread),
+            path,
+        })
+    }
+
+    /// Saves now, whatever the schedule, and returns once a save holding every commit made
+    /// before the call is durable. When nothing was committed since the last successful save,
+    /// it returns at once without writing.
+    ///
+    /// # Errors
+    /// The error of the save that should have held the commits (it is not also given to
+    /// [`on_error`](AutosaveOptions::on_error)). The autosave goes on and retries later.
+    ///
+    /// ```
+    /// # use diesel::RunQueryDsl;
+    /// # use diesel_sqlite_backup::{memory_pool, Autosave, AutosaveOptions};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let pool = memory_pool()?;
+    /// let autosave = Autosave::start(&pool, dir.path().join("a.db"), AutosaveOptions::default())?;
+    /// diesel::sql_query("CREATE TABLE t(x)").execute(&mut pool.get()?)?;
+    /// autosave.save_now()?;
+    /// autosave.save_now()?; // nothing new: no write
+    /// assert_eq!(autosave.saves(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn save_now(&self) -> Result<(), BackupError> {
+        self.shared.save_now()
+    }
+
+    /// Saves what is pending, stops the thread, and returns the error of that last save if it
+    /// failed. Nothing is saved after it returns.
+    ///
+    /// ```
+    /// # use diesel::RunQueryDsl;
+    /// # use diesel_sqlite_backup::{memory_pool, Autosave, AutosaveOptions};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let pool = memory_pool()?;
+    /// let autosave = Autosave::start(&pool, dir.path().join("a.db"), AutosaveOptions::default())?;
+    /// diesel::sql_query("CREATE TABLE t(x)").execute(&mut pool.get()?)?;
+    /// autosave.stop()?; // the table is in the file
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stop(mut self) -> Result<(), BackupError> {
+        self.finish(Stop::Returned)
+    }
+
+    /// Completed saves so far, `start`'s own included. Saves that failed are not counted.
+    ///
+    /// ```
+    /// # use diesel_sqlite_backup::{memory_pool, Autosave, AutosaveOptions};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let pool = memory_pool()?;
+    /// let autosave = Autosave::start(&pool, dir.path().join("a.db"), AutosaveOptions::default())?;
+    /// assert_eq!(autosave.saves(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn saves(&self) -> u64 {
+        self.shared.saves.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn finish(&mut self, how: Stop) -> Result<(), BackupError> {
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
+        self.shared.request_stop(how);
+        thread.join().unwrap_or_else(|_| {
+            Err(BackupError::Init {
+                op: Operation::Autosave,
+                source: "the autosave thread panicked".into(),
+            })
+        })
+    }
+}
+
+impl Drop for Autosave {
+    fn drop(&mut self) {
+        // The thread hands a final error to `on_error` itself.
+        let _ = self.finish(Stop::Reported);
+    }
+}
+
+impl fmt::Debug for Autosave {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Autosave")
+            .field("path", &self.path)
+            .field("saves", &self.saves())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection of our own to the pool's database, found through one borrowed connection.
+fn open_private(pool: &r2d2::Pool<SingletonManager>) -> Result<OwnedDb, BackupError> {
+    let op = Operation::Autosave;
+    let mut conn = pool.get().map_err(|e| BackupError::Init {
+        op,
+        source: Box::new(e),
+    })?;
+    let db = handle_for(&mut conn, op)?;
+    let name = db.filename(c"main").unwrap_or_default();
+    let vfs = db.vfs_name(c"main");
+    let target = path_cstring(Path::new(&name));
+    let flags = libsqlite3_sys::SQLITE_OPEN_READWRITE;
+    let opened = target.map(|t| OwnedDb::open_with_vfs(&t, flags, vfs.as_deref()));
+    match opened {
+        Some(Ok(private)) => Ok(private),
+        Some(Err(failure)) => Err(BackupError::Sqlite {
+            op,
+            path: PathBuf::from(name),
+            failure,
+        }),
+        None => Err(BackupError::Sqlite {
+            op,
+            path: PathBuf::from(name),
+            failure: failure_from_code(libsqlite3_sys::SQLITE_CANTOPEN),
+        }),
+    }
+}

@@ -1,0 +1,378 @@
+//! Autosave: commits reach the file, bursts become one save, idle databases are left alone,
+//! `save_now`/`stop`/drop keep their promises, errors are reported and recovered from, and
+//! every file it leaves is a complete commit (readers in a loop, SIGKILLs).
+//!
+//! Waits here are bounded generously (tens of seconds) and only ever end early: no test
+//! depends on how fast this machine is.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::SqliteConnection;
+use diesel_sqlite_backup::{establish, memory_pool, Autosave, AutosaveOptions, BackupError};
+
+const MS: Duration = Duration::from_millis(1);
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The invariant every committed state keeps: `total.n` is the number of rows of `item`.
+fn ledger_pool() -> common::Pool {
+    let pool = memory_pool().unwrap();
+    pool.get()
+        .unwrap()
+        .batch_execute(
+            "CREATE TABLE item(id INTEGER PRIMARY KEY, body TEXT);
+             CREATE TABLE total(n INTEGER); INSERT INTO total VALUES (0);",
+        )
+        .unwrap();
+    pool
+}
+
+/// One commit that keeps the invariant.
+fn add_item(conn: &mut SqliteConnection) {
+    conn.batch_execute(
+        "BEGIN IMMEDIATE;
+         INSERT INTO item(body) VALUES (hex(randomblob(50)));
+         UPDATE total SET n = n + 1;
+         COMMIT;",
+    )
+    .unwrap();
+}
+
+/// (items, total) in a saved file, after checking it is a sound database.
+fn ledger_in(path: &Path) -> (i64, i64) {
+    let mut c = establish(path.to_str().unwrap()).unwrap();
+    assert_eq!(common::integrity_of(&mut c), "ok");
+    (
+        common::scalar(&mut c, "SELECT count(*) AS n FROM item"),
+        common::scalar(&mut c, "SELECT n FROM total"),
+    )
+}
+
+fn items_in(path: &Path) -> i64 {
+    let (items, total) = ledger_in(path);
+    assert_eq!(items, total, "the file is not one complete commit");
+    items
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        std::thread::sleep(5 * MS);
+    }
+}
+
+fn inode(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().ino()
+}
+
+#[test]
+fn autosave_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Autosave>();
+}
+
+/// With `quiet` far longer than `every`, only the `every` cap can get the commit saved
+/// before the patience runs out: it is saved without `save_now`.
+#[test]
+fn a_commit_reaches_the_file_within_every() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.db");
+    let pool = ledger_pool();
+    let options = AutosaveOptions::default()
+        .every(200 * MS)
+        .quiet(Duration::from_secs(3600));
+    let autosave = Autosave::start(&pool, &file, options).unwrap();
+    assert_eq!(items_in(&file), 0);
+    add_item(&mut pool.get().unwrap());
+    wait_for("the commit in the file", || items_in(&file) == 1);
+    assert_eq!(autosave.saves(), 2);
+    autosave.stop().unwrap();
+}
+
+#[test]
+fn a_burst_of_commits_is_saved_once_or_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("burst.db");
+    let pool = ledger_pool();
+    let options = AutosaveOptions::default()
+        .every(Duration::from_secs(3600))
+        .quiet(400 * MS);
+    let autosave = Autosave::start(&pool, &file, options).unwrap();
+    {
+        let mut conn = pool.get().unwrap();
+        for _ in 0..100 {
+            add_item(&mut conn);
+        }
+    }
+    wait_for("the burst in the file", || items_in(&file) == 100);
+    std::thread::sleep(800 * MS); // twice `quiet`: a late extra save would show
+    let saves = autosave.saves() - 1;
+    assert!((1..=2).contains(&saves), "100 commits took {saves} saves");
+    autosave.stop().unwrap();
+}
+
+/// Reads are not changes: no save, no new inode, the file's bytes untouched.
+#[test]
+fn an_idle_database_is_never_written_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("idle.db");
+    let pool = ledger_pool();
+    add_item(&mut pool.get().unwrap());
+    let options = AutosaveOptions::default().every(20 * MS).quiet(Duration::ZERO);
+    let autosave = Autosave::start(&pool, &file, options).unwrap();
+    let (ino, bytes) = (inode(&file), std::fs::read(&file).unwrap());
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut conn = pool.get().unwrap();
+    while Instant::now() < until {
+        assert_eq!(
+            common::scalar(&mut conn, "SELECT count(*) AS n FROM item"),
+            1
+        );
+        std::thread::sleep(MS);
+    }
+    assert_eq!(autosave.saves(), 1);
+    assert_eq!(inode(&file), ino);
+    assert_eq!(std::fs::read(&file).unwrap(), bytes);
+    autosave.save_now().unwrap(); // nothing new: no write either
+    assert_eq!((autosave.saves(), inode(&file)), (1, ino));
+    autosave.stop().unwrap();
+    assert_eq!(inode(&file), ino);
+}
+
+#[test]
+fn save_now_holds_every_earlier_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("now.db");
+    let pool = ledger_pool();
+    // The schedule alone would not save for an hour.
+    let options = AutosaveOptions::default().every(Duration::from_secs(3600));
+    let autosave = Autosave::start(&pool, &file, options).unwrap();
+    let mut conn = pool.get().unwrap();
+    for round in 1..=20 {
+        for _ in 0..round % 3 + 1 {
+            add_item(&mut conn);
+        }
+        let expected = common::scalar(&mut conn, "SELECT count(*) AS n FROM item");
+        autosave.save_now().unwrap();
+        assert_eq!(items_in(&file), expected, "round {round}");
+    }
+    autosave.stop().unwrap();
+}
+
+/// From another thread too: `Autosave` is shared by reference.
+#[test]
+fn save_now_from_many_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("threads.db");
+    let pool = ledger_pool();
+    let options = AutosaveOptions::default().every(Duration::from_secs(3600));
+    let autosave = Autosave::start(&pool, &file, options).unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..10 {
+                    let mut conn = pool.get().unwrap();
+                    add_item(&mut conn);
+                    let mine = common::scalar(&mut conn, "SELECT count(*) AS n FROM item");
+                    drop(conn);
+                    autosave.save_now().unwrap();
+                    assert!(items_in(&file) >= mine);
+                }
+            });
+        }
+    });
+    autosave.stop().unwrap();
+    assert_eq!(items_in(&file), 40);
+}
+
+#[test]
+fn stop_and_drop_save_what_is_pending_and_nothing_after() {
+    let dir = tempfile::tempdir().unwrap();
+    for by_drop in [false, true] {
+        let file = dir.path().join(format!("stop-{by_drop}.db"));
+        let pool = ledger_pool();
+        let options = AutosaveOptions::default().every(Duration::from_secs(3600));
+        let autosave = Autosave::start(&pool, &file, options).unwrap();
+        add_item(&mut pool.get().unwrap());
+        if by_drop {
+            drop(autosave);
+        } else {
+            autosave.stop().unwrap();
+        }
+        assert_eq!(items_in(&file), 1, "by drop: {by_drop}");
+        let ino = inode(&file);
+        add_item(&mut pool.get().unwrap());
+        std::thread::sleep(300 * MS);
+        assert_eq!((items_in(&file), inode(&file)), (1, ino));
+    }
+}
+
+/// The app keeps the pool's only connection all along; autosave never needs it.
+#[test]
+fn commits_are_saved_while_the_app_holds_the_only_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("held.db");
+    let pool = ledger_pool();
+    let autosave = Autosave::start(
+        &pool,
+        &file,
+        AutosaveOptions::default().every(50 * MS).quiet(Duration::ZERO),
+    )
+    .unwrap();
+    let mut only = pool.get().unwrap();
+    for n in 1..=5 {
+        add_item(&mut only);
+        wait_for("the commit in the file", || items_in(&file) == n);
+    }
+    add_item(&mut only);
+    autosave.save_now().unwrap();
+    assert_eq!(items_in(&file), 6);
+    autosave.stop().unwrap();
+    drop(only);
+}
+
+#[test]
+fn a_vanished_folder_is_reported_and_autosave_recovers_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("docs");
+    std::fs::create_dir(&folder).unwrap();
+    let file = folder.join("doc.db");
+    let pool = ledger_pool();
+    let (tx, errors) = mpsc::channel();
+    let options = AutosaveOptions::default()
+        .every(50 * MS)
+        .quiet(Duration::ZERO)
+        .on_error(move |e: &BackupError| {
+            let _ = tx.send(e.to_string());
+        });
+    let autosave = Autosave::start(&pool, &file, options).unwrap();
+    std::fs::remove_dir_all(&folder).unwrap();
+    add_item(&mut pool.get().unwrap());
+    let first = errors.recv_timeout(PATIENCE).expect("an error reported");
+    assert!(first.contains("docs"), "the error names the path: {first}");
+    assert!(autosave.save_now().is_err());
+    assert_eq!(autosave.saves(), 1);
+
+    std::fs::create_dir(&folder).unwrap();
+    wait_for("the retried save", || file.exists());
+    assert_eq!(items_in(&file), 1);
+    assert_eq!(autosave.saves(), 2);
+    autosave.stop().unwrap();
+}
+
+/// Writers commit continuously; readers open the file in a loop, in this process and in a
+/// python3 child. Every state they see is one complete commit, and it only moves forward.
+#[test]
+fn readers_in_a_loop_always_see_a_complete_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("busy.db");
+    let pool = ledger_pool();
+    let options = AutosaveOptions::default().every(5 * MS).quiet(Duration::ZERO);
+    let autosave = Autosave::start(&pool, &file, options).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let python = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(common::python_ledger_reader())
+        .arg(&file)
+        .arg("3")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                let mut conn = pool.get().unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    add_item(&mut conn);
+                }
+            });
+        }
+        let mut seen = 0;
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            let now = items_in(&file);
+            assert!(now >= seen, "the file went back from {seen} to {now}");
+            seen = now;
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let out = python.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "python reader: {said}");
+    assert!(said.starts_with("ok"), "python reader: {said}");
+    let reads: u64 = said.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(reads > 0, "python never read the file");
+    let committed = common::scalar(&mut pool.get().unwrap(), "SELECT count(*) AS n FROM item");
+    autosave.stop().unwrap();
+    assert_eq!(items_in(&file), committed, "stop saves the last commits");
+}
+
+const CHILD: &str = "DSB_AUTOSAVE_CHILD";
+
+/// The child of the kill test: restores the ledger if there is one, then commits forever
+/// with a fast autosave, saying "ready" once running.
+#[test]
+fn autosave_child() {
+    let Ok(path) = std::env::var(CHILD) else {
+        return;
+    };
+    let path = PathBuf::from(path);
+    let pool = ledger_pool();
+    if path.exists() {
+        use diesel_sqlite_backup::BackupExt;
+        pool.get().unwrap().restore_from(&path).unwrap();
+    }
+    let options = AutosaveOptions::default().every(2 * MS).quiet(Duration::ZERO);
+    let _autosave = Autosave::start(&pool, &path, options).unwrap();
+    println!("ready");
+    let mut conn = pool.get().unwrap();
+    loop {
+        add_item(&mut conn);
+    }
+}
+
+/// A process that autosaves while committing is SIGKILLed 25 times (2,000 with DSB_LONG=1)
+/// at spread-out moments. After every kill the file is sound, one complete commit, never
+/// older than the last state a kill left, and abandoned temporary files do not pile up.
+#[test]
+fn killed_autosaving_process_leaves_a_complete_commit() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("killed.db");
+    let kills = if std::env::var_os("DSB_LONG").is_some() {
+        2_000
+    } else {
+        25
+    };
+    let mut last = 0;
+    for i in 0..kills {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "autosave_child", "--nocapture", "--test-threads=1"])
+            .env(CHILD, &file)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        assert!(
+            lines.any(|l| l.is_ok_and(|l| l.ends_with("ready"))),
+            "child {i} did not start"
+        );
+        // A deterministic spread over 0..150 ms of committing and saving.
+        std::thread::sleep(MS * ((i as u32 * 7919) % 150));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let now = items_in(&file);
+        assert!(now >= last, "kill {i}: the file went back from {last} to {now}");
+        last = now;
+        let temps = common::temp_files(dir.path());
+        assert!(temps.len() <= 1, "kill {i}: temporary files pile up: {temps:?}");
+    }
+    eprintln!("{kills} kills, {last} commits saved");
+}
