@@ -223,3 +223,59 @@ fn snapshot_undo_puts_the_notes_back() {
     assert!(out.contains("after the edit: 0 notes"), "{out}");
     assert!(out.contains("after undo: 3 notes"), "{out}");
 }
+
+/// The autosave example: its notes reach the file while it runs, a `kill -9` loses at most
+/// the last moments, and the next run opens the file and carries on.
+#[cfg(unix)]
+#[test]
+fn autosave_survives_a_kill_and_carries_on() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.db");
+    let first = run(example("autosave").arg(&file).arg("3"));
+    assert!(first.contains("with 3 notes"), "{first}");
+
+    let mut child = example("autosave")
+        .arg(&file)
+        .arg("100000")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.any(|l| l.is_ok_and(|l| l == "wrote note 13")));
+    // Nobody asks it to save: the file catches up with the running app on its own.
+    let start = std::time::Instant::now();
+    while notes_in(&file) < 13 {
+        assert!(start.elapsed().as_secs() < 60, "autosave never caught up");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let survived = notes_in(&file);
+    assert!(survived >= 13);
+
+    let third = run(example("autosave").arg(&file).arg("2"));
+    assert!(
+        third.contains(&format!("with {survived} notes")),
+        "{third}"
+    );
+    assert!(
+        third.contains(&format!("with {} notes", survived + 2)),
+        "{third}"
+    );
+}
+
+/// Notes in a database file, through a plain connection.
+fn notes_in(path: &Path) -> i64 {
+    let mut c = diesel_sqlite_backup::establish(path.to_str().unwrap()).unwrap();
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    use diesel::RunQueryDsl;
+    diesel::sql_query("SELECT count(*) AS n FROM notes")
+        .get_result::<N>(&mut c)
+        .unwrap()
+        .n
+}

@@ -1,10 +1,11 @@
-//! `cargo bench --bench backup [-- --mib 200 --rounds 5 --rss-mib 200,1024 --dir PATH]`
+//! `cargo bench --bench backup [-- --mib 200 --rounds 5 --rss-mib 200,1024 --dir PATH --only autosave]`
 //!
 //! Times every way to get the same durable file out of (and back into) an in-memory SQLite
 //! database, interleaved round by round on the same content, and prints medians, MiB/s and
 //! ratios to `save_as`. Also measures the peak RSS growth while `save_as` runs, and the cost
 //! of a pool checkout.
 
+mod autosave;
 mod methods;
 mod report;
 mod rss;
@@ -20,6 +21,8 @@ pub struct Args {
     pub rounds: usize,
     pub rss_mib: Vec<u64>,
     pub dir: PathBuf,
+    /// Runs one section alone (`--only autosave`).
+    pub only: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -28,6 +31,7 @@ fn parse_args() -> Args {
         rounds: 5,
         rss_mib: vec![200, 1024],
         dir: std::env::temp_dir(),
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -43,6 +47,7 @@ fn parse_args() -> Args {
                     .collect()
             }
             "--dir" => args.dir = PathBuf::from(value()),
+            "--only" => args.only = Some(value()),
             "--bench" => {} // cargo passes this to harness = false benches
             other => panic!("unknown flag {other}"),
         }
@@ -79,6 +84,11 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
+    if args.only.as_deref() == Some("autosave") {
+        report::print_goals(&autosave::run(work.path(), args.rounds));
+        return;
+    }
+
     let mut bench = methods::Bench::new(args.mib, work.path());
     println!(
         "database: {} pages of {} bytes ({} MiB)",
@@ -103,6 +113,7 @@ fn main() {
 
     let template_goals = template::run(work.path());
     let snapshot_goals = snapshot::run(args.mib, args.rounds, work.path());
+    let autosave_goals = autosave::run(work.path(), args.rounds);
 
     let rss: Vec<(u64, u64)> = args
         .rss_mib
@@ -172,6 +183,7 @@ fn main() {
     }
     goals.extend(template_goals);
     goals.extend(snapshot_goals);
+    goals.extend(autosave_goals);
     report::print_goals(&goals);
 }
 

@@ -1,10 +1,12 @@
 //! Autosave: the pool's in-memory database follows itself onto a file.
 //!
-//! A background thread owns a private connection to the pool's database. It looks at
-//! `PRAGMA data_version` (which changes when another connection commits, and never on reads)
-//! every few milliseconds, and saves with [`save_as`](crate::BackupExt::save_as)'s atomic
-//! replace when the schedule says so. Looking costs a shared lock held for microseconds;
-//! pooled connections are never taken, and no hook is installed on them.
+//! A background thread owns a private connection to the pool's database. Every few
+//! milliseconds it reads the database's header (whose change counter every commit that
+//! changes the database bumps, and reads never do) through that connection's file handle,
+//! without taking a lock, and saves with
+//! [`save_as`](crate::BackupExt::save_as)'s atomic replace when the schedule says so. Pooled
+//! connections are never taken, no hook is installed on them, and writers never wait for a
+//! look.
 
 mod options;
 mod schedule;
@@ -92,7 +94,7 @@ impl Autosave {
         let path = path.as_ref().to_path_buf();
         let db = open_private(pool)?;
         // Read before the first save: a commit after this look is saved again later.
-        let version = db.db().query_i64("PRAGMA data_version").unwrap_or(-1);
+        let version = worker::header(&db).unwrap_or([0; 100]);
         let looked_at = Instant::now();
         let mut first = (options.save_options)().schema("main");
         let budget = first.budget(Operation::Save);

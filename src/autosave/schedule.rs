@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-/// The longest pause between two looks at `PRAGMA data_version`.
+/// The longest pause between two looks at the database header.
 const MAX_POLL: Duration = Duration::from_millis(50);
-/// The shortest: a look takes a few microseconds and a shared lock.
+/// The shortest: a look copies 100 bytes and takes no SQLite lock.
 const MIN_POLL: Duration = Duration::from_millis(1);
 
 /// Unsaved changes, as far as polling can tell.

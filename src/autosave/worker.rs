@@ -1,5 +1,6 @@
-//! The autosave thread: looks at `PRAGMA data_version` on its private connection, and saves
-//! when the schedule says so, when `save_now` asks, and once more when stopped.
+//! The autosave thread: looks at the database's change counter through its private
+//! connection, and saves when the schedule says so, when `save_now` asks, and once more when
+//! stopped.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -87,8 +88,8 @@ pub(crate) struct Worker {
     pub(crate) db: OwnedDb,
     pub(crate) path: PathBuf,
     pub(crate) options: AutosaveOptions,
-    /// `PRAGMA data_version` at the last look, and when that look was.
-    pub(crate) version: i64,
+    /// The database header at the last look, and when that look was.
+    pub(crate) version: [u8; 100],
     pub(crate) looked_at: Instant,
 }
 
@@ -141,19 +142,19 @@ impl Worker {
         }
     }
 
-    /// Reads `PRAGMA data_version` and tells the schedule about a change. Returns true when
-    /// the version could not be read (a writer holds the lock): a change may be on its way.
+    /// Reads the database's header and tells the schedule about a change. Returns
+    /// true when it could not be read: a change cannot be ruled out.
     fn look(&mut self, schedule: &mut Schedule) -> bool {
         let now = Instant::now();
         let previous = std::mem::replace(&mut self.looked_at, now);
-        match self.db.db().query_i64("PRAGMA data_version") {
-            Ok(v) if v != self.version => {
+        match header(&self.db) {
+            Some(v) if v != self.version => {
                 self.version = v;
                 schedule.changed(previous, now);
                 false
             }
-            Ok(_) => false,
-            Err(_) => true,
+            Some(_) => false,
+            None => true,
         }
     }
 
@@ -203,4 +204,19 @@ fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// The database header (its first 100 bytes) as the pool's connections last wrote it. SQLite
+/// bumps the change counter in it (bytes 24..28) in every commit that changes the database
+/// and never on reads (it is what `PRAGMA data_version` compares), and a backup into the
+/// database (a restore) sets the schema cookie to one past its old value, so no change
+/// leaves the header as it was. Read through SQLite's own file handle without a transaction:
+/// memdb serves each read under its store's mutex, so the bytes are never torn, and no
+/// SQLite lock is taken, so writers never wait for a look. A look that races a commit may
+/// see the new header before the commit ends; the save that follows takes a read lock,
+/// which waits for the commit.
+pub(crate) fn header(db: &OwnedDb) -> Option<[u8; 100]> {
+    let mut header = [0u8; 100];
+    db.db().read_file(c"main", &mut header).ok()?;
+    Some(header)
 }
