@@ -23,7 +23,11 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let mut doc = pool.get()?;
         if path.exists() {
             doc.restore_from(&path)?;
-            println!("opened {} with {} notes", path.display(), common::note_count(&mut doc));
+            println!(
+                "opened {} with {} notes",
+                path.display(),
+                common::note_count(&mut doc)
+            );
         }
         doc.run_pending_migrations(common::MIGRATIONS)?;
         common::add_notebook_if_missing(&mut doc, "Inbox");

@@ -253,7 +253,12 @@ impl BackupError {
     pub(crate) fn duplicate(&self) -> Self {
         use BackupError as E;
         match self {
-            E::Io { op, path, action, source } => E::Io {
+            E::Io {
+                op,
+                path,
+                action,
+                source,
+            } => E::Io {
                 op: *op,
                 path: path.clone(),
                 action,
@@ -267,7 +272,12 @@ impl BackupError {
                 path: path.clone(),
                 failure: failure.clone(),
             },
-            E::Busy { op, path, waited, failure } => E::Busy {
+            E::Busy {
+                op,
+                path,
+                waited,
+                failure,
+            } => E::Busy {
                 op: *op,
                 path: path.clone(),
                 waited: *waited,

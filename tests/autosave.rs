@@ -125,7 +125,9 @@ fn an_idle_database_is_never_written_again() {
     let file = dir.path().join("idle.db");
     let pool = ledger_pool();
     add_item(&mut pool.get().unwrap());
-    let options = AutosaveOptions::default().every(20 * MS).quiet(Duration::ZERO);
+    let options = AutosaveOptions::default()
+        .every(20 * MS)
+        .quiet(Duration::ZERO);
     let autosave = Autosave::start(&pool, &file, options).unwrap();
     let (ino, bytes) = (inode(&file), std::fs::read(&file).unwrap());
     let until = Instant::now() + Duration::from_secs(2);
@@ -223,7 +225,9 @@ fn commits_are_saved_while_the_app_holds_the_only_connection() {
     let autosave = Autosave::start(
         &pool,
         &file,
-        AutosaveOptions::default().every(50 * MS).quiet(Duration::ZERO),
+        AutosaveOptions::default()
+            .every(50 * MS)
+            .quiet(Duration::ZERO),
     )
     .unwrap();
     let mut only = pool.get().unwrap();
@@ -274,7 +278,9 @@ fn readers_in_a_loop_always_see_a_complete_commit() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("busy.db");
     let pool = ledger_pool();
-    let options = AutosaveOptions::default().every(5 * MS).quiet(Duration::ZERO);
+    let options = AutosaveOptions::default()
+        .every(5 * MS)
+        .quiet(Duration::ZERO);
     let autosave = Autosave::start(&pool, &file, options).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let python = std::process::Command::new("python3")
@@ -329,7 +335,9 @@ fn autosave_child() {
         use diesel_sqlite_backup::BackupExt;
         pool.get().unwrap().restore_from(&path).unwrap();
     }
-    let options = AutosaveOptions::default().every(2 * MS).quiet(Duration::ZERO);
+    let options = AutosaveOptions::default()
+        .every(2 * MS)
+        .quiet(Duration::ZERO);
     let _autosave = Autosave::start(&pool, &path, options).unwrap();
     println!("ready");
     let mut conn = pool.get().unwrap();
@@ -354,7 +362,12 @@ fn killed_autosaving_process_leaves_a_complete_commit() {
     let mut last = 0;
     for i in 0..kills {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "autosave_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "autosave_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD, &file)
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -369,10 +382,16 @@ fn killed_autosaving_process_leaves_a_complete_commit() {
         child.kill().unwrap();
         child.wait().unwrap();
         let now = items_in(&file);
-        assert!(now >= last, "kill {i}: the file went back from {last} to {now}");
+        assert!(
+            now >= last,
+            "kill {i}: the file went back from {last} to {now}"
+        );
         last = now;
         let temps = common::temp_files(dir.path());
-        assert!(temps.len() <= 1, "kill {i}: temporary files pile up: {temps:?}");
+        assert!(
+            temps.len() <= 1,
+            "kill {i}: temporary files pile up: {temps:?}"
+        );
     }
     eprintln!("{kills} kills, {last} commits saved");
 }

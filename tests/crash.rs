@@ -157,7 +157,11 @@ fn killed_mid_save_leaves_old_or_new() {
     eprintln!("{kills} kills: {saw_old} left the old file, {saw_new} the new one, {leftovers} times a temporary file was left");
     assert_eq!(saw_old + saw_new, kills);
     // The next save to the destination clears the last one.
-    common::filled_pool(1, 1).get().unwrap().save_as(&dest).unwrap();
+    common::filled_pool(1, 1)
+        .get()
+        .unwrap()
+        .save_as(&dest)
+        .unwrap();
     assert_eq!(common::temp_files(dir.path()), Vec::<PathBuf>::new());
 }
 

@@ -255,10 +255,7 @@ fn autosave_survives_a_kill_and_carries_on() {
     assert!(survived >= 13);
 
     let third = run(example("autosave").arg(&file).arg("2"));
-    assert!(
-        third.contains(&format!("with {survived} notes")),
-        "{third}"
-    );
+    assert!(third.contains(&format!("with {survived} notes")), "{third}");
     assert!(
         third.contains(&format!("with {} notes", survived + 2)),
         "{third}"

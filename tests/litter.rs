@@ -16,7 +16,10 @@ const CHILD: &str = "DSB_LITTER_CHILD";
 fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ready() {
-        assert!(start.elapsed() < Duration::from_secs(60), "timed out: {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out: {what}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -26,14 +29,12 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
 fn paused_save(dest: &Path, started: &Path, go: &Path) {
     let pool = common::filled_pool(2_000, 200);
     let mut first = true;
-    let options = BackupOptions::default()
-        .pages_per_step(1)
-        .on_progress(|_| {
-            if std::mem::take(&mut first) {
-                std::fs::write(started, b"").unwrap();
-                wait_until("go", || go.exists());
-            }
-        });
+    let options = BackupOptions::default().pages_per_step(1).on_progress(|_| {
+        if std::mem::take(&mut first) {
+            std::fs::write(started, b"").unwrap();
+            wait_until("go", || go.exists());
+        }
+    });
     pool.get().unwrap().save_as_with(dest, options).unwrap();
 }
 
@@ -89,7 +90,12 @@ fn a_save_never_removes_the_file_another_process_is_writing() {
         ])
         .env(
             CHILD,
-            format!("{}\n{}\n{}", dest.display(), started.display(), go.display()),
+            format!(
+                "{}\n{}\n{}",
+                dest.display(),
+                started.display(),
+                go.display()
+            ),
         )
         .stdout(Stdio::null())
         .spawn()
@@ -103,7 +109,10 @@ fn a_save_never_removes_the_file_another_process_is_writing() {
         .unwrap()
         .save_as(&dest)
         .unwrap();
-    assert!(theirs[0].exists(), "a live saver's temporary file was removed");
+    assert!(
+        theirs[0].exists(),
+        "a live saver's temporary file was removed"
+    );
     assert_eq!(common::notes_in_file(&dest), 10);
 
     std::fs::write(&go, b"").unwrap();
@@ -135,7 +144,10 @@ fn a_save_never_removes_the_file_another_thread_is_writing() {
         .unwrap()
         .save_as(&dest)
         .unwrap();
-    assert!(theirs[0].exists(), "a live saver's temporary file was removed");
+    assert!(
+        theirs[0].exists(),
+        "a live saver's temporary file was removed"
+    );
 
     std::fs::write(&go, b"").unwrap();
     rx.recv_timeout(Duration::from_secs(60)).unwrap();

@@ -78,9 +78,7 @@ pub fn run(dir: &Path, rounds: usize) -> Vec<Goal> {
     println!("| --- | ---: |");
     println!("| without autosave | {off:.0} |");
     println!("| with autosave (defaults: every 1 s, quiet 200 ms) | {on:.0} |");
-    println!(
-        "\nthroughput lost: {loss:.2}% ({saves} background saves during the timed loops)"
-    );
+    println!("\nthroughput lost: {loss:.2}% ({saves} background saves during the timed loops)");
     vec![Goal {
         what: "throughput lost to autosave".into(),
         value: loss,

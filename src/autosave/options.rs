@@ -7,9 +7,17 @@ use crate::backup::BackupOptions;
 use crate::error::BackupError;
 
 /// The longest time from a commit to the completed save that holds it, by default.
+///
+/// ```
+/// assert_eq!(diesel_sqlite_backup::DEFAULT_EVERY, std::time::Duration::from_secs(1));
+/// ```
 pub const DEFAULT_EVERY: Duration = Duration::from_secs(1);
 
 /// How long the database must stay without commits before a save, by default.
+///
+/// ```
+/// assert_eq!(diesel_sqlite_backup::DEFAULT_QUIET, std::time::Duration::from_millis(200));
+/// ```
 pub const DEFAULT_QUIET: Duration = Duration::from_millis(200);
 
 pub(crate) type ErrorHandler = Box<dyn FnMut(&BackupError) + Send>;

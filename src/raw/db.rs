@@ -170,7 +170,8 @@ impl<'a> DbRef<'a> {
                 ffi::SQLITE_FCNTL_VFS_POINTER,
                 (&mut vfs as *mut *mut ffi::sqlite3_vfs).cast(),
             );
-            (rc == ffi::SQLITE_OK && !vfs.is_null()).then(|| CStr::from_ptr((*vfs).zName).to_owned())
+            (rc == ffi::SQLITE_OK && !vfs.is_null())
+                .then(|| CStr::from_ptr((*vfs).zName).to_owned())
         }
     }
 
