@@ -92,7 +92,8 @@ fn a_commit_reaches_the_file_within_every() {
     assert_eq!(items_in(&file), 0);
     add_item(&mut pool.get().unwrap());
     wait_for("the commit in the file", || items_in(&file) == 1);
-    assert_eq!(autosave.saves(), 2);
+    // The count goes up once the save has returned, just after the file is in place.
+    wait_for("the save counted", || autosave.saves() == 2);
     autosave.stop().unwrap();
 }
 
@@ -267,7 +268,7 @@ fn a_vanished_folder_is_reported_and_autosave_recovers_when_it_returns() {
     std::fs::create_dir(&folder).unwrap();
     wait_for("the retried save", || file.exists());
     assert_eq!(items_in(&file), 1);
-    assert_eq!(autosave.saves(), 2);
+    wait_for("the save counted", || autosave.saves() == 2);
     autosave.stop().unwrap();
 }
 
@@ -387,11 +388,64 @@ fn killed_autosaving_process_leaves_a_complete_commit() {
             "kill {i}: the file went back from {last} to {now}"
         );
         last = now;
-        let temps = common::temp_files(dir.path());
+        let temps = common::temp_files_with_data(dir.path());
         assert!(
             temps.len() <= 1,
             "kill {i}: temporary files pile up: {temps:?}"
         );
     }
     eprintln!("{kills} kills, {last} commits saved");
+}
+
+/// Callbacks run on the autosave's thread: `save_now` there is refused instead of waiting for
+/// itself, and dropping the autosave there still saves what is pending.
+#[test]
+fn callbacks_cannot_deadlock_the_autosave() {
+    use std::sync::Mutex;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("gone");
+    std::fs::create_dir(&folder).unwrap();
+    let file = folder.join("cb.db");
+    let pool = ledger_pool();
+    let slot: Arc<Mutex<Option<Autosave>>> = Arc::new(Mutex::new(None));
+    let (tx, said) = mpsc::channel();
+    let options = AutosaveOptions::default()
+        .every(20 * MS)
+        .quiet(Duration::ZERO)
+        .on_error({
+            let slot = Arc::clone(&slot);
+            move |_| {
+                let mut slot = slot.lock().unwrap();
+                let again = slot.as_ref().map(|a| a.save_now());
+                let _ = tx.send(again.map(|r| r.map_err(|e| e.to_string())));
+                drop(slot.take()); // dropped on its own thread
+            }
+        });
+    *slot.lock().unwrap() = Some(Autosave::start(&pool, &file, options).unwrap());
+    std::fs::remove_dir_all(&folder).unwrap();
+    add_item(&mut pool.get().unwrap());
+    let again = said.recv_timeout(PATIENCE).expect("on_error ran");
+    let err = again.expect("the autosave was there").unwrap_err();
+    assert!(err.contains("own thread"), "{err}");
+    assert!(slot.lock().unwrap().is_none());
+}
+
+/// `Duration::MAX` means "never" without overflowing the clock.
+#[test]
+fn durations_meaning_never_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("never.db");
+    let pool = ledger_pool();
+    let options = AutosaveOptions::default()
+        .every(Duration::MAX)
+        .quiet(Duration::MAX);
+    let autosave = Autosave::start(&pool, &file, options).unwrap();
+    add_item(&mut pool.get().unwrap());
+    std::thread::sleep(100 * MS); // the thread has looked and seen the change
+    autosave.save_now().unwrap();
+    assert_eq!(items_in(&file), 1);
+    add_item(&mut pool.get().unwrap());
+    std::thread::sleep(100 * MS);
+    autosave.stop().unwrap();
+    assert_eq!(items_in(&file), 2);
 }

@@ -140,7 +140,7 @@ fn killed_mid_save_leaves_old_or_new() {
         }
         // Each child's first save removes what the child killed before it left, so at most
         // the file of the save this kill interrupted remains.
-        let temps = common::temp_files(dir.path());
+        let temps = common::temp_files_with_data(dir.path());
         assert!(
             temps.len() <= 1,
             "kill {i}: abandoned temporary files pile up: {temps:?}"
@@ -162,7 +162,10 @@ fn killed_mid_save_leaves_old_or_new() {
         .unwrap()
         .save_as(&dest)
         .unwrap();
-    assert_eq!(common::temp_files(dir.path()), Vec::<PathBuf>::new());
+    assert_eq!(
+        common::temp_files_with_data(dir.path()),
+        Vec::<PathBuf>::new()
+    );
 }
 
 /// The child for the syscall-order test: one save.

@@ -155,3 +155,68 @@ fn a_save_never_removes_the_file_another_thread_is_writing() {
     assert_eq!(common::notes_in_file(&dest), 2_000);
     assert_eq!(common::temp_files(dir.path()), Vec::<PathBuf>::new());
 }
+
+/// Empty leftovers may be a saver between creating and locking its file: kept while young,
+/// removed once old. Another name of some other file (a hard link) is never touched.
+#[cfg(unix)]
+#[test]
+fn young_empty_files_and_hard_links_are_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("notes.db");
+    let young = dir.path().join(".notes.db.Young1.dsb-tmp");
+    let old = dir.path().join(".notes.db.Old001.dsb-tmp");
+    let precious = dir.path().join("precious.db");
+    let link = dir.path().join(".notes.db.Link01.dsb-tmp");
+    std::fs::write(&young, b"").unwrap();
+    std::fs::File::create(&old)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    std::fs::write(&precious, b"keep").unwrap();
+    std::fs::hard_link(&precious, &link).unwrap();
+    common::filled_pool(1, 1)
+        .get()
+        .unwrap()
+        .save_as(&dest)
+        .unwrap();
+    assert!(young.exists(), "a young empty file was removed");
+    assert!(!old.exists(), "an old empty leftover was kept");
+    assert!(link.exists(), "a hard link was removed");
+    assert_eq!(std::fs::read(&precious).unwrap(), b"keep");
+}
+
+/// A destination name near the 255-byte limit still gets a temporary file.
+#[test]
+fn a_long_file_name_can_be_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join(format!("{}.db", "é".repeat(125))); // 253 bytes
+    common::filled_pool(3, 3)
+        .get()
+        .unwrap()
+        .save_as(&dest)
+        .unwrap();
+    assert_eq!(common::notes_in_file(&dest), 3);
+    assert_eq!(common::temp_files(dir.path()), Vec::<PathBuf>::new());
+}
+
+/// A `-journal` whose database file is gone would be replayed over the new file: the save
+/// refuses with an error that says what to remove, and writes nothing.
+#[test]
+fn an_orphaned_journal_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("orphan.db");
+    let journal = dir.path().join("orphan.db-journal");
+    std::fs::write(&journal, vec![0xd9u8; 512]).unwrap();
+    let err = common::filled_pool(1, 1)
+        .get()
+        .unwrap()
+        .save_as(&dest)
+        .unwrap_err();
+    assert!(
+        matches!(err, diesel_sqlite_backup::BackupError::InvalidInput { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("remove it"), "{err}");
+    assert!(!dest.exists());
+    assert_eq!(common::temp_files(dir.path()), Vec::<PathBuf>::new());
+}

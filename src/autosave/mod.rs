@@ -91,7 +91,9 @@ impl Autosave {
         path: impl AsRef<Path>,
         options: AutosaveOptions,
     ) -> Result<Autosave, BackupError> {
-        let path = path.as_ref().to_path_buf();
+        // Later saves go to the same file even if the working directory changes.
+        let path = std::path::absolute(path.as_ref())
+            .map_err(|e| BackupError::io(Operation::Autosave, path.as_ref(), "resolve path", e))?;
         let db = open_private(pool)?;
         // Read before the first save: a commit after this look is saved again later.
         let version = worker::header(&db).unwrap_or([0; 100]);
@@ -113,7 +115,10 @@ impl Autosave {
             .name("dsb-autosave".into())
             .spawn({
                 let shared = Arc::clone(&shared);
-                move || worker.run(&shared)
+                move || {
+                    let _exit = shared.on_exit();
+                    worker.run(&shared)
+                }
             })
             .map_err(|e| BackupError::Init {
                 op: Operation::Autosave,
@@ -131,8 +136,11 @@ impl Autosave {
     /// it returns at once without writing.
     ///
     /// # Errors
-    /// The error of the save that should have held the commits (it is not also given to
-    /// [`on_error`](AutosaveOptions::on_error)). The autosave goes on and retries later.
+    /// - The error of the save that should have held the commits (it is not also given to
+    ///   [`on_error`](AutosaveOptions::on_error)). The autosave goes on and retries later.
+    /// - [`BackupError::InvalidInput`] when called on the autosave's own thread (from
+    ///   `on_error` or `save_options`), where it would wait for itself.
+    /// - [`BackupError::Init`] if the autosave thread has ended unexpectedly.
     ///
     /// ```
     /// # use diesel::RunQueryDsl;
@@ -147,11 +155,24 @@ impl Autosave {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn save_now(&self) -> Result<(), BackupError> {
-        self.shared.save_now()
+        if self.on_own_thread() {
+            return Err(BackupError::InvalidInput {
+                op: Operation::Autosave,
+                path: self.path.clone(),
+                reason: "save_now was called on the autosave's own thread (from on_error or \
+                         save_options), where it would wait for itself"
+                    .into(),
+            });
+        }
+        self.shared
+            .save_now()
+            .unwrap_or_else(|| Err(thread_ended()))
     }
 
     /// Saves what is pending, stops the thread, and returns the error of that last save if it
-    /// failed. Nothing is saved after it returns.
+    /// failed. Nothing is saved after it returns. Called from the autosave's own thread (an
+    /// `on_error` or `save_options` callback that owns it), it cannot wait: it returns at
+    /// once, the final save runs when the callback returns, and its error goes to `on_error`.
     ///
     /// ```
     /// # use diesel::RunQueryDsl;
@@ -181,17 +202,24 @@ impl Autosave {
         self.shared.saves.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    fn on_own_thread(&self) -> bool {
+        self.thread
+            .as_ref()
+            .is_some_and(|t| t.thread().id() == std::thread::current().id())
+    }
+
     fn finish(&mut self, how: Stop) -> Result<(), BackupError> {
+        if self.on_own_thread() {
+            // Stopped from its own callback: the thread saves what is pending once the
+            // callback returns, and gives a failure to `on_error`; it cannot wait for itself.
+            self.shared.request_stop(Stop::Reported);
+            return Ok(());
+        }
         let Some(thread) = self.thread.take() else {
             return Ok(());
         };
         self.shared.request_stop(how);
-        thread.join().unwrap_or_else(|_| {
-            Err(BackupError::Init {
-                op: Operation::Autosave,
-                source: "the autosave thread panicked".into(),
-            })
-        })
+        thread.join().unwrap_or_else(|_| Err(thread_ended()))
     }
 }
 
@@ -208,6 +236,13 @@ impl fmt::Debug for Autosave {
             .field("path", &self.path)
             .field("saves", &self.saves())
             .finish_non_exhaustive()
+    }
+}
+
+fn thread_ended() -> BackupError {
+    BackupError::Init {
+        op: Operation::Autosave,
+        source: "the autosave thread ended unexpectedly (it panicked)".into(),
     }
 }
 

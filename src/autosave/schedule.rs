@@ -6,6 +6,13 @@ use std::time::{Duration, Instant};
 const MAX_POLL: Duration = Duration::from_millis(50);
 /// The shortest: a look copies 100 bytes and takes no SQLite lock.
 const MIN_POLL: Duration = Duration::from_millis(1);
+/// Longer durations (`Duration::MAX` for "never") count as this, so no clock sum overflows.
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `t + d`, with `d` capped at [`NEVER`].
+fn after(t: Instant, d: Duration) -> Instant {
+    t + d.min(NEVER)
+}
 
 /// Unsaved changes, as far as polling can tell.
 #[derive(Debug, Clone, Copy)]
@@ -59,7 +66,7 @@ impl Schedule {
     /// than `every` after the first; after a failure, not before the retry.
     fn due_at(&self) -> Option<Instant> {
         let p = self.pending?;
-        let at = (p.last + self.quiet).min(p.since + self.every);
+        let at = after(p.last, self.quiet).min(after(p.since, self.every));
         Some(self.retry_at.map_or(at, |retry| at.max(retry)))
     }
 
@@ -85,7 +92,7 @@ impl Schedule {
             since: now,
             last: now,
         });
-        self.retry_at = Some(now + self.every);
+        self.retry_at = Some(after(now, self.every));
     }
 }
 
@@ -146,6 +153,17 @@ mod tests {
             s.changed(t0 + (i * 10 - 10) * MS, t0 + i * 10 * MS);
             assert!(!s.is_due(t0 + i * 10 * MS));
         }
+    }
+
+    #[test]
+    fn durations_meaning_never_do_not_overflow() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(Duration::MAX, Duration::MAX);
+        s.changed(t0, t0);
+        assert!(!s.is_due(t0 + 3600 * 1000 * MS));
+        assert_eq!(s.sleep(t0), 50 * MS);
+        s.failed(t0);
+        assert!(!s.is_due(t0 + 3600 * 1000 * MS));
     }
 
     #[test]

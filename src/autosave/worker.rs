@@ -34,6 +34,8 @@ struct State {
     /// The error of the last failed answer.
     last_error: Option<BackupError>,
     stop: Option<Stop>,
+    /// The thread has ended (stopped, or died): nobody will answer new tickets.
+    gone: bool,
 }
 
 /// How the autosave is being stopped, which decides where a final error goes.
@@ -61,22 +63,38 @@ impl Shared {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Asks the thread for a save and waits for its answer.
-    pub(crate) fn save_now(&self) -> Result<(), BackupError> {
+    /// Asks the thread for a save and waits for its answer. `None` when the thread has
+    /// ended without answering.
+    pub(crate) fn save_now(&self) -> Option<Result<(), BackupError>> {
         let mut state = self.lock();
         state.requested += 1;
         let ticket = state.requested;
         self.wake.notify_all();
         while state.answered < ticket {
+            if state.gone {
+                return None;
+            }
             state = self
                 .answered
                 .wait(state)
                 .unwrap_or_else(|poison| poison.into_inner());
         }
-        match &state.last_error {
+        Some(match &state.last_error {
             Some(e) if state.answered_ok < ticket => Err(e.duplicate()),
             _ => Ok(()),
+        })
+    }
+
+    /// Marks the thread ended when dropped, even by a panic, and wakes every waiter.
+    pub(crate) fn on_exit(&self) -> impl Drop + '_ {
+        struct Exit<'a>(&'a Shared);
+        impl Drop for Exit<'_> {
+            fn drop(&mut self) {
+                self.0.lock().gone = true;
+                self.0.answered.notify_all();
+            }
         }
+        Exit(self)
     }
 
     pub(crate) fn request_stop(&self, how: Stop) {

@@ -213,6 +213,15 @@ fn settle_logs(dest: &Path, budget: &Budget) -> Result<(), BackupError> {
         return Ok(());
     }
     let op = budget.op();
+    if fs::symlink_metadata(dest).is_err() {
+        return Err(BackupError::InvalidInput {
+            op,
+            path: dest.to_path_buf(),
+            reason: "a -journal or -wal lies beside the destination but its database file is \
+                     gone; SQLite would replay it over the new file, so remove it first"
+                .into(),
+        });
+    }
     let name = path_cstring(dest).ok_or_else(|| BackupError::InvalidInput {
         op,
         path: dest.to_path_buf(),

@@ -10,6 +10,9 @@
 //! cleaner never even opens those (closing a descriptor would drop the POSIX locks the
 //! SQLite connection writing that file holds).
 //!
+//! A name longer than 200 bytes is shortened in the temporary name (its start and a hash),
+//! so the temporary name stays within the usual 255-byte limit.
+//!
 //! Limits: on file systems that emulate `flock` with POSIX locks (NFS), the lock is not
 //! reliable: a cleaner in another process could delete a file that is still being written,
 //! and that save then fails at its rename, leaving the destination as it was. On non-Unix
@@ -52,9 +55,9 @@ impl Drop for LiveEntry {
 }
 
 impl LockedTemp {
-    /// Creates `.<file_name>.<random>.dsb-tmp` in `dir` with `mode`, and locks it.
+    /// Creates `.<stem>.<random>.dsb-tmp` in `dir` with `mode`, and locks it.
     pub(crate) fn create(dir: &Path, file_name: &str, mode: Option<u32>) -> io::Result<Self> {
-        let prefix = format!(".{file_name}.");
+        let prefix = format!(".{}.", stem(file_name));
         // A cleaner that opened the file between its creation and our lock may have deleted
         // it; then we start again with a new name. Two rounds practically always suffice.
         for _ in 0..16 {
@@ -120,12 +123,32 @@ pub(crate) fn remove_abandoned(dir: &Path, file_name: &str) {
     }
 }
 
-/// True for `.<file_name>.<random>.dsb-tmp`, with a random part of letters and digits only,
-/// so that another destination's temporary files (`.<file_name>.x.<random>.dsb-tmp`) are not
-/// taken for ours.
+/// Destination names longer than this are shortened in temporary names, which add 16 bytes
+/// and must stay within the usual 255-byte limit on a file name.
+const LONGEST_STEM: usize = 200;
+
+/// The destination's name as its temporary files carry it: the name itself, or for a long
+/// one its first bytes and a hash of the whole (FNV-1a, stable across builds).
+fn stem(file_name: &str) -> std::borrow::Cow<'_, str> {
+    if file_name.len() <= LONGEST_STEM {
+        return file_name.into();
+    }
+    let mut cut = LONGEST_STEM - 17;
+    while !file_name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let hash = file_name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{}~{hash:016x}", &file_name[..cut]).into()
+}
+
+/// True for `.<stem>.<random>.dsb-tmp`, with a random part of letters and digits only, so
+/// that another destination's temporary files (`.<stem>.x.<random>.dsb-tmp`) are not taken
+/// for ours.
 fn is_temp_of(name: &str, file_name: &str) -> bool {
     name.strip_prefix('.')
-        .and_then(|n| n.strip_prefix(file_name))
+        .and_then(|n| n.strip_prefix(&*stem(file_name)))
         .and_then(|n| n.strip_prefix('.'))
         .and_then(|n| n.strip_suffix(TEMP_SUFFIX))
         .is_some_and(|random| {
@@ -170,8 +193,20 @@ mod lock {
         }
     }
 
+    /// An empty unlocked file may belong to a saver between creating and locking it (the
+    /// only moment its file is unlocked, and it writes nothing before locking), so it is
+    /// left alone unless it is at least this old.
+    const EMPTY_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
     /// Deletes `path` if no process holds its lock, while holding the lock ourselves.
     pub(super) fn remove_if_unlocked(path: &Path) {
+        // Ours always have exactly one link. Another name of some other file (a hard link)
+        // is never opened: closing our descriptor would drop this process's POSIX locks on
+        // that file, which a SQLite connection may hold.
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_file() && meta.nlink() == 1 => {}
+            _ => return,
+        }
         let Ok(file) = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -179,7 +214,16 @@ mod lock {
         else {
             return;
         };
-        if !file.metadata().is_ok_and(|m| m.is_file()) {
+        let Ok(meta) = file.metadata() else {
+            return;
+        };
+        let young = || {
+            meta.modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_none_or(|age| age < EMPTY_GRACE)
+        };
+        if !meta.is_file() || meta.nlink() != 1 || (meta.len() == 0 && young()) {
             return;
         }
         if flock(&file, libc::LOCK_EX | libc::LOCK_NB).is_ok() && same_inode(&file, path) {
@@ -213,5 +257,16 @@ mod tests {
         assert!(!is_temp_of(".notes.db.Ab12xZ.dsb-tmp", "notes"));
         assert!(!is_temp_of("notes.db.Ab12xZ.dsb-tmp", "notes.db"));
         assert!(!is_temp_of(".notes.db.Ab12xZ", "notes.db"));
+    }
+
+    #[test]
+    fn long_names_are_shortened_the_same_way_every_time() {
+        let long = "é".repeat(150); // 300 bytes
+        let stem = super::stem(&long);
+        assert!(stem.len() <= super::LONGEST_STEM, "{}", stem.len());
+        assert_eq!(stem, super::stem(&long));
+        assert_ne!(stem, super::stem(&format!("{long}x")));
+        assert!(is_temp_of(&format!(".{stem}.Ab12xZ.dsb-tmp"), &long));
+        assert_eq!(super::stem("short.db"), "short.db");
     }
 }

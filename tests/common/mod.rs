@@ -46,6 +46,16 @@ pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The temporary files in `dir` that hold data. A save killed between creating its temporary
+/// file and locking it leaves an empty one, which the next save may not tell from one being
+/// created right now, so empty ones are only removed once a minute old.
+pub fn temp_files_with_data(dir: &Path) -> Vec<PathBuf> {
+    temp_files(dir)
+        .into_iter()
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
+        .collect()
+}
+
 /// One `i64` from a query whose single column is named `n`.
 pub fn scalar(conn: &mut SqliteConnection, sql: &str) -> i64 {
     #[derive(QueryableByName)]
