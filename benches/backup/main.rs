@@ -1,4 +1,5 @@
-//! `cargo bench --bench backup [-- --mib 200 --rounds 5 --rss-mib 200,1024 --dir PATH]`
+//! `cargo bench --bench backup [-- --mib 200 --rounds 5 --rss-mib 200,1024 --dir PATH]
+//! [--only open]]`
 //!
 //! Times every way to get the same durable file out of (and back into) an in-memory SQLite
 //! database, interleaved round by round on the same content, and prints medians, MiB/s and
@@ -6,6 +7,7 @@
 //! of a pool checkout.
 
 mod methods;
+mod open;
 mod report;
 mod rss;
 mod snapshot;
@@ -20,6 +22,8 @@ pub struct Args {
     pub rounds: usize,
     pub rss_mib: Vec<u64>,
     pub dir: PathBuf,
+    /// `--only open`: run that section alone.
+    pub only: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -28,6 +32,7 @@ fn parse_args() -> Args {
         rounds: 5,
         rss_mib: vec![200, 1024],
         dir: std::env::temp_dir(),
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -43,6 +48,7 @@ fn parse_args() -> Args {
                     .collect()
             }
             "--dir" => args.dir = PathBuf::from(value()),
+            "--only" => args.only = Some(value()),
             "--bench" => {} // cargo passes this to harness = false benches
             other => panic!("unknown flag {other}"),
         }
@@ -64,6 +70,19 @@ fn main() {
             rss::save_as_peak_growth_child(mib, std::path::Path::new(&dir));
             return;
         }
+        Some(open::RSS_CHILD_ARG) => {
+            let mib = raw.next().and_then(|m| m.parse().ok()).expect("MiB");
+            open::restore_peak_growth_child(mib, std::path::Path::new(&raw.next().unwrap()));
+            return;
+        }
+        Some(open::PROFILE_ARG) => {
+            let route = raw.next().expect("route");
+            let mib = raw.next().and_then(|m| m.parse().ok()).expect("MiB");
+            let file = raw.next().expect("file");
+            let repeat = raw.next().map_or(1, |r| r.parse().expect("repeat"));
+            open::profile_child(&route, mib, std::path::Path::new(&file), repeat);
+            return;
+        }
         _ => {}
     }
     let args = parse_args();
@@ -79,6 +98,10 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
+    if args.only.as_deref() == Some("open") {
+        report::print_goals(&open::run(args.mib, args.rounds, work.path()));
+        return;
+    }
     let mut bench = methods::Bench::new(args.mib, work.path());
     println!(
         "database: {} pages of {} bytes ({} MiB)",
@@ -92,15 +115,10 @@ fn main() {
     let save_rows: Vec<&Row> = rows.iter().filter(|r| r.name.starts_with('1')).collect();
     let base = find(methods::SAVE);
     report::print_table("Save: memory to a durable file", &save_rows, base);
-    let restore_rows: Vec<&Row> = rows.iter().filter(|r| r.name.starts_with('2')).collect();
-    report::print_table(
-        "Open: file to memory",
-        &restore_rows,
-        find(methods::RESTORE),
-    );
     let pool_rows: Vec<&Row> = rows.iter().filter(|r| r.name.starts_with('3')).collect();
     report::print_table("Pool checkout + SELECT 1", &pool_rows, find(methods::POOL));
 
+    let open_goals = open::run(args.mib, args.rounds, work.path());
     let template_goals = template::run(work.path());
     let snapshot_goals = snapshot::run(args.mib, args.rounds, work.path());
 
@@ -145,11 +163,6 @@ fn main() {
             1.1,
         ),
         Goal::new(
-            "restore_from / rusqlite restore",
-            ratio(find(methods::RESTORE), find(methods::RUSQLITE_RESTORE)),
-            1.0,
-        ),
-        Goal::new(
             "pool checkout / diesel ConnectionManager",
             ratio(find(methods::POOL), find(methods::DIESEL_POOL)),
             1.2,
@@ -170,6 +183,7 @@ fn main() {
             unit: " MiB",
         });
     }
+    goals.extend(open_goals);
     goals.extend(template_goals);
     goals.extend(snapshot_goals);
     report::print_goals(&goals);
