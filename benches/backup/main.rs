@@ -79,7 +79,8 @@ fn main() {
             let route = raw.next().expect("route");
             let mib = raw.next().and_then(|m| m.parse().ok()).expect("MiB");
             let file = raw.next().expect("file");
-            let repeat = raw.next().map_or(1, |r| r.parse().expect("repeat"));
+            // cargo bench appends `--bench`, which is no count.
+            let repeat = raw.next().and_then(|r| r.parse().ok()).unwrap_or(1);
             open::profile_child(&route, mib, std::path::Path::new(&file), repeat);
             return;
         }
