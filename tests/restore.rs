@@ -339,3 +339,30 @@ fn restoring_a_connections_own_file_is_refused() {
     assert!(matches!(err, BackupError::SameFile { .. }), "{err:?}");
     assert_eq!(app::note_count(&mut conn), 3);
 }
+
+/// The copy runs with a small page cache on the pool's connection, which then gets its own
+/// setting back, whether the restore completes or is cancelled mid-copy.
+#[test]
+fn the_connections_cache_size_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = saved_file(dir.path(), "big.db", 2_000);
+    let pool = precious();
+    let mut conn = pool.get().unwrap();
+    conn.batch_execute("PRAGMA cache_size = -5000").unwrap();
+    let cache = |c: &mut diesel::SqliteConnection| {
+        scalar(c, "SELECT cache_size AS n FROM pragma_cache_size")
+    };
+    conn.restore_from(&file).unwrap();
+    assert_eq!(cache(&mut conn), -5000);
+
+    let token = diesel_sqlite_backup::CancelToken::new();
+    let in_callback = token.clone();
+    let options = BackupOptions::default()
+        .pages_per_step(1)
+        .cancel_token(&token)
+        .on_progress(move |_| in_callback.cancel());
+    let err = conn.restore_from_with(&file, options).unwrap_err();
+    assert!(matches!(err, BackupError::Cancelled { .. }), "{err:?}");
+    assert_eq!(cache(&mut conn), -5000);
+    assert_eq!(app::note_count(&mut conn), 2_000);
+}

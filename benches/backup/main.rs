@@ -1,4 +1,5 @@
-//! `cargo bench --bench backup [-- --mib 200 --rounds 5 --rss-mib 200,1024 --dir PATH --only autosave]`
+//! `cargo bench --bench backup [-- --mib 200 --rounds 5 --rss-mib 200,1024 --dir PATH]
+//! [--only open|autosave]]`
 //!
 //! Times every way to get the same durable file out of (and back into) an in-memory SQLite
 //! database, interleaved round by round on the same content, and prints medians, MiB/s and
@@ -7,6 +8,7 @@
 
 mod autosave;
 mod methods;
+mod open;
 mod report;
 mod rss;
 mod snapshot;
@@ -21,7 +23,7 @@ pub struct Args {
     pub rounds: usize,
     pub rss_mib: Vec<u64>,
     pub dir: PathBuf,
-    /// Runs one section alone (`--only autosave`).
+    /// `--only open` (or `autosave`): run that section alone.
     pub only: Option<String>,
 }
 
@@ -69,6 +71,20 @@ fn main() {
             rss::save_as_peak_growth_child(mib, std::path::Path::new(&dir));
             return;
         }
+        Some(open::RSS_CHILD_ARG) => {
+            let mib = raw.next().and_then(|m| m.parse().ok()).expect("MiB");
+            open::restore_peak_growth_child(mib, std::path::Path::new(&raw.next().unwrap()));
+            return;
+        }
+        Some(open::PROFILE_ARG) => {
+            let route = raw.next().expect("route");
+            let mib = raw.next().and_then(|m| m.parse().ok()).expect("MiB");
+            let file = raw.next().expect("file");
+            // cargo bench appends `--bench`, which is no count.
+            let repeat = raw.next().and_then(|r| r.parse().ok()).unwrap_or(1);
+            open::profile_child(&route, mib, std::path::Path::new(&file), repeat);
+            return;
+        }
         _ => {}
     }
     let args = parse_args();
@@ -84,11 +100,16 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
-    if args.only.as_deref() == Some("autosave") {
-        report::print_goals(&autosave::run(work.path(), args.rounds));
+    let only = match args.only.as_deref() {
+        Some("open") => Some(open::run(args.mib, args.rounds, work.path())),
+        Some("autosave") => Some(autosave::run(work.path(), args.rounds)),
+        Some(other) => panic!("--only {other}: no such section"),
+        None => None,
+    };
+    if let Some(goals) = only {
+        report::print_goals(&goals);
         return;
     }
-
     let mut bench = methods::Bench::new(args.mib, work.path());
     println!(
         "database: {} pages of {} bytes ({} MiB)",
@@ -102,15 +123,10 @@ fn main() {
     let save_rows: Vec<&Row> = rows.iter().filter(|r| r.name.starts_with('1')).collect();
     let base = find(methods::SAVE);
     report::print_table("Save: memory to a durable file", &save_rows, base);
-    let restore_rows: Vec<&Row> = rows.iter().filter(|r| r.name.starts_with('2')).collect();
-    report::print_table(
-        "Open: file to memory",
-        &restore_rows,
-        find(methods::RESTORE),
-    );
     let pool_rows: Vec<&Row> = rows.iter().filter(|r| r.name.starts_with('3')).collect();
     report::print_table("Pool checkout + SELECT 1", &pool_rows, find(methods::POOL));
 
+    let open_goals = open::run(args.mib, args.rounds, work.path());
     let template_goals = template::run(work.path());
     let snapshot_goals = snapshot::run(args.mib, args.rounds, work.path());
     let autosave_goals = autosave::run(work.path(), args.rounds);
@@ -156,11 +172,6 @@ fn main() {
             1.1,
         ),
         Goal::new(
-            "restore_from / rusqlite restore",
-            ratio(find(methods::RESTORE), find(methods::RUSQLITE_RESTORE)),
-            1.0,
-        ),
-        Goal::new(
             "pool checkout / diesel ConnectionManager",
             ratio(find(methods::POOL), find(methods::DIESEL_POOL)),
             1.2,
@@ -181,6 +192,7 @@ fn main() {
             unit: " MiB",
         });
     }
+    goals.extend(open_goals);
     goals.extend(template_goals);
     goals.extend(snapshot_goals);
     goals.extend(autosave_goals);

@@ -22,8 +22,6 @@ pub const RUSQLITE_STEP_ALL: &str = "1f rusqlite Backup::step(-1)";
 pub const VACUUM_INTO: &str = "1g VACUUM INTO";
 pub const PYTHON: &str = "1h Python sqlite3 backup";
 pub const FILE_COPY: &str = "1i file copy + fsync (physical reference)";
-pub const RESTORE: &str = "2a restore_from";
-pub const RUSQLITE_RESTORE: &str = "2b rusqlite Connection::restore (into the same kind of pool)";
 pub const POOL: &str = "3a SingletonManager pool.get() + SELECT 1";
 pub const DIESEL_POOL: &str = "3b diesel ConnectionManager (file db) pool.get() + SELECT 1";
 
@@ -123,8 +121,6 @@ impl Bench {
             RUSQLITE_STEP_ALL,
             VACUUM_INTO,
             FILE_COPY,
-            RESTORE,
-            RUSQLITE_RESTORE,
         ]
         .iter()
         .map(|n| Row::new(n, self.bytes))
@@ -204,29 +200,6 @@ impl Bench {
                 fs::copy(&self.reference, &out).unwrap();
                 make_durable(&out);
             }),
-            RESTORE => {
-                let fresh = memory_pool().unwrap();
-                let mut c = fresh.get().unwrap();
-                timed(|| c.restore_from(&self.reference).unwrap())
-            }
-            RUSQLITE_RESTORE => {
-                // Same destination as restore_from: a fresh SingletonManager's shared database.
-                let manager = SingletonManager::new();
-                let uri = manager.uri().to_owned();
-                let _pool = r2d2::Pool::builder().max_size(1).build(manager).unwrap();
-                let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
-                    | rusqlite::OpenFlags::SQLITE_OPEN_URI;
-                let mut fresh = rusqlite::Connection::open_with_flags(&uri, flags).unwrap();
-                timed(|| {
-                    fresh
-                        .restore(
-                            rusqlite::MAIN_DB,
-                            &self.reference,
-                            None::<fn(rusqlite::backup::Progress)>,
-                        )
-                        .unwrap()
-                })
-            }
             POOL => checkouts(&self.pool),
             DIESEL_POOL => checkouts(diesel_pool),
             other => unreachable!("{other}"),

@@ -245,3 +245,7 @@ unsafe extern "C" fn on_busy(context: *mut c_void, attempt: c_int) -> c_int {
     };
     c_int::from(budget.wait_for(attempt.max(0) as u32, || context.path.clone()))
 }
+
+#[cfg(test)]
+#[path = "budget_tests.rs"]
+mod tests;

@@ -166,8 +166,10 @@ unsafe fn in_read_ahead(batch: *mut BatchFile, offset: i64, len: usize) -> bool 
 /// # Safety
 /// `file` is a BatchFile opened by `open`.
 unsafe fn fill_read_ahead(file: *mut ffi::sqlite3_file, offset: i64) {
-    // SAFETY: per the contract. The buffer is resized before its pointer is taken and is not
-    // touched again until the default VFS's read returns.
+    // SAFETY: per the contract. The default VFS reads into the buffer's spare capacity (at
+    // least CAPACITY bytes, reserved first), and the length is set only when it answered
+    // SQLITE_OK, which means all CAPACITY bytes were written. Not zero-filling first saves
+    // a memset as large as the file. The buffer is not touched while the read runs.
     unsafe {
         let batch = file.cast::<BatchFile>();
         let ahead = &mut *ptr::addr_of_mut!((*batch).ahead);
@@ -175,13 +177,12 @@ unsafe fn fill_read_ahead(file: *mut ffi::sqlite3_file, offset: i64) {
         if ahead.try_reserve(CAPACITY).is_err() {
             return;
         }
-        ahead.resize(CAPACITY, 0);
         let data = ahead.as_mut_ptr().cast::<c_void>();
         let rc = delegate_file!(file, xRead, data, CAPACITY as c_int, offset);
         if rc == ffi::SQLITE_OK {
+            let ahead = &mut *ptr::addr_of_mut!((*batch).ahead);
+            ahead.set_len(CAPACITY);
             (*batch).ahead_offset = offset;
-        } else {
-            (*batch).ahead.clear();
         }
     }
 }
