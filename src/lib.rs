@@ -3,6 +3,7 @@
 
 mod backup;
 mod error;
+mod incremental;
 mod pool;
 mod raw;
 mod snapshot;
