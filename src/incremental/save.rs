@@ -194,6 +194,11 @@ fn locked_write(
         return Ok(base.counter); // the file already equals memory: write nothing
     }
     let counter = base.counter.wrapping_add(1);
+    // Readers in other connections keep a parsed schema for as long as the schema cookie
+    // stays the same. Memory's cookie says nothing about the file's (a full save writes 1,
+    // a restore sets memory's to its own old value plus one), so copying it could leave a
+    // changed schema under an unchanged cookie. Bump the file's own instead.
+    let schema_cookie = be32(40).wrapping_add(1);
     let journal_path = journal_path(db, dest)?;
     write_journal(db, changes, old_pages, &journal_path, dest)?;
     opts.report(progress(changes, changes.content.len()));
@@ -202,6 +207,7 @@ fn locked_write(
         if *pgno == 1 {
             let p = page.to_mut();
             p[24..28].copy_from_slice(&counter.to_be_bytes());
+            p[40..44].copy_from_slice(&schema_cookie.to_be_bytes());
             p[92..96].copy_from_slice(&counter.to_be_bytes());
             p[96..100].copy_from_slice(&ffi::SQLITE_VERSION_NUMBER.to_be_bytes());
         }

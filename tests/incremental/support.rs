@@ -77,8 +77,8 @@ pub fn inode(path: &Path) -> (u64, u64) {
 }
 
 /// Asserts the file at `path` holds exactly the pool's database: the same bytes page for
-/// page, except the header fields a save sets (change counter, version-valid-for, SQLite
-/// version), and the same canonical dump as seen by Python's SQLite.
+/// page, except the header fields a save sets (change counter, schema cookie,
+/// version-valid-for, SQLite version), and the same canonical dump as seen by Python's SQLite.
 pub fn assert_file_equals_memory(pool: &Pool, path: &Path, what: &str) {
     let memory = pool.get().unwrap().snapshot().unwrap().into_vec();
     let file = std::fs::read(path).unwrap();
@@ -90,6 +90,7 @@ pub fn assert_file_equals_memory(pool: &Pool, path: &Path, what: &str) {
     let masked = |b: &[u8]| {
         let mut v = b.to_vec();
         v[24..28].fill(0);
+        v[40..44].fill(0);
         v[92..100].fill(0);
         v
     };
@@ -101,11 +102,18 @@ pub fn assert_file_equals_memory(pool: &Pool, path: &Path, what: &str) {
             })
             .map(|p| p + 1)
             .collect();
-        panic!("{what}: pages differ from memory: {bad:?}");
+        let (f, m) = (masked(&file), masked(&memory));
+        let bytes: Vec<(usize, u8, u8)> = (0..ps)
+            .filter(|&i| f[i] != m[i])
+            .map(|i| (i, f[i], m[i]))
+            .take(10)
+            .collect();
+        panic!("{what}: pages differ from memory: {bad:?}; page 1 bytes (offset, file, memory): {bytes:?}");
     }
+    // The memory's content as a file, without a save (which would move the baseline).
     let dir = tempfile::tempdir().unwrap();
     let fresh = dir.path().join("fresh.db");
-    pool.get().unwrap().save_as(&fresh).unwrap();
+    std::fs::write(&fresh, &memory).unwrap();
     assert_eq!(
         crate::py::dump(path),
         crate::py::dump(&fresh),
@@ -126,4 +134,14 @@ pub fn python_total(path: &Path) -> i64 {
     )
     .parse()
     .unwrap()
+}
+
+/// One `i64` from a query whose single column is named `n`.
+pub fn scalar(conn: &mut SqliteConnection, sql: &str) -> i64 {
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(sql).get_result::<N>(conn).expect(sql).n
 }
