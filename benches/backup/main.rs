@@ -1,10 +1,11 @@
-//! `cargo bench --bench backup [-- --mib 200 --rounds 5 --rss-mib 200,1024 --dir PATH]`
+//! `cargo bench --bench backup [-- --mib 200 --rounds 5 --rss-mib 200,1024 --dir PATH --only incremental]`
 //!
 //! Times every way to get the same durable file out of (and back into) an in-memory SQLite
 //! database, interleaved round by round on the same content, and prints medians, MiB/s and
 //! ratios to `save_as`. Also measures the peak RSS growth while `save_as` runs, and the cost
 //! of a pool checkout.
 
+mod incremental;
 mod methods;
 mod report;
 mod rss;
@@ -20,6 +21,7 @@ pub struct Args {
     pub rounds: usize,
     pub rss_mib: Vec<u64>,
     pub dir: PathBuf,
+    pub only: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -28,6 +30,7 @@ fn parse_args() -> Args {
         rounds: 5,
         rss_mib: vec![200, 1024],
         dir: std::env::temp_dir(),
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -43,6 +46,7 @@ fn parse_args() -> Args {
                     .collect()
             }
             "--dir" => args.dir = PathBuf::from(value()),
+            "--only" => args.only = Some(value()),
             "--bench" => {} // cargo passes this to harness = false benches
             other => panic!("unknown flag {other}"),
         }
@@ -79,6 +83,10 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
+    if args.only.as_deref() == Some("incremental") {
+        report::print_goals(&incremental::run(args.mib, args.rounds, work.path()));
+        return;
+    }
     let mut bench = methods::Bench::new(args.mib, work.path());
     println!(
         "database: {} pages of {} bytes ({} MiB)",
@@ -172,6 +180,7 @@ fn main() {
     }
     goals.extend(template_goals);
     goals.extend(snapshot_goals);
+    goals.extend(incremental::run(args.mib, args.rounds, work.path()));
     report::print_goals(&goals);
 }
 
