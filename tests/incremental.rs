@@ -174,6 +174,11 @@ fn every_kind_of_change_leaves_the_file_equal_to_memory() {
             in_memory,
             "{what}: reader's rows"
         );
+        assert_eq!(
+            scalar(&mut reader, &last_table),
+            0,
+            "{what}: reader sees the new tables"
+        );
     }
 }
 
@@ -184,6 +189,7 @@ fn page_size_change_saves_in_full() {
     let path = dir.path().join("doc.db");
     let pool = ledger(500);
     pool.get().unwrap().save_as(&path).unwrap();
+    let ino = inode(&path);
     let changed = pool
         .get()
         .unwrap()
@@ -193,8 +199,9 @@ fn page_size_change_saves_in_full() {
         .save_as_with(&path, incremental())
         .unwrap();
     assert_file_equals_memory(&pool, &path, "page size change");
-    if changed.is_ok() && pool.get().unwrap().snapshot().unwrap().len() % 8192 == 0 {
-        eprintln!("page size changed in memory");
+    let page_size = "SELECT page_size AS n FROM pragma_page_size";
+    if changed.is_ok() && scalar(&mut pool.get().unwrap(), page_size) == 8192 {
+        assert_ne!(inode(&path), ino, "a page size change saves in full");
     }
 }
 
@@ -231,6 +238,7 @@ fn file_changed_or_replaced_behind_our_back_saves_in_full() {
         .save_as_with(&path, incremental())
         .unwrap();
     assert_eq!(inode(&path), ino, "back to in-place saves");
+    assert_file_equals_memory(&pool, &path, "in place after the full save");
 
     // A different file (same size, same change counter: an old copy) renamed over it.
     let copy = dir.path().join("copy.db");

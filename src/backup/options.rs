@@ -162,6 +162,8 @@ impl<'a> BackupOptions<'a> {
     /// ([`memory_pool`](crate::memory_pool), [`SingletonManager`](crate::SingletonManager),
     /// [`Template::pool`](crate::Template::pool)); otherwise the usual full save with its
     /// atomic replace. Falling back is never an error. See the README, "Incremental saves".
+    /// An in-place save reports progress once the changed pages are read, then after the
+    /// journal is durable and after every page written, counting the pages still to write.
     /// Default: off.
     ///
     /// ```

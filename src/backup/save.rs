@@ -47,13 +47,9 @@ pub(crate) fn save_as(
     let tracker = incremental::tracker_of(&src, &schema);
     if let (true, Some(t)) = (opts.incremental, &tracker) {
         if let Ok(dest) = follow_links(path) {
-            match incremental::save::save_in_place(&src, t, &dest, opts, &budget) {
-                Ok(()) => return Ok(()),
-                Err(why) => {
-                    if std::env::var_os("DSB_DEBUG_INCREMENTAL").is_some() {
-                        eprintln!("incremental save fell back: {why}");
-                    }
-                }
+            // Any reason not to write in place means a full save.
+            if incremental::save::save_in_place(&src, t, &dest, opts, &budget).is_ok() {
+                return Ok(());
             }
         }
     }
