@@ -17,9 +17,9 @@ use crate::report::{fmt, print_table, Goal, Row};
 const FULL: &str = "7a save_as (full), same database";
 const INCREMENTAL: &str = "7b save_as_with incremental, 1% of pages changed";
 const UNCHANGED: &str = "7c save_as_with incremental, nothing changed";
-const PLAIN: &str = "8a 200 small write transactions, plain memdb";
-const TRACKED: &str = "8b 200 small write transactions, tracked (the pool's VFS)";
-const SMALL_TXNS: u32 = 200;
+const PLAIN: &str = "8a small write transactions, plain memdb";
+const TRACKED: &str = "8b small write transactions, tracked (the pool's VFS)";
+const SMALL_TXNS: u32 = 1000;
 
 /// Bytes this process has written so far (`/proc/self/io`, every write call).
 fn wchar() -> u64 {
@@ -47,10 +47,10 @@ pub fn run(mib: u64, rounds: usize, work: &Path) -> Vec<Goal> {
     c.save_as(&file).unwrap();
     let size = std::fs::metadata(&file).unwrap().len();
     let pages = size / 4096;
-    // Notes are ~2 KiB: two per page. Rewriting 2% of the rows' bodies in one contiguous run
-    // changes about 1% of the pages.
-    let notes = size / 2080;
-    let run_len = (notes / 50).max(1);
+    // A note (~2 KiB) fills most of a 4 KiB page: rewriting the bodies of 1% of the notes in
+    // one contiguous run changes about 1% of the pages (printed below).
+    let notes = size / 4096;
+    let run_len = (notes / 100).max(1);
     let incremental = || BackupOptions::default().incremental(true);
     let mut rows: Vec<Row> = [FULL, INCREMENTAL, UNCHANGED]
         .iter()
@@ -92,7 +92,7 @@ pub fn run(mib: u64, rounds: usize, work: &Path) -> Vec<Goal> {
         unchanged_written / rounds
     );
 
-    let (plain, tracked) = tracking_overhead(rounds as usize * 3);
+    let (plain, tracked) = tracking_overhead((rounds as usize * 4).max(12));
     let overhead = (tracked.per_op().as_secs_f64() / plain.per_op().as_secs_f64() - 1.0) * 100.0;
     print_table("Write tracking", &[&plain, &tracked], &plain);
     println!(

@@ -75,6 +75,8 @@ struct State {
     unknown: bool,
     /// Counts clears, so an operation only installs a baseline if nobody cleared after it.
     epoch: u64,
+    /// The store's size as of the last write or truncate (`None`: ask memdb).
+    size: Option<i64>,
     baseline: Option<Baseline>,
 }
 
@@ -102,43 +104,62 @@ impl Tracker {
         }
     }
 
-    /// Records an `xWrite` of `amount` bytes at `offset` to a store `size_before` bytes long.
-    pub(crate) fn record_write(&self, offset: i64, amount: i32, size_before: i64) {
+    /// Runs `write`, an `xWrite` of `amount` bytes at `offset`, and records the pages it
+    /// touched unless `untracked`. The lock is held across the write (writes to one store
+    /// are serialised by memdb's EXCLUSIVE lock anyway), so the size known before it is the
+    /// store's; `file_size` asks memdb when no size is known yet.
+    pub(crate) fn track_write(
+        &self,
+        offset: i64,
+        amount: i32,
+        untracked: bool,
+        file_size: impl FnOnce() -> Option<i64>,
+        write: impl FnOnce() -> i32,
+    ) -> i32 {
         let mut s = self.lock();
-        if s.unknown {
-            return;
-        }
-        let ps = i64::from(amount);
-        let aligned = (512..=65536).contains(&amount)
-            && (amount as u32).is_power_of_two()
-            && offset >= 0
-            && offset % ps == 0
-            && size_before % ps == 0;
-        if !aligned || (s.page_size != 0 && s.page_size != amount as u32) {
+        let size_before = match s.size {
+            Some(size) => size,
+            None => file_size().unwrap_or(-1),
+        };
+        let rc = write();
+        if rc != 0 {
+            // The store may or may not hold the bytes: no longer sure of anything.
             s.unknown = true;
-            return;
+            s.size = None;
+            return rc;
         }
-        s.page_size = amount as u32;
-        // memdb zero-fills any gap a write past the end leaves: those pages changed too.
-        let first = (offset.min(size_before) / ps) as usize;
-        let last = (offset / ps) as usize;
-        for page in first..=last {
-            s.mark(page);
+        s.size = Some(size_before.max(offset + i64::from(amount)));
+        if !untracked {
+            s.record_write(offset, amount, size_before);
         }
+        rc
     }
 
-    /// Records an `xTruncate` to `size` bytes. Shrinking needs nothing (a save compares page
-    /// counts); a size that is not a whole number of pages cannot be described.
-    pub(crate) fn record_truncate(&self, size: i64) {
+    /// Runs `truncate`, an `xTruncate` to `size` bytes, and records it unless `untracked`.
+    /// Shrinking needs no pages marked (a save compares page counts); a size that is not a
+    /// whole number of pages cannot be described.
+    pub(crate) fn track_truncate(
+        &self,
+        size: i64,
+        untracked: bool,
+        truncate: impl FnOnce() -> i32,
+    ) -> i32 {
         let mut s = self.lock();
-        let unaligned = if s.page_size == 0 {
-            size % 512 != 0
+        let rc = truncate();
+        s.size = None; // memdb refuses to grow by truncation; ask it next time
+        if rc != 0 {
+            s.unknown = true;
+            return rc;
+        }
+        let page = if s.page_size == 0 {
+            512
         } else {
-            size % i64::from(s.page_size) != 0
+            i64::from(s.page_size)
         };
-        if unaligned {
+        if !untracked && size % page != 0 {
             s.unknown = true;
         }
+        rc
     }
 
     /// Starts an operation that will make a new baseline (a full save or a restore): forgets
@@ -189,6 +210,31 @@ impl Tracker {
 }
 
 impl State {
+    /// Marks the page an aligned one-page write touched, and the gap memdb zero-fills when
+    /// a write lands past the end; anything else makes the record unknown.
+    fn record_write(&mut self, offset: i64, amount: i32, size_before: i64) {
+        if self.unknown {
+            return;
+        }
+        let ps = i64::from(amount);
+        let aligned = (512..=65536).contains(&amount)
+            && (amount as u32).is_power_of_two()
+            && offset >= 0
+            && offset % ps == 0
+            && size_before >= 0
+            && size_before % ps == 0;
+        if !aligned || (self.page_size != 0 && self.page_size != amount as u32) {
+            self.unknown = true;
+            return;
+        }
+        self.page_size = amount as u32;
+        let first = (offset.min(size_before) / ps) as usize;
+        let last = (offset / ps) as usize;
+        for page in first..=last {
+            self.mark(page);
+        }
+    }
+
     fn reset(&mut self) {
         self.dirty.clear();
         self.page_size = 0;
@@ -246,16 +292,27 @@ mod tests {
     #[test]
     fn records_pages_gaps_and_doubts() {
         let t = Tracker::default();
-        t.record_write(0, 4096, 0);
-        t.record_write(4096 * 4, 4096, 4096 * 2);
-        assert_eq!(t.take().dirty, Some(vec![1, 3, 4, 5]));
-        t.record_write(100, 4096, 0);
+        let write = |offset: i64, amount: i32, size: i64| {
+            t.track_write(offset, amount, false, || Some(size), || 0);
+        };
+        write(0, 4096, 0);
+        write(4096 * 4, 4096, 4096 * 2); // size known from the first write: 4096
+        assert_eq!(t.take().dirty, Some(vec![1, 2, 3, 4, 5]));
+        write(100, 4096, 0);
         assert_eq!(t.take().dirty, None);
-        t.record_write(0, 4096, 0);
-        t.record_write(0, 8192, 0);
+        write(0, 4096, 0);
+        write(0, 8192, 0);
         assert_eq!(t.take().dirty, None);
-        t.record_truncate(4095);
+        t.track_truncate(4095, false, || 0);
         assert_eq!(t.take().dirty, None);
+        t.track_write(0, 4096, false, || Some(0), || 1);
+        assert_eq!(t.take().dirty, None, "a failed write is a doubt");
+        t.track_write(0, 4096, true, || Some(0), || 0);
+        assert_eq!(
+            t.take().dirty,
+            Some(vec![]),
+            "untracked writes are not recorded"
+        );
     }
 
     #[test]

@@ -210,17 +210,14 @@ pub(crate) unsafe fn set_untracked(file: *mut ffi::sqlite3_file, untracked: bool
     }
 }
 
-/// The tracker to tell about a write through `file`, unless the file is untracked.
+/// The tracker of a file carrying our table, and whether its writes are untracked.
 ///
 /// # Safety
 /// `file` carries our table and is open.
-unsafe fn tracking<'f>(file: *mut ffi::sqlite3_file) -> Option<&'f Tracker> {
+unsafe fn tracking<'f>(file: *mut ffi::sqlite3_file) -> Option<(&'f Tracker, bool)> {
     // SAFETY: per the contract.
     let r = unsafe { region(file)? };
-    if r.untracked.load(Ordering::SeqCst) {
-        return None;
-    }
-    r.tracker.as_deref()
+    Some((r.tracker.as_deref()?, r.untracked.load(Ordering::SeqCst)))
 }
 
 unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
@@ -245,10 +242,12 @@ unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int 
         let Some(methods) = METHODS.get() else {
             return ffi::SQLITE_ERROR;
         };
-        if let Some(t) = tracking(file) {
-            t.record_truncate(size);
+        match tracking(file) {
+            Some((t, untracked)) => {
+                t.track_truncate(size, untracked, || (methods.memdb_truncate)(file, size))
+            }
+            None => (methods.memdb_truncate)(file, size),
         }
-        (methods.memdb_truncate)(file, size)
     }
 }
 
@@ -266,23 +265,28 @@ unsafe extern "C" fn write(
             return ffi::SQLITE_ERROR;
         };
         let memdb_write = methods.memdb_write;
-        if let Some(t) = tracking(file) {
-            // Writes happen under memdb's exclusive lock, so the size cannot change between
-            // this read and the write.
-            let mut size = 0i64;
-            if (methods.memdb_size)(file, &mut size) != ffi::SQLITE_OK {
-                size = -1; // an odd size: the record becomes unknown
-            }
-            t.record_write(offset, amount, size);
-        }
+        let mut fixed = Vec::new();
+        let mut data = data;
         if offset == 0 {
             let page = std::slice::from_raw_parts(data.cast::<u8>(), amount.max(0) as usize);
             if super::memdb::says_wal(page) {
-                let mut fixed = page.to_vec();
+                fixed = page.to_vec();
                 super::memdb::mark_rollback(&mut fixed);
-                return memdb_write(file, fixed.as_ptr().cast(), amount, offset);
+                data = fixed.as_ptr().cast();
             }
         }
-        memdb_write(file, data, amount, offset)
+        let write = || memdb_write(file, data, amount, offset);
+        let rc = match tracking(file) {
+            Some((t, untracked)) => {
+                let file_size = || {
+                    let mut size = 0i64;
+                    ((methods.memdb_size)(file, &mut size) == ffi::SQLITE_OK).then_some(size)
+                };
+                t.track_write(offset, amount, untracked, file_size, write)
+            }
+            None => write(),
+        };
+        drop(fixed);
+        rc
     }
 }
