@@ -36,6 +36,9 @@ pub(crate) fn save_in_place(
     opts: &mut BackupOptions<'_>,
     budget: &Budget,
 ) -> Result<(), Fallback> {
+    if budget.is_cancelled() {
+        return Err("cancelled"); // the full save reports it
+    }
     if !src.autocommit() {
         return Err("the source connection has a transaction open");
     }
