@@ -279,3 +279,36 @@ fn plain_connections_fall_back_to_full() {
     conn.save_as_with(&path, incremental()).unwrap();
     assert_eq!(py::scalar(&path, "SELECT count(*) FROM t"), "2");
 }
+
+/// A load that converts (a WAL file, another text encoding) leaves no baseline: the next
+/// incremental save is full, and the file then equals memory, in rollback mode.
+#[test]
+fn restore_with_conversion_leaves_no_baseline() {
+    for kind in ["wal", "utf16"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("doc.db");
+        py::run(
+            "con = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             if sys.argv[2] == 'wal': con.execute('PRAGMA journal_mode=WAL')\n\
+             else: con.execute(\"PRAGMA encoding='UTF-16le'\")\n\
+             con.execute('CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)')\n\
+             con.execute('WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 3000) INSERT INTO t SELECT i, hex(randomblob(100)) FROM n')\n\
+             con.close()",
+            &[path.to_str().unwrap(), kind],
+        );
+        let pool = memory_pool().unwrap();
+        pool.get().unwrap().restore_from(&path).unwrap();
+        pool.get()
+            .unwrap()
+            .batch_execute("UPDATE t SET v = 'x' WHERE id = 5")
+            .unwrap();
+        let ino = inode(&path);
+        pool.get()
+            .unwrap()
+            .save_as_with(&path, incremental())
+            .unwrap();
+        assert_ne!(inode(&path), ino, "{kind}: a full save");
+        assert_eq!(py::scalar(&path, "PRAGMA journal_mode"), "delete", "{kind}");
+        assert_file_equals_memory(&pool, &path, kind);
+    }
+}
