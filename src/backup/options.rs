@@ -160,8 +160,8 @@ impl<'a> BackupOptions<'a> {
     /// the file is provably still that version (same device and inode, size, modification
     /// time and header change counter, not in WAL mode) and the database is a pool's
     /// ([`memory_pool`](crate::memory_pool), [`SingletonManager`](crate::SingletonManager),
-    /// [`Template::pool`](crate::Template::pool)); otherwise the usual full save with its
-    /// atomic replace. Falling back is never an error. See the README, "Incremental saves".
+    /// [`Template::pool`](crate::Template::pool)), and only when that writes less than a full
+    /// save (not after a `VACUUM`); otherwise the usual full save with its atomic replace. Falling back is never an error. See the README, "Incremental saves".
     /// An in-place save reports progress once the changed pages are read, then after the
     /// journal is durable and after every page written, counting the pages still to write.
     /// Default: off.

@@ -37,6 +37,9 @@
 //!    counter bumped, so every reader's cache is invalidated), then truncate and `xSync`;
 //! 5. deleting the journal is the commit point.
 //!
+//! When the journal plus the pages would be more bytes than the whole database (a `VACUUM`
+//! rewrites every page), the full save is cheaper and never blocks readers, so it is used.
+//!
 //! A crash before 5 leaves the old file with a hot journal, which any SQLite opening it rolls
 //! back; after 5, the new file. Readers never see a half-written state: they need SHARED,
 //! which the EXCLUSIVE lock keeps out. No descriptor of ours is ever opened on the database

@@ -93,6 +93,14 @@ fn read_changes(
     numbers.sort_unstable();
     numbers.dedup();
     numbers.retain(|&p| p != pending);
+    // In place, every overwritten page is written twice (journal and file): once that costs
+    // more than writing the whole database (after a VACUUM, say), the full save is cheaper,
+    // and it never blocks the file's readers.
+    let journaled = numbers.iter().filter(|&&p| p <= old_pages).count()
+        + (pages + 1..=old_pages).filter(|&p| p != pending).count();
+    if journaled + numbers.len() > pages as usize {
+        return Err("a full save writes less");
+    }
     let mut content = Vec::with_capacity(numbers.len());
     for p in numbers {
         let mut page = vec![0u8; ps as usize];
