@@ -56,15 +56,14 @@ fn killed_mid_incremental_save_never_tears() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("doc.db");
     ledger(ROWS).get().unwrap().save_as(&path).unwrap();
-    let kills = if std::env::var_os("DSB_LONG").is_some() {
-        2_000
-    } else {
-        30
-    };
+    let long = std::env::var_os("DSB_LONG").is_some();
+    let kills = if long { 2_000 } else { 30 };
+    // Report numbers to kill at: the first three saves of a child (about 20 reports each),
+    // or the first twelve in the long mode. 13 is coprime to both, so every one is used.
+    let span = if long { 240 } else { 60 };
     let mut hot = 0;
     for i in 0..kills {
-        // Spread over the first three saves of each child (about 20 reports each).
-        let kill_at = 1 + (i * 13) % 60;
+        let kill_at = 1 + (i * 13) % span;
         let status = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
