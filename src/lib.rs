@@ -4,6 +4,7 @@
 mod autosave;
 mod backup;
 mod error;
+mod incremental;
 mod pool;
 mod raw;
 mod snapshot;

@@ -47,6 +47,8 @@ fn add_item(conn: &mut SqliteConnection) {
 /// (items, total) in a saved file, after checking it is a sound database.
 fn ledger_in(path: &Path) -> (i64, i64) {
     let mut c = establish(path.to_str().unwrap()).unwrap();
+    // An incremental save holds the file's exclusive lock while it writes in place.
+    c.batch_execute("PRAGMA busy_timeout = 60000").unwrap();
     assert_eq!(common::integrity_of(&mut c), "ok");
     (
         common::scalar(&mut c, "SELECT count(*) AS n FROM item"),

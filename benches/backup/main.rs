@@ -1,5 +1,5 @@
 //! `cargo bench --bench backup [-- --mib 200 --rounds 5 --rss-mib 200,1024 --dir PATH]
-//! [--only open|autosave]]`
+//! [--only open|incremental|autosave]]`
 //!
 //! Times every way to get the same durable file out of (and back into) an in-memory SQLite
 //! database, interleaved round by round on the same content, and prints medians, MiB/s and
@@ -7,6 +7,7 @@
 //! of a pool checkout.
 
 mod autosave;
+mod incremental;
 mod methods;
 mod open;
 mod report;
@@ -23,7 +24,7 @@ pub struct Args {
     pub rounds: usize,
     pub rss_mib: Vec<u64>,
     pub dir: PathBuf,
-    /// `--only open` (or `autosave`): run that section alone.
+    /// `--only open` (or `incremental`, `autosave`): run that section alone.
     pub only: Option<String>,
 }
 
@@ -102,6 +103,7 @@ fn main() {
 
     let only = match args.only.as_deref() {
         Some("open") => Some(open::run(args.mib, args.rounds, work.path())),
+        Some("incremental") => Some(incremental::run(args.mib, args.rounds, work.path())),
         Some("autosave") => Some(autosave::run(work.path(), args.rounds)),
         Some(other) => panic!("--only {other}: no such section"),
         None => None,
@@ -195,6 +197,7 @@ fn main() {
     goals.extend(open_goals);
     goals.extend(template_goals);
     goals.extend(snapshot_goals);
+    goals.extend(incremental::run(args.mib, args.rounds, work.path()));
     goals.extend(autosave_goals);
     report::print_goals(&goals);
 }

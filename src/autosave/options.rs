@@ -50,7 +50,7 @@ impl Default for AutosaveOptions {
             every: DEFAULT_EVERY,
             quiet: DEFAULT_QUIET,
             on_error: Box::new(|e| eprintln!("diesel-sqlite-backup autosave: {e}")),
-            save_options: Box::new(BackupOptions::default),
+            save_options: Box::new(|| BackupOptions::default().incremental(true)),
         }
     }
 }
@@ -111,8 +111,11 @@ impl AutosaveOptions {
     }
 
     /// Makes the [`BackupOptions`] for each save (timeout, step size, pause, progress,
-    /// cancellation). Called once per save. The schema is always `main`. Default:
-    /// `BackupOptions::default()`.
+    /// cancellation, incremental). Called once per save. The schema is always `main`.
+    /// Default: `BackupOptions::default().incremental(true)`, so a save writes only the pages
+    /// changed since the last one, in place under a rollback journal, whenever the file is
+    /// provably the one the last save wrote (see
+    /// [`BackupOptions::incremental`]); otherwise a full save.
     ///
     /// ```
     /// # use std::time::Duration;

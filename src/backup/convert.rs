@@ -164,7 +164,7 @@ pub(crate) struct End<'e, 'a> {
 /// source is converted where the destination cannot take it page for page, then the engine's
 /// loop and finish. `ours` says `src` holds a read transaction this call began, which is
 /// ended before a `VACUUM INTO` conversion (VACUUM cannot run inside one). SQLite failures of
-/// the backup object itself name `blame`.
+/// the backup object itself name `blame`. Returns the plan it carried out.
 pub(crate) fn copy(
     src: End<'_, '_>,
     dst: End<'_, '_>,
@@ -172,7 +172,7 @@ pub(crate) fn copy(
     blame: &Path,
     opts: &mut BackupOptions<'_>,
     budget: &Budget,
-) -> Result<(), BackupError> {
+) -> Result<Plan, BackupError> {
     let _src_waits = BudgetedBusyHandler::install(src.db, budget, src.path);
     let _dst_waits = BudgetedBusyHandler::install(dst.db, budget, dst.path);
     let plan = plan(src.db, src.schema, dst.db, dst.schema)
@@ -203,7 +203,8 @@ pub(crate) fn copy(
     );
     let mut backup = RawBackup::new(dst.db, dst.schema, &from, from_schema).map_err(sqlite)?;
     engine::run(&mut backup, opts, budget, dst.path)?;
-    backup.finish().map_err(sqlite)
+    backup.finish().map_err(sqlite)?;
+    Ok(plan)
 }
 
 /// The page cache, in KiB, of each in-memory end while a copy runs. A backup touches every

@@ -389,7 +389,7 @@ fn copy(
         schema: c"main",
         path: &path,
     };
-    convert::copy(from, to, false, &path, options, budget)
+    convert::copy(from, to, false, &path, options, budget).map(drop)
 }
 /// True when both paths name the same existing file.
 fn same_file(a: &Path, b: &Path) -> bool {

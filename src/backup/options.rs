@@ -66,6 +66,7 @@ pub struct BackupOptions<'a> {
     pub(crate) verify: bool,
     pub(crate) progress: Option<Box<dyn FnMut(Progress) + 'a>>,
     pub(crate) cancel: Option<CancelToken>,
+    pub(crate) incremental: bool,
 }
 
 impl Default for BackupOptions<'_> {
@@ -78,6 +79,7 @@ impl Default for BackupOptions<'_> {
             verify: false,
             progress: None,
             cancel: None,
+            incremental: false,
         }
     }
 }
@@ -92,6 +94,7 @@ impl fmt::Debug for BackupOptions<'_> {
             .field("verify", &self.verify)
             .field("on_progress", &self.progress.is_some())
             .field("cancel_token", &self.cancel)
+            .field("incremental", &self.incremental)
             .finish()
     }
 }
@@ -147,6 +150,37 @@ impl<'a> BackupOptions<'a> {
     /// callback; see [`CancelToken`].
     pub fn cancel_token(mut self, token: &CancelToken) -> Self {
         self.cancel = Some(token.clone());
+        self
+    }
+
+    /// For [`save_as_with`](crate::BackupExt::save_as_with): write only the pages changed
+    /// since `path` was last written by this database, or since this database was loaded
+    /// from `path` by [`restore_from`](crate::BackupExt::restore_from), in place, under a
+    /// rollback journal that any SQLite rolls back should the process die part-way. Only when
+    /// the file is provably still that version (same device and inode, size, modification
+    /// time and header change counter, not in WAL mode) and the database is a pool's
+    /// ([`memory_pool`](crate::memory_pool), [`SingletonManager`](crate::SingletonManager),
+    /// [`Template::pool`](crate::Template::pool)), and only when that writes less than a full
+    /// save (not after a `VACUUM`); otherwise the usual full save with its atomic replace. Falling back is never an error. See the README, "Incremental saves".
+    /// An in-place save reports progress once the changed pages are read, then after the
+    /// journal is durable and after every page written, counting the pages still to write.
+    /// Default: off.
+    ///
+    /// ```
+    /// use diesel::RunQueryDsl;
+    /// use diesel_sqlite_backup::{memory_pool, BackupExt, BackupOptions};
+    ///
+    /// let pool = memory_pool()?;
+    /// diesel::sql_query("CREATE TABLE t(x)").execute(&mut pool.get()?)?;
+    /// let dir = tempfile::tempdir()?;
+    /// let file = dir.path().join("doc.db");
+    /// pool.get()?.save_as(&file)?; // full: the baseline
+    /// diesel::sql_query("INSERT INTO t VALUES (1)").execute(&mut pool.get()?)?;
+    /// pool.get()?.save_as_with(&file, BackupOptions::default().incremental(true))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn incremental(mut self, incremental: bool) -> Self {
+        self.incremental = incremental;
         self
     }
 

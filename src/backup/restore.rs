@@ -17,6 +17,10 @@ use super::header::Header;
 use super::options::BackupOptions;
 use super::{checks, convert};
 use crate::error::{BackupError, Operation, SqliteFailure};
+use crate::incremental::{
+    self,
+    tracker::{self, Baseline, FileId},
+};
 use crate::raw::{batch_vfs, path_cstring, readonly_uri, DbRef, OwnedDb};
 
 const OP: Operation = Operation::Restore;
@@ -42,13 +46,56 @@ pub(crate) fn restore_from(
             });
         }
     }
+    let before = FileId::of(path);
     let source = open_source(path, &budget)?;
     let src = source.db();
     check_file(&src, path)?;
     if opts.verify {
         verify_integrity(&src, path)?;
     }
-    load(&dest, &schema, &dest_path, &src, path, opts, &budget)
+    let Some(tracker) = incremental::tracker_of(&dest, &schema) else {
+        return load(&dest, &schema, &dest_path, &src, path, opts, &budget).map(drop);
+    };
+    // Loading makes the database equal to this file: a baseline for incremental saves, if
+    // the copy is page for page and the file provably stayed the one read.
+    let epoch = tracker.clear();
+    let base = file_baseline(&src, path, before);
+    let plan = {
+        let _untracked = incremental::Untracked::new(&dest);
+        load(&dest, &schema, &dest_path, &src, path, opts, &budget)
+    };
+    match (plan, base) {
+        (Ok(convert::Plan::Direct), Some(base)) => tracker.install(epoch, base),
+        (Ok(_), _) => tracker.forget(epoch),
+        (Err(e), _) => {
+            tracker.forget(epoch);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// The baseline a load of `path` leaves, from SQLite's view under the source's read lock: a
+/// rollback-mode file whose length is exactly its pages, that `stat` shows unchanged from
+/// before it was opened until now.
+fn file_baseline(src: &DbRef<'_>, path: &Path, before: Option<FileId>) -> Option<Baseline> {
+    let (header, len) = src.file_header(c"main").ok()?;
+    let parsed = Header::parse(&header, len).ok()?;
+    let after = FileId::of(path)?;
+    let exact = parsed
+        .valid_pages
+        .map(|p| u64::from(p) * u64::from(parsed.page_size))
+        == Some(len);
+    let rollback = header[18] == 1 && header[19] == 1;
+    if before != Some(after) || after.size != len || !exact || !rollback {
+        return None;
+    }
+    Some(Baseline {
+        path: tracker::canonical(path)?,
+        id: after,
+        counter: u32::from_be_bytes([header[24], header[25], header[26], header[27]]),
+        page_size: parsed.page_size,
+    })
 }
 
 /// The copy every Open shares, from files and from snapshots alike. `src` holds a read
@@ -63,7 +110,7 @@ pub(crate) fn load(
     label: &Path,
     opts: &mut BackupOptions<'_>,
     budget: &Budget,
-) -> Result<(), BackupError> {
+) -> Result<convert::Plan, BackupError> {
     let from = convert::End {
         db: src,
         schema: c"main",

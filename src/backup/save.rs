@@ -16,6 +16,10 @@ use super::options::BackupOptions;
 use super::temp_file::{self, LockedTemp};
 use super::{checks, same_file};
 use crate::error::{BackupError, Operation, SqliteFailure};
+use crate::incremental::{
+    self,
+    tracker::{self, Baseline, FileId},
+};
 use crate::raw::{batch_vfs, path_cstring, DbRef, OwnedDb};
 
 /// The temporary file is private and thrown away on any failure, so it needs no journal and
@@ -46,14 +50,68 @@ pub(crate) fn save_from(
     let source_file = src
         .filename(&schema)
         .filter(|f| !src.is_in_memory(&schema) && !f.is_empty());
-    replace_atomically(path, op, budget, |temp, dest_path| {
+    let tracker = incremental::tracker_of(src, &schema);
+    if let (true, Some(t)) = (opts.incremental, &tracker) {
+        if let Ok(dest) = follow_links(path) {
+            if let (Some(dir), Some(name)) = (dest.parent(), dest.file_name()) {
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                };
+                temp_file::remove_abandoned(dir, &name.to_string_lossy());
+            }
+            // Any reason not to write in place means a full save.
+            if incremental::save::save_in_place(src, t, &dest, opts, budget).is_ok() {
+                return Ok(());
+            }
+        }
+    }
+    // A full save makes a new baseline: the record restarts now, so writes during the copy
+    // count as changes since it.
+    let epoch = tracker.as_ref().map(|t| t.clear());
+    let mut baseline = None;
+    let saved = replace_atomically(path, op, budget, |temp, dest_path| {
         if source_file.is_some_and(|f| same_file(Path::new(&f), dest_path)) {
             return Err(BackupError::SameFile {
                 op,
                 path: path.to_path_buf(),
             });
         }
-        copy_into_file(src, &schema, temp, dest_path, opts, budget)
+        copy_into_file(src, &schema, temp, dest_path, opts, budget)?;
+        if tracker.is_some() {
+            baseline = new_baseline(temp, dest_path);
+        }
+        Ok(())
+    });
+    if let (Some(t), Some(epoch)) = (&tracker, epoch) {
+        match (&saved, baseline) {
+            (Ok(()), Some(b)) => t.install(epoch, b),
+            _ => t.forget(epoch),
+        }
+    }
+    saved
+}
+
+/// The baseline a full save leaves: the finished temporary file's identity (a rename keeps
+/// device, inode, size and modification time) and header, read through its own descriptor.
+fn new_baseline(temp: &LockedTemp, dest: &Path) -> Option<Baseline> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = temp.as_file();
+    let mut header = [0u8; 100];
+    file.seek(SeekFrom::Start(0)).ok()?;
+    file.read_exact(&mut header).ok()?;
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65536,
+        n => u32::from(n),
+    };
+    let id = FileId::of(temp.path())?;
+    let path = tracker::canonical(dest)?;
+    (header[18] == 1 && header[19] == 1 && id.size % u64::from(page_size) == 0).then(|| Baseline {
+        path,
+        id,
+        counter: u32::from_be_bytes([header[24], header[25], header[26], header[27]]),
+        page_size,
     })
 }
 
@@ -262,7 +320,7 @@ fn settle_logs(dest: &Path, budget: &Budget) -> Result<(), BackupError> {
 
 /// Where a chain of symbolic links at `path` ends, whether or not that file exists yet: a
 /// dangling link gets its target created, the link itself stays.
-fn follow_links(path: &Path) -> std::io::Result<PathBuf> {
+pub(crate) fn follow_links(path: &Path) -> std::io::Result<PathBuf> {
     let mut current = path.to_path_buf();
     // The kernel's own limit on links followed in one lookup (Linux: 40).
     for _ in 0..40 {

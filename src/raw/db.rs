@@ -264,7 +264,7 @@ impl<'a> DbRef<'a> {
 
     /// `schema`'s open file object (`SQLITE_FCNTL_FILE_POINTER`), owned by its pager and
     /// open for as long as the connection is.
-    fn main_file(&self, schema: &CStr) -> Result<*mut ffi::sqlite3_file, SqliteFailure> {
+    pub(super) fn main_file(&self, schema: &CStr) -> Result<*mut ffi::sqlite3_file, SqliteFailure> {
         let mut file: *mut ffi::sqlite3_file = ptr::null_mut();
         // SAFETY: SQLITE_FCNTL_FILE_POINTER writes one `sqlite3_file*` into the out-pointer.
         let rc = unsafe {

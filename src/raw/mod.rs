@@ -3,6 +3,7 @@
 pub(crate) mod batch_vfs;
 mod bridge;
 mod db;
+mod file_io;
 pub(crate) mod memdb;
 pub(crate) mod memdb_vfs;
 mod owned;

@@ -51,5 +51,5 @@ pub(crate) fn restore_from_bytes(
     if opts.verify {
         verify_integrity(&src, label)?;
     }
-    load(&dest, &schema, &dest_path, &src, label, opts, &budget)
+    load(&dest, &schema, &dest_path, &src, label, opts, &budget).map(drop)
 }

@@ -1,0 +1,319 @@
+//! The in-place save: the pages written since the baseline, under a rollback journal.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use libsqlite3_sys as ffi;
+
+use super::journal::Journal;
+use super::tracker::{Baseline, FileId, Taken, Tracker};
+use crate::backup::budget::{Budget, BudgetedBusyHandler};
+use crate::backup::{restore, BackupOptions, Progress};
+use crate::raw::{path_cstring, DbRef, OwnedDb};
+
+/// Why an incremental save gave way to a full one (for tests and debugging only).
+type Fallback = &'static str;
+
+/// The pages an incremental save copies, read from the source under one read transaction.
+struct Changes {
+    page_size: u32,
+    pages: u32,
+    /// (page number, content), ascending; page 1 always first.
+    content: Vec<(u32, Vec<u8>)>,
+    /// Nothing at all was written since the baseline.
+    untouched: bool,
+}
+
+/// Saves `src`'s main database into the file at `dest` in place, if the tracker can prove
+/// what changed since that file was written. `Err` means "do a full save"; the tracker's
+/// baseline is gone then, and the file is either untouched, or holds a hot journal that the
+/// next SQLite to open it (the full save's `settle_logs`) rolls back.
+pub(crate) fn save_in_place(
+    src: &DbRef<'_>,
+    tracker: &Tracker,
+    dest: &Path,
+    opts: &mut BackupOptions<'_>,
+    budget: &Budget,
+) -> Result<(), Fallback> {
+    if budget.is_cancelled() {
+        return Err("cancelled"); // the full save reports it
+    }
+    if !src.autocommit() {
+        return Err("the source connection has a transaction open");
+    }
+    // The read transaction keeps every writer out (memdb's EXCLUSIVE needs all readers
+    // gone), so what the tracker holds when taken is exactly what changed up to this state.
+    restore::begin_read(src, dest, budget).map_err(|_| "source busy")?;
+    let taken = tracker.take();
+    let read = read_changes(src, &taken, dest);
+    let _ = src.exec("COMMIT");
+    let (changes, baseline) = read?;
+    opts.report(Progress {
+        remaining: changes.content.len() as u32,
+        page_count: changes.pages,
+    });
+    let new_base = write_in_place(&changes, &baseline, dest, opts, budget)?;
+    tracker.install(taken.epoch, new_base);
+    Ok(())
+}
+
+/// Checks the record against the source and reads page 1 and every page written since.
+fn read_changes(
+    src: &DbRef<'_>,
+    taken: &Taken,
+    dest: &Path,
+) -> Result<(Changes, Baseline), Fallback> {
+    let base = taken.baseline.clone().ok_or("no baseline")?;
+    if super::tracker::canonical(dest).as_ref() != Some(&base.path) {
+        return Err("the baseline is another file");
+    }
+    let dirty = taken
+        .dirty
+        .as_ref()
+        .ok_or("a write the record cannot describe")?;
+    let page_size = src
+        .query_i64("PRAGMA main.page_size")
+        .map_err(|_| "page size unreadable")?;
+    if page_size != i64::from(base.page_size) {
+        return Err("page size changed");
+    }
+    let len = src.file_len(c"main").map_err(|_| "size unreadable")?;
+    let ps = u64::from(base.page_size);
+    if len % ps != 0 || len / ps > u64::from(u32::MAX) || len == 0 {
+        return Err("odd source size");
+    }
+    let pages = (len / ps) as u32;
+    let old_pages = (base.id.size / ps) as u32;
+    let pending = pending_byte_page(base.page_size);
+    // Page 1 always (its change counter moves); pages past the old end are new.
+    let mut numbers = vec![1u32];
+    numbers.extend(dirty.iter().copied().filter(|&p| p > 1 && p <= pages));
+    numbers.extend((old_pages + 1).max(2)..=pages);
+    numbers.sort_unstable();
+    numbers.dedup();
+    numbers.retain(|&p| p != pending);
+    // In place, every overwritten page is written twice (journal and file): once that costs
+    // more than writing the whole database (after a VACUUM, say), the full save is cheaper,
+    // and it never blocks the file's readers.
+    let journaled = numbers.iter().filter(|&&p| p <= old_pages).count()
+        + (pages + 1..=old_pages).filter(|&p| p != pending).count();
+    if journaled + numbers.len() > pages as usize {
+        return Err("a full save writes less");
+    }
+    let mut content = Vec::with_capacity(numbers.len());
+    for p in numbers {
+        let mut page = vec![0u8; ps as usize];
+        src.read_at(c"main", u64::from(p - 1) * ps, &mut page)
+            .map_err(|_| "source read failed")?;
+        content.push((p, page));
+    }
+    Ok((
+        Changes {
+            page_size: base.page_size,
+            pages,
+            content,
+            untouched: dirty.is_empty(),
+        },
+        base,
+    ))
+}
+
+/// The page holding the byte at 1 GiB, which SQLite never stores anything in (its locks).
+fn pending_byte_page(page_size: u32) -> u32 {
+    (0x4000_0000 / page_size) + 1
+}
+
+/// Locks the file, proves it is the baseline, journals, writes, syncs, commits.
+fn write_in_place(
+    changes: &Changes,
+    base: &Baseline,
+    dest: &Path,
+    opts: &mut BackupOptions<'_>,
+    budget: &Budget,
+) -> Result<Baseline, Fallback> {
+    if FileId::of(dest) != Some(base.id) {
+        return Err("the file at the path is not the baseline");
+    }
+    let name = path_cstring(dest).ok_or("path has a NUL")?;
+    let file = OwnedDb::open(&name, ffi::SQLITE_OPEN_READWRITE).map_err(|_| "cannot open")?;
+    let db = file.db();
+    let result = {
+        let _waits = BudgetedBusyHandler::install(&db, budget, dest);
+        locked_write(&db, changes, base, dest, opts)
+    };
+    if !db.autocommit() {
+        // Ends a transaction that wrote nothing through the pager: releases the lock only.
+        let _ = db.exec("ROLLBACK");
+    }
+    drop(file);
+    let counter = result?;
+    let id = FileId::of(dest).ok_or("file vanished")?;
+    if (id.dev, id.ino) != (base.id.dev, base.id.ino) {
+        return Err("file replaced during the save");
+    }
+    Ok(Baseline {
+        path: base.path.clone(),
+        id,
+        counter,
+        page_size: base.page_size,
+    })
+}
+
+/// Under `BEGIN EXCLUSIVE`: the checks, then the journal, the pages and the commit. Returns
+/// the file's new change counter.
+fn locked_write(
+    db: &DbRef<'_>,
+    changes: &Changes,
+    base: &Baseline,
+    dest: &Path,
+    opts: &mut BackupOptions<'_>,
+) -> Result<u32, Fallback> {
+    // Taking SHARED first rolls back any hot journal, as every SQLite client does.
+    db.exec("BEGIN EXCLUSIVE; SELECT count(*) FROM sqlite_schema;")
+        .map_err(|_| "destination busy or unreadable")?;
+    let mode = db
+        .query_column("PRAGMA main.journal_mode")
+        .map_err(|_| "journal mode unreadable")?;
+    if !mode
+        .first()
+        .is_some_and(|m| m.eq_ignore_ascii_case("delete"))
+    {
+        return Err("the file is not in rollback-journal (DELETE) mode");
+    }
+    let (header, len) = db.file_header(c"main").map_err(|_| "header unreadable")?;
+    let be32 = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let file_page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65536,
+        n => u32::from(n),
+    };
+    if header[18] != 1 || header[19] != 1 {
+        return Err("the file is in WAL mode");
+    }
+    if be32(24) != base.counter || len != base.id.size || file_page_size != base.page_size {
+        return Err("the file changed since the baseline");
+    }
+    // The same file, still unchanged, now that nobody else can write it.
+    if FileId::of(dest) != Some(base.id) {
+        return Err("the file at the path is not the baseline");
+    }
+    let ps = u64::from(changes.page_size);
+    let old_pages = (len / ps) as u32;
+    if changes.untouched && changes.pages == old_pages {
+        return Ok(base.counter); // the file already equals memory: write nothing
+    }
+    let counter = base.counter.wrapping_add(1);
+    // Readers in other connections keep a parsed schema for as long as the schema cookie
+    // stays the same. Memory's cookie says nothing about the file's (a full save writes 1,
+    // a restore sets memory's to its own old value plus one), so copying it could leave a
+    // changed schema under an unchanged cookie. Bump the file's own instead.
+    let schema_cookie = be32(40).wrapping_add(1);
+    let journal_path = journal_path(db, dest)?;
+    write_journal(db, changes, old_pages, &journal_path, dest)?;
+    opts.report(progress(changes, changes.content.len()));
+    for (i, (pgno, content)) in changes.content.iter().enumerate() {
+        let mut page = std::borrow::Cow::Borrowed(content.as_slice());
+        if *pgno == 1 {
+            let p = page.to_mut();
+            p[24..28].copy_from_slice(&counter.to_be_bytes());
+            p[40..44].copy_from_slice(&schema_cookie.to_be_bytes());
+            p[92..96].copy_from_slice(&counter.to_be_bytes());
+            p[96..100].copy_from_slice(&ffi::SQLITE_VERSION_NUMBER.to_be_bytes());
+        }
+        db.write_at(c"main", u64::from(pgno - 1) * ps, &page)
+            .map_err(|_| "write failed")?;
+        opts.report(progress(changes, changes.content.len() - i - 1));
+    }
+    if changes.pages < old_pages {
+        db.truncate_file(c"main", u64::from(changes.pages) * ps)
+            .map_err(|_| "truncate failed")?;
+    }
+    db.sync_file(c"main").map_err(|_| "sync failed")?;
+    opts.report(progress(changes, 0));
+    // The commit point: without its journal the file is the new version.
+    fs::remove_file(&journal_path).map_err(|_| "journal not deleted")?;
+    let _ = sync_dir(&journal_path);
+    db.exec("COMMIT").map_err(|_| "commit failed")?;
+    Ok(counter)
+}
+
+fn progress(changes: &Changes, remaining: usize) -> Progress {
+    Progress {
+        remaining: remaining as u32,
+        page_count: changes.pages,
+    }
+}
+
+/// Where SQLite looks for this database's rollback journal: its full name plus `-journal`.
+fn journal_path(db: &DbRef<'_>, dest: &Path) -> Result<PathBuf, Fallback> {
+    let full = db.filename(c"main").filter(|f| !f.is_empty());
+    let mut name = full.map_or_else(|| dest.as_os_str().to_owned(), Into::into);
+    name.push("-journal");
+    Ok(PathBuf::from(name))
+}
+
+/// Writes the original content of every page about to change, and makes it durable (the
+/// journal's data and its directory entry) before the database is touched.
+fn write_journal(
+    db: &DbRef<'_>,
+    changes: &Changes,
+    old_pages: u32,
+    path: &Path,
+    dest: &Path,
+) -> Result<(), Fallback> {
+    let ps = changes.page_size;
+    let pending = pending_byte_page(ps);
+    let overwritten = changes
+        .content
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|&p| p <= old_pages);
+    let cut = (changes.pages + 1..=old_pages).filter(|&p| p != pending);
+    let numbers: Vec<u32> = overwritten.chain(cut).collect();
+    let mut journal = Journal::new(ps, old_pages, numbers.len());
+    let mut original = vec![0u8; ps as usize];
+    for p in numbers {
+        db.read_at(c"main", u64::from(p - 1) * u64::from(ps), &mut original)
+            .map_err(|_| "original read failed")?;
+        journal.push(p, &original);
+    }
+    let bytes = journal.finish();
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        // SQLite gives a journal its database's permissions.
+        if let Ok(meta) = fs::metadata(dest) {
+            options.mode(meta.permissions().mode() & 0o777);
+        }
+    }
+    let written = options.open(path).and_then(|mut f| {
+        f.write_all(&bytes)?;
+        f.sync_all()
+    });
+    if written.is_err() {
+        let _ = fs::remove_file(path);
+        return Err("journal not written");
+    }
+    sync_dir(path).map_err(|_| "journal directory not synced")
+}
+
+/// Makes the creation or deletion of `file`'s directory entry durable.
+fn sync_dir(file: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let dir = match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        Ok(())
+    }
+}

@@ -1,0 +1,320 @@
+//! Incremental saves (`BackupOptions::incremental`): only changed pages are written, the file
+//! always equals memory afterwards, anything doubtful falls back to a full save, readers never
+//! see a torn file, and a kill at any moment leaves a file any SQLite recovers.
+//!
+//! Set `DSB_LONG=1` for the long crash mode (2,000 kills).
+
+#[path = "incremental/crash.rs"]
+mod crash;
+#[allow(dead_code)]
+#[path = "wild/py.rs"]
+mod py;
+#[path = "incremental/readers.rs"]
+mod readers;
+#[allow(dead_code)]
+#[path = "wild/scripts.rs"]
+mod scripts;
+#[path = "incremental/support.rs"]
+mod support;
+
+use diesel::connection::SimpleConnection;
+use diesel_sqlite_backup::{memory_pool, BackupExt};
+use support::*;
+
+const ROWS: usize = 20_000;
+
+/// Runs the test body in a child process of its own, so `wchar` counts only its writes.
+fn alone(name: &str) -> bool {
+    const CHILD: &str = "DSB_INCREMENTAL_ALONE";
+    if std::env::var(CHILD).as_deref() == Ok(name) {
+        return true;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(CHILD, name)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{name} failed in its own process:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    false
+}
+
+/// A 1% change writes at most 5% of the file's bytes (journal included), in place.
+#[test]
+fn one_percent_change_writes_at_most_five_percent() {
+    if !alone("one_percent_change_writes_at_most_five_percent") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doc.db");
+    let pool = ledger(ROWS);
+    pool.get().unwrap().save_as(&path).unwrap();
+    let (ino, size) = (inode(&path), std::fs::metadata(&path).unwrap().len());
+    for round in 0..3 {
+        transfer(&mut pool.get().unwrap(), ROWS, 1.0, round);
+        let mut c = pool.get().unwrap();
+        let written = bytes_written(|| c.save_as_with(&path, incremental()).unwrap());
+        drop(c);
+        eprintln!(
+            "round {round}: {written} bytes written of {size} ({:.2}%)",
+            written as f64 * 100.0 / size as f64
+        );
+        assert!(
+            written * 20 <= size,
+            "round {round}: {written} bytes written for a {size}-byte file"
+        );
+        assert_eq!(inode(&path), ino, "saved in place");
+        assert_file_equals_memory(&pool, &path, "after a 1% change");
+    }
+    // Nothing changed: nothing written at all.
+    let mut c = pool.get().unwrap();
+    let written = bytes_written(|| c.save_as_with(&path, incremental()).unwrap());
+    assert_eq!(written, 0, "an unchanged database writes nothing");
+}
+
+/// A database loaded with `restore_from` and edited slightly saves back in place; the
+/// file was made by Python's SQLite, not by this crate.
+#[test]
+fn restored_then_edited_saves_back_incrementally() {
+    if !alone("restored_then_edited_saves_back_incrementally") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doc.db");
+    py::run(
+        "con = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+         con.execute('CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)')\n\
+         con.execute('WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 20000) INSERT INTO t SELECT i, randomblob(300) FROM n')\n\
+         con.close()",
+        &[path.to_str().unwrap()],
+    );
+    let (ino, size) = (inode(&path), std::fs::metadata(&path).unwrap().len());
+    let pool = memory_pool().unwrap();
+    pool.get().unwrap().restore_from(&path).unwrap();
+    pool.get()
+        .unwrap()
+        .batch_execute("UPDATE t SET v = randomblob(300) WHERE id BETWEEN 500 AND 520")
+        .unwrap();
+    let mut c = pool.get().unwrap();
+    let written = bytes_written(|| c.save_as_with(&path, incremental()).unwrap());
+    drop(c);
+    assert!(
+        written * 20 <= size,
+        "{written} bytes written for a {size}-byte file"
+    );
+    assert_eq!(inode(&path), ino, "saved in place");
+    assert_file_equals_memory(&pool, &path, "restored, edited, saved");
+}
+
+/// Growth, shrink, new and dropped tables and indexes, and VACUUM: after each incremental
+/// save the file equals memory, page for page and row for row.
+#[test]
+fn every_kind_of_change_leaves_the_file_equal_to_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doc.db");
+    // Loaded by restore_from into a pool whose schema cookie is behind the file's, so a
+    // copied cookie could come back to the file's value with another schema.
+    ledger(2_000).get().unwrap().save_as(&path).unwrap();
+    py::run(
+        "con = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+         for i in range(6): con.execute('CREATE TABLE x%d(y)' % i)\n\
+         for i in range(6): con.execute('DROP TABLE x%d' % i)\n\
+         con.close()",
+        &[path.to_str().unwrap()],
+    );
+    let pool = memory_pool().unwrap();
+    pool.get().unwrap().restore_from(&path).unwrap();
+    // A long-lived reader keeps its parsed schema while the file's schema cookie holds: it
+    // reads now, at the file's cookie, and the first step brings memory's cookie to exactly
+    // that value with more tables.
+    let mut reader = diesel_sqlite_backup::establish(path.to_str().unwrap()).unwrap();
+    let version = "SELECT schema_version AS n FROM pragma_schema_version";
+    let gap = scalar(&mut reader, version) - scalar(&mut pool.get().unwrap(), version);
+    assert!(gap > 0, "the file's schema cookie is ahead of memory's");
+    let creates: String = (0..gap).map(|i| format!("CREATE TABLE c{i}(x);")).collect();
+    let last_table = format!("SELECT count(*) AS n FROM c{}", gap - 1);
+    // (what, SQL, saved in place): a change that rewrites most pages saves in full, which
+    // writes less than a journal of every page plus the pages.
+    let steps = [
+        ("schema change to the file's old cookie", creates.as_str(), true),
+        ("growth", "INSERT INTO a SELECT id + 100000, 0, randomblob(900) FROM a", true),
+        ("new table and index", "CREATE TABLE c(x, y); CREATE INDEX c_x ON c(x); INSERT INTO c SELECT id, pad FROM b", true),
+        ("new index", "CREATE INDEX b_pad ON b(pad)", true),
+        ("shrink by delete", "DELETE FROM a WHERE id > 100000", true),
+        ("VACUUM (shrink)", "VACUUM", false),
+        ("dropped index", "DROP INDEX b_pad", true),
+        ("dropped table", "DROP TABLE c", true),
+        ("VACUUM again", "VACUUM", false),
+        ("rolled back transaction", "BEGIN; DELETE FROM b; INSERT INTO b SELECT id + 5, 0, randomblob(2000) FROM a; ROLLBACK", true),
+        ("small edit", "UPDATE b SET pad = x'00' WHERE id = 7", true),
+        ("growth again", "INSERT INTO b SELECT id + 100000, 0, randomblob(3000) FROM a WHERE id < 500", true),
+    ];
+    for (what, sql, in_place) in steps {
+        let ino = inode(&path);
+        pool.get().unwrap().batch_execute(sql).unwrap();
+        pool.get()
+            .unwrap()
+            .save_as_with(&path, incremental())
+            .unwrap();
+        assert_eq!(inode(&path) == ino, in_place, "{what}: saved in place?");
+        if !in_place {
+            // A full save renamed a new file over the path; the reader still has the old one.
+            reader = diesel_sqlite_backup::establish(path.to_str().unwrap()).unwrap();
+        }
+        assert_file_equals_memory(&pool, &path, what);
+        let tables = "SELECT count(*) AS n FROM sqlite_schema";
+        let in_memory = scalar(&mut pool.get().unwrap(), tables);
+        assert_eq!(
+            scalar(&mut reader, tables),
+            in_memory,
+            "{what}: reader's schema"
+        );
+        let rows = "SELECT (SELECT count(*) FROM a) + (SELECT count(*) FROM b) AS n";
+        let in_memory = scalar(&mut pool.get().unwrap(), rows);
+        assert_eq!(
+            scalar(&mut reader, rows),
+            in_memory,
+            "{what}: reader's rows"
+        );
+        assert_eq!(
+            scalar(&mut reader, &last_table),
+            0,
+            "{what}: reader sees the new tables"
+        );
+    }
+}
+
+/// A page size change is a doubt: the save is full (a new file), and correct.
+#[test]
+fn page_size_change_saves_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doc.db");
+    let pool = ledger(500);
+    pool.get().unwrap().save_as(&path).unwrap();
+    let ino = inode(&path);
+    let changed = pool
+        .get()
+        .unwrap()
+        .batch_execute("PRAGMA page_size=8192; VACUUM");
+    pool.get()
+        .unwrap()
+        .save_as_with(&path, incremental())
+        .unwrap();
+    assert_file_equals_memory(&pool, &path, "page size change");
+    let page_size = "SELECT page_size AS n FROM pragma_page_size";
+    if changed.is_ok() && scalar(&mut pool.get().unwrap(), page_size) == 8192 {
+        assert_ne!(inode(&path), ino, "a page size change saves in full");
+    }
+}
+
+/// Another writer changed the file, or a different file was renamed over it: the save is
+/// full (a new inode), and afterwards the file equals memory exactly.
+#[test]
+fn file_changed_or_replaced_behind_our_back_saves_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doc.db");
+    let pool = ledger(2_000);
+    pool.get().unwrap().save_as(&path).unwrap();
+
+    // Another writer (Python's SQLite) commits to the file.
+    py::run(
+        "con = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+         con.execute('UPDATE b SET pad = zeroblob(10) WHERE id < 50')\n\
+         con.close()",
+        &[path.to_str().unwrap()],
+    );
+    transfer(&mut pool.get().unwrap(), 2_000, 1.0, 3);
+    let before = inode(&path);
+    pool.get()
+        .unwrap()
+        .save_as_with(&path, incremental())
+        .unwrap();
+    assert_ne!(inode(&path), before, "a full save after another writer");
+    assert_file_equals_memory(&pool, &path, "after another writer");
+
+    // The same again, in place once more.
+    transfer(&mut pool.get().unwrap(), 2_000, 1.0, 4);
+    let ino = inode(&path);
+    pool.get()
+        .unwrap()
+        .save_as_with(&path, incremental())
+        .unwrap();
+    assert_eq!(inode(&path), ino, "back to in-place saves");
+    assert_file_equals_memory(&pool, &path, "in place after the full save");
+
+    // A different file (same size, same change counter: an old copy) renamed over it.
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&path, &copy).unwrap();
+    std::fs::rename(&copy, &path).unwrap();
+    transfer(&mut pool.get().unwrap(), 2_000, 1.0, 5);
+    let replaced = inode(&path);
+    pool.get()
+        .unwrap()
+        .save_as_with(&path, incremental())
+        .unwrap();
+    assert_ne!(inode(&path), replaced, "a full save after a rename");
+    assert_file_equals_memory(&pool, &path, "after a rename over the file");
+
+    // Saved elsewhere in between: the old path is no longer the baseline.
+    let other = dir.path().join("other.db");
+    pool.get().unwrap().save_as(&other).unwrap();
+    transfer(&mut pool.get().unwrap(), 2_000, 1.0, 6);
+    let ino = inode(&path);
+    pool.get()
+        .unwrap()
+        .save_as_with(&path, incremental())
+        .unwrap();
+    assert_ne!(inode(&path), ino, "the baseline moved to the other file");
+    assert_file_equals_memory(&pool, &path, "after a save elsewhere");
+}
+
+/// Incremental is off by default and falls back for connections without a tracker.
+#[test]
+fn plain_connections_fall_back_to_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doc.db");
+    let mut conn = diesel_sqlite_backup::establish(":memory:").unwrap();
+    conn.batch_execute("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+        .unwrap();
+    conn.save_as_with(&path, incremental()).unwrap();
+    conn.batch_execute("INSERT INTO t VALUES (2)").unwrap();
+    conn.save_as_with(&path, incremental()).unwrap();
+    assert_eq!(py::scalar(&path, "SELECT count(*) FROM t"), "2");
+}
+
+/// A load that converts (a WAL file, another text encoding) leaves no baseline: the next
+/// incremental save is full, and the file then equals memory, in rollback mode.
+#[test]
+fn restore_with_conversion_leaves_no_baseline() {
+    for kind in ["wal", "utf16"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("doc.db");
+        py::run(
+            "con = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             if sys.argv[2] == 'wal': con.execute('PRAGMA journal_mode=WAL')\n\
+             else: con.execute(\"PRAGMA encoding='UTF-16le'\")\n\
+             con.execute('CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)')\n\
+             con.execute('WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 3000) INSERT INTO t SELECT i, hex(randomblob(100)) FROM n')\n\
+             con.close()",
+            &[path.to_str().unwrap(), kind],
+        );
+        let pool = memory_pool().unwrap();
+        pool.get().unwrap().restore_from(&path).unwrap();
+        pool.get()
+            .unwrap()
+            .batch_execute("UPDATE t SET v = 'x' WHERE id = 5")
+            .unwrap();
+        let ino = inode(&path);
+        pool.get()
+            .unwrap()
+            .save_as_with(&path, incremental())
+            .unwrap();
+        assert_ne!(inode(&path), ino, "{kind}: a full save");
+        assert_eq!(py::scalar(&path, "PRAGMA journal_mode"), "delete", "{kind}");
+        assert_file_equals_memory(&pool, &path, kind);
+    }
+}
