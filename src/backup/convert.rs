@@ -195,10 +195,10 @@ pub(crate) fn copy(
     // Declared before the backup, so restored after it is finished or rolled back.
     let _caches = (
         (ours || staged.is_some()).then(|| CopyCache::set(&from, from_schema)),
-        matches!(
+        (matches!(
             dst.db.storage(dst.schema),
             Storage::Memdb | Storage::PatchedMemdb
-        )
+        ) && !journal_off(dst.db, dst.schema))
         .then(|| CopyCache::set(dst.db, dst.schema)),
     );
     let mut backup = RawBackup::new(dst.db, dst.schema, &from, from_schema).map_err(sqlite)?;
@@ -212,6 +212,17 @@ pub(crate) fn copy(
 /// buffers than the CPU caches hold; a small one keeps them hot. Not for a file destination,
 /// where every cache spill may cost a journal sync.
 const COPY_CACHE_KIB: i64 = 128;
+
+/// True when `schema` runs without a rollback journal (`journal_mode=OFF`). Pages a small
+/// cache spills into such a database before the commit could not be taken back by a
+/// cancel or failure, so its cache is left as it is (a larger copy still spills: SQLite
+/// itself cannot roll back without a journal, see the README's limits).
+fn journal_off(db: &DbRef<'_>, schema: &CStr) -> bool {
+    db.query_column(&format!("PRAGMA {}.journal_mode", quote(schema)))
+        .map_or(true, |m| {
+            m.first().is_some_and(|m| m.eq_ignore_ascii_case("off"))
+        })
+}
 
 /// Sets one end's cache to [`COPY_CACHE_KIB`] and puts its own setting back on drop.
 struct CopyCache<'e, 'a> {
