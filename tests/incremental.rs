@@ -17,6 +17,8 @@ mod scripts;
 #[path = "incremental/support.rs"]
 mod support;
 
+mod common;
+
 use diesel::connection::SimpleConnection;
 use diesel_sqlite_backup::{memory_pool, BackupExt};
 use support::*;

@@ -136,12 +136,4 @@ pub fn python_total(path: &Path) -> i64 {
     .unwrap()
 }
 
-/// One `i64` from a query whose single column is named `n`.
-pub fn scalar(conn: &mut SqliteConnection, sql: &str) -> i64 {
-    #[derive(QueryableByName)]
-    struct N {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    diesel::sql_query(sql).get_result::<N>(conn).expect(sql).n
-}
+pub use crate::common::scalar;
