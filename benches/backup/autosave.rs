@@ -49,12 +49,7 @@ pub fn run(dir: &Path, rounds: usize) -> Vec<Goal> {
     let (mut off, mut on, mut saves) = (Vec::new(), Vec::new(), 0);
     for round in 0..rounds.max(3) {
         let mut measure_on = || {
-            let options = match std::env::var("DSB_AS_EVERY_MS") {
-                Ok(ms) => AutosaveOptions::default()
-                    .every(Duration::from_millis(ms.parse().unwrap()))
-                    .quiet(Duration::from_secs(3600)),
-                Err(_) => AutosaveOptions::default(),
-            };
+            let options = AutosaveOptions::default();
             let autosave = Autosave::start(&pool, &file, options).unwrap();
             let rate = updates_per_second(&pool);
             saves += autosave.saves() - 1;
