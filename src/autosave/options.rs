@@ -50,7 +50,7 @@ impl Default for AutosaveOptions {
             every: DEFAULT_EVERY,
             quiet: DEFAULT_QUIET,
             on_error: Box::new(|e| eprintln!("diesel-sqlite-backup autosave: {e}")),
-            save_options: Box::new(|| BackupOptions::default().incremental(true)),
+            save_options: Box::new(BackupOptions::default),
         }
     }
 }
@@ -112,10 +112,9 @@ impl AutosaveOptions {
 
     /// Makes the [`BackupOptions`] for each save (timeout, step size, pause, progress,
     /// cancellation, incremental). Called once per save. The schema is always `main`.
-    /// Default: `BackupOptions::default().incremental(true)`, so a save writes only the pages
-    /// changed since the last one, in place under a rollback journal, whenever the file is
-    /// provably the one the last save wrote (see
-    /// [`BackupOptions::incremental`]); otherwise a full save.
+    /// Default: `BackupOptions::default()`, full saves. Incremental saves
+    /// ([`BackupOptions::incremental`]) are not the default because of a known defect with
+    /// connections that keep the file open across a full save (README, "Incremental saves").
     ///
     /// ```
     /// # use std::time::Duration;

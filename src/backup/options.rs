@@ -161,7 +161,9 @@ impl<'a> BackupOptions<'a> {
     /// time and header change counter, not in WAL mode) and the database is a pool's
     /// ([`memory_pool`](crate::memory_pool), [`SingletonManager`](crate::SingletonManager),
     /// [`Template::pool`](crate::Template::pool)), and only when that writes less than a full
-    /// save (not after a `VACUUM`); otherwise the usual full save with its atomic replace. Falling back is never an error. See the README, "Incremental saves".
+    /// save (not after a `VACUUM`); otherwise the usual full save with its atomic replace.
+    /// Falling back is never an error. See the README, "Incremental saves", and its known
+    /// defect: use it only on files no other connection keeps open across a full save.
     /// An in-place save reports progress once the changed pages are read, then after the
     /// journal is durable and after every page written, counting the pages still to write.
     /// Default: off.

@@ -138,6 +138,10 @@ fn write_in_place(
     let name = path_cstring(dest).ok_or("path has a NUL")?;
     let file = OwnedDb::open(&name, ffi::SQLITE_OPEN_READWRITE).map_err(|_| "cannot open")?;
     let db = file.db();
+    if db.is_readonly(c"main") {
+        // The journal could be created but the pages never written: no write in place.
+        return Err("the file is read-only");
+    }
     let result = {
         let _waits = BudgetedBusyHandler::install(&db, budget, dest);
         locked_write(&db, changes, base, dest, opts)

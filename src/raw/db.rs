@@ -283,6 +283,13 @@ impl<'a> DbRef<'a> {
         Ok(file)
     }
 
+    /// True when SQLite opened `schema` read-only (for example a file without write
+    /// permission, which `SQLITE_OPEN_READWRITE` silently opens read-only).
+    pub(crate) fn is_readonly(&self, schema: &CStr) -> bool {
+        // SAFETY: open handle and NUL-terminated schema name; returns -1, 0 or 1.
+        unsafe { ffi::sqlite3_db_readonly(self.as_ptr(), schema.as_ptr()) != 0 }
+    }
+
     /// `sqlite3_txn_state` for `schema`: `SQLITE_TXN_NONE`, `_READ` or `_WRITE`.
     pub(crate) fn txn_state(&self, schema: &CStr) -> c_int {
         // SAFETY: open handle and NUL-terminated schema name.
