@@ -53,16 +53,11 @@ pub(crate) fn save_from(
     let tracker = incremental::tracker_of(src, &schema);
     if let (true, Some(t)) = (opts.incremental, &tracker) {
         if let Ok(dest) = follow_links(path) {
-            if let (Some(dir), Some(name)) = (dest.parent(), dest.file_name()) {
-                let dir = if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
-                };
-                temp_file::remove_abandoned(dir, &name.to_string_lossy());
-            }
-            // Any reason not to write in place means a full save.
+            // Any reason not to write in place means a full save (which cleans up itself).
             if incremental::save::save_in_place(src, t, &dest, opts, budget).is_ok() {
+                if let Some(name) = dest.file_name() {
+                    temp_file::remove_abandoned(&parent_dir(&dest), &name.to_string_lossy());
+                }
                 return Ok(());
             }
         }
@@ -218,10 +213,7 @@ impl Destination {
             Ok(meta) => Some(meta.permissions()),
             Err(_) => None,
         };
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let dir = parent_dir(&path);
         Ok(Destination {
             path,
             dir,
@@ -316,6 +308,14 @@ fn settle_logs(dest: &Path, budget: &Budget) -> Result<(), BackupError> {
         ));
     }
     Ok(())
+}
+
+/// The folder `path` is in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 /// Where a chain of symbolic links at `path` ends, whether or not that file exists yet: a
