@@ -14,6 +14,8 @@ mod readers;
 #[allow(dead_code)]
 #[path = "wild/scripts.rs"]
 mod scripts;
+#[path = "incremental/stale.rs"]
+mod stale;
 #[path = "incremental/support.rs"]
 mod support;
 
@@ -116,6 +118,9 @@ fn restored_then_edited_saves_back_incrementally() {
 /// save the file equals memory, page for page and row for row.
 #[test]
 fn every_kind_of_change_leaves_the_file_equal_to_memory() {
+    if !alone("every_kind_of_change_leaves_the_file_equal_to_memory") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("doc.db");
     // Loaded by restore_from into a pool whose schema cookie is behind the file's, so a
@@ -139,8 +144,8 @@ fn every_kind_of_change_leaves_the_file_equal_to_memory() {
     assert!(gap > 0, "the file's schema cookie is ahead of memory's");
     let creates: String = (0..gap).map(|i| format!("CREATE TABLE c{i}(x);")).collect();
     let last_table = format!("SELECT count(*) AS n FROM c{}", gap - 1);
-    // (what, SQL, saved in place): a change that rewrites most pages saves in full, which
-    // writes less than a journal of every page plus the pages.
+    // (what, SQL, only the changes saved): a change that rewrites most pages saves in full,
+    // in place through SQLite (the file keeps its inode, and the reader its connection).
     let steps = [
         ("schema change to the file's old cookie", creates.as_str(), true),
         ("growth", "INSERT INTO a SELECT id + 100000, 0, randomblob(900) FROM a", true),
@@ -155,18 +160,20 @@ fn every_kind_of_change_leaves_the_file_equal_to_memory() {
         ("small edit", "UPDATE b SET pad = x'00' WHERE id = 7", true),
         ("growth again", "INSERT INTO b SELECT id + 100000, 0, randomblob(3000) FROM a WHERE id < 500", true),
     ];
-    for (what, sql, in_place) in steps {
-        let ino = inode(&path);
+    let ino = inode(&path);
+    for (what, sql, only_changes) in steps {
         pool.get().unwrap().batch_execute(sql).unwrap();
-        pool.get()
-            .unwrap()
-            .save_as_with(&path, incremental())
-            .unwrap();
-        assert_eq!(inode(&path) == ino, in_place, "{what}: saved in place?");
-        if !in_place {
-            // A full save renamed a new file over the path; the reader still has the old one.
-            reader = diesel_sqlite_backup::establish(path.to_str().unwrap()).unwrap();
-        }
+        let mut c = pool.get().unwrap();
+        let written = bytes_written(|| c.save_as_with(&path, incremental()).unwrap());
+        drop(c);
+        let size = std::fs::metadata(&path).unwrap().len();
+        // A full save writes every page, and a journal of the old ones besides.
+        assert_eq!(
+            written < size,
+            only_changes,
+            "{what}: {written} bytes written of {size}"
+        );
+        assert_eq!(inode(&path), ino, "{what}: never replaced by rename");
         assert_file_equals_memory(&pool, &path, what);
         let tables = "SELECT count(*) AS n FROM sqlite_schema";
         let in_memory = scalar(&mut pool.get().unwrap(), tables);
@@ -190,33 +197,58 @@ fn every_kind_of_change_leaves_the_file_equal_to_memory() {
     }
 }
 
-/// A page size change is a doubt: the save is full (a new file), and correct.
+/// Memory's page size differs from the file's: the save is full, and correct. In incremental
+/// mode it goes in place, so the file itself changes its page size under SQLite's journal.
 #[test]
 fn page_size_change_saves_in_full() {
+    if !alone("page_size_change_saves_in_full") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("doc.db");
     let pool = ledger(500);
     pool.get().unwrap().save_as(&path).unwrap();
     let ino = inode(&path);
-    let changed = pool
-        .get()
-        .unwrap()
-        .batch_execute("PRAGMA page_size=8192; VACUUM");
-    pool.get()
-        .unwrap()
-        .save_as_with(&path, incremental())
-        .unwrap();
-    assert_file_equals_memory(&pool, &path, "page size change");
-    let page_size = "SELECT page_size AS n FROM pragma_page_size";
-    if changed.is_ok() && scalar(&mut pool.get().unwrap(), page_size) == 8192 {
-        assert_ne!(inode(&path), ino, "a page size change saves in full");
+    for page_size in [8192, 512, 65536] {
+        // Memory takes another page size from a file Python made.
+        let other = dir.path().join(format!("other-{page_size}.db"));
+        py::run(
+            "con = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             con.execute('PRAGMA page_size=%d' % int(sys.argv[2]))\n\
+             con.execute('CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)')\n\
+             con.execute('WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 2000) INSERT INTO t SELECT i, randomblob(200) FROM n')\n\
+             con.close()",
+            &[other.to_str().unwrap(), &page_size.to_string()],
+        );
+        let pool = memory_pool().unwrap(); // a fresh pool takes the file's page size
+        pool.get().unwrap().restore_from(&other).unwrap();
+        let query = "SELECT page_size AS n FROM pragma_page_size";
+        assert_eq!(scalar(&mut pool.get().unwrap(), query), page_size);
+        assert!(saved_in_full(&pool, &path), "{page_size}: a full save");
+        assert_eq!(inode(&path), ino, "{page_size}: in place, not renamed over");
+        assert_eq!(py::scalar(&path, "PRAGMA page_size"), page_size.to_string());
+        assert_file_equals_memory(&pool, &path, "page size change");
+        // And the next small change goes in place as only the changes.
+        pool.get()
+            .unwrap()
+            .batch_execute("UPDATE t SET v = x'01' WHERE id = 3")
+            .unwrap();
+        assert!(
+            !saved_in_full(&pool, &path),
+            "{page_size}: then incremental"
+        );
+        assert_file_equals_memory(&pool, &path, "after the page size change");
     }
 }
 
 /// Another writer changed the file, or a different file was renamed over it: the save is
-/// full (a new inode), and afterwards the file equals memory exactly.
+/// full (in place: every page and a journal of the old ones are written), and afterwards the
+/// file equals memory exactly.
 #[test]
 fn file_changed_or_replaced_behind_our_back_saves_in_full() {
+    if !alone("file_changed_or_replaced_behind_our_back_saves_in_full") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("doc.db");
     let pool = ledger(2_000);
@@ -230,22 +262,18 @@ fn file_changed_or_replaced_behind_our_back_saves_in_full() {
         &[path.to_str().unwrap()],
     );
     transfer(&mut pool.get().unwrap(), 2_000, 1.0, 3);
-    let before = inode(&path);
-    pool.get()
-        .unwrap()
-        .save_as_with(&path, incremental())
-        .unwrap();
-    assert_ne!(inode(&path), before, "a full save after another writer");
+    assert!(
+        saved_in_full(&pool, &path),
+        "a full save after another writer"
+    );
     assert_file_equals_memory(&pool, &path, "after another writer");
 
     // The same again, in place once more.
     transfer(&mut pool.get().unwrap(), 2_000, 1.0, 4);
-    let ino = inode(&path);
-    pool.get()
-        .unwrap()
-        .save_as_with(&path, incremental())
-        .unwrap();
-    assert_eq!(inode(&path), ino, "back to in-place saves");
+    assert!(
+        !saved_in_full(&pool, &path),
+        "back to saving only the changes"
+    );
     assert_file_equals_memory(&pool, &path, "in place after the full save");
 
     // A different file (same size, same change counter: an old copy) renamed over it.
@@ -254,24 +282,26 @@ fn file_changed_or_replaced_behind_our_back_saves_in_full() {
     std::fs::rename(&copy, &path).unwrap();
     transfer(&mut pool.get().unwrap(), 2_000, 1.0, 5);
     let replaced = inode(&path);
-    pool.get()
-        .unwrap()
-        .save_as_with(&path, incremental())
-        .unwrap();
-    assert_ne!(inode(&path), replaced, "a full save after a rename");
+    assert!(saved_in_full(&pool, &path), "a full save after a rename");
+    assert_eq!(inode(&path), replaced, "written in place, not renamed over");
     assert_file_equals_memory(&pool, &path, "after a rename over the file");
 
     // Saved elsewhere in between: the old path is no longer the baseline.
     let other = dir.path().join("other.db");
     pool.get().unwrap().save_as(&other).unwrap();
     transfer(&mut pool.get().unwrap(), 2_000, 1.0, 6);
-    let ino = inode(&path);
-    pool.get()
-        .unwrap()
-        .save_as_with(&path, incremental())
-        .unwrap();
-    assert_ne!(inode(&path), ino, "the baseline moved to the other file");
+    assert!(
+        saved_in_full(&pool, &path),
+        "the baseline moved to the other file"
+    );
     assert_file_equals_memory(&pool, &path, "after a save elsewhere");
+}
+
+/// Saves the pool incrementally into `path`; true if every page was written (a full save).
+fn saved_in_full(pool: &Pool, path: &std::path::Path) -> bool {
+    let mut c = pool.get().unwrap();
+    let written = bytes_written(|| c.save_as_with(path, incremental()).unwrap());
+    written >= std::fs::metadata(path).unwrap().len()
 }
 
 /// Incremental is off by default and falls back for connections without a tracker.
@@ -292,6 +322,9 @@ fn plain_connections_fall_back_to_full() {
 /// incremental save is full, and the file then equals memory, in rollback mode.
 #[test]
 fn restore_with_conversion_leaves_no_baseline() {
+    if !alone("restore_with_conversion_leaves_no_baseline") {
+        return;
+    }
     for kind in ["wal", "utf16"] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("doc.db");
@@ -310,12 +343,7 @@ fn restore_with_conversion_leaves_no_baseline() {
             .unwrap()
             .batch_execute("UPDATE t SET v = 'x' WHERE id = 5")
             .unwrap();
-        let ino = inode(&path);
-        pool.get()
-            .unwrap()
-            .save_as_with(&path, incremental())
-            .unwrap();
-        assert_ne!(inode(&path), ino, "{kind}: a full save");
+        assert!(saved_in_full(&pool, &path), "{kind}: a full save");
         assert_eq!(py::scalar(&path, "PRAGMA journal_mode"), "delete", "{kind}");
         assert_file_equals_memory(&pool, &path, kind);
     }

@@ -51,10 +51,16 @@ pub(crate) fn save_from(
         .filename(&schema)
         .filter(|f| !src.is_in_memory(&schema) && !f.is_empty());
     let tracker = incremental::tracker_of(src, &schema);
-    if let (true, Some(t)) = (opts.incremental, &tracker) {
+    let is_source = |dest: &Path| {
+        source_file
+            .as_ref()
+            .is_some_and(|f| same_file(Path::new(f), dest))
+    };
+    if opts.incremental {
         if let Ok(dest) = follow_links(path) {
-            // Any reason not to write in place means a full save (which cleans up itself).
-            if incremental::save::save_in_place(src, t, &dest, opts, budget).is_ok() {
+            if !is_source(&dest)
+                && save_in_place(src, &schema, tracker.as_deref(), &dest, opts, budget)?
+            {
                 if let Some(name) = dest.file_name() {
                     temp_file::remove_abandoned(&parent_dir(&dest), &name.to_string_lossy());
                 }
@@ -67,7 +73,7 @@ pub(crate) fn save_from(
     let epoch = tracker.as_ref().map(|t| t.clear());
     let mut baseline = None;
     let saved = replace_atomically(path, op, budget, |temp, dest_path| {
-        if source_file.is_some_and(|f| same_file(Path::new(&f), dest_path)) {
+        if is_source(dest_path) {
             return Err(BackupError::SameFile {
                 op,
                 path: path.to_path_buf(),
@@ -86,6 +92,27 @@ pub(crate) fn save_from(
         }
     }
     saved
+}
+
+/// Incremental mode never renames over a database someone may hold open (see
+/// `incremental::full`): the pages changed since the baseline go in place when the tracker can
+/// prove which they are, and otherwise the whole database goes in place through SQLite. `false`:
+/// the file is missing, in WAL mode, or not a writable database, so it is replaced by rename.
+fn save_in_place(
+    src: &DbRef<'_>,
+    schema: &std::ffi::CStr,
+    tracker: Option<&incremental::tracker::Tracker>,
+    dest: &Path,
+    opts: &mut BackupOptions<'_>,
+    budget: &Budget,
+) -> Result<bool, BackupError> {
+    if let Some(t) = tracker {
+        // Any reason not to write only the changes means the whole database goes.
+        if incremental::save::save_in_place(src, t, dest, opts, budget).is_ok() {
+            return Ok(true);
+        }
+    }
+    incremental::full::save_over_existing(src, schema, tracker, dest, opts, budget)
 }
 
 /// The baseline a full save leaves: the finished temporary file's identity (a rename keeps

@@ -49,6 +49,7 @@
 //! Why not a reflink copy: it needs a filesystem that has one, still renames (breaking other
 //! processes' open handles to the document), and leaves the old route everywhere else.
 
+pub(crate) mod full;
 pub(crate) mod journal;
 pub(crate) mod save;
 pub(crate) mod tracker;

@@ -93,9 +93,9 @@ fn read_changes(
     numbers.sort_unstable();
     numbers.dedup();
     numbers.retain(|&p| p != pending);
-    // In place, every overwritten page is written twice (journal and file): once that costs
-    // more than writing the whole database (after a VACUUM, say), the full save is cheaper,
-    // and it never blocks the file's readers.
+    // This route holds every page it writes in memory until the file is locked: once that is
+    // more than the whole database (after a VACUUM, say), the full save, which streams
+    // through SQLite's own pager, is used instead.
     let journaled = numbers.iter().filter(|&&p| p <= old_pages).count()
         + (pages + 1..=old_pages).filter(|&p| p != pending).count();
     if journaled + numbers.len() > pages as usize {
@@ -306,7 +306,7 @@ fn write_journal(
 }
 
 /// Makes the creation or deletion of `file`'s directory entry durable.
-fn sync_dir(file: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(file: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         let dir = match file.parent() {

@@ -1,0 +1,164 @@
+//! Connections opened on the file before a full save keep working: in incremental mode a
+//! full save over an existing database goes in place, so no connection is left holding a
+//! replaced inode that would take a later save's journal for its own hot journal (replaying
+//! it into the old file and deleting it, which a kill then turns into a torn file).
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use diesel::connection::SimpleConnection;
+use diesel_sqlite_backup::{establish, BackupExt};
+
+use crate::support::*;
+
+const CHILD: &str = "DSB_INCREMENTAL_STALE";
+const ROWS: usize = 5_000;
+/// The full save's step, small so that kills land inside it too.
+const FULL_STEP: i32 = 40;
+
+/// Python: one connection for the whole test, a read transaction checking the ledger in a
+/// tight loop. At the end: "done N bad K FIRST", K counting broken invariants and errors.
+const PY_VIEWER: &str = r#"
+con = sqlite3.connect(sys.argv[1], timeout=120, isolation_level=None)
+total, n, bad = int(sys.argv[2]), 0, []
+while not stopped():
+    try:
+        con.execute('BEGIN')
+        a = con.execute('SELECT sum(bal) FROM a').fetchone()[0]
+        b = con.execute('SELECT sum(bal) FROM b').fetchone()[0]
+        con.execute('COMMIT')
+        if a + b != total:
+            bad.append('torn %d %d' % (a, b))
+    except sqlite3.DatabaseError as e:
+        bad.append('error %s' % e)
+        try:
+            con.execute('ROLLBACK')
+        except sqlite3.DatabaseError:
+            pass
+    n += 1
+    if n == 1:
+        say('ready')
+say('done %d bad %d %s' % (n, len(bad), bad[:1]))
+"#;
+
+/// The child: a new ledger saved over the file (a full save, in small steps), then 1% changes
+/// saved incrementally, until it SIGKILLs itself at its `kill_at`-th progress report.
+#[test]
+fn stale_child() {
+    let Ok(args) = std::env::var(CHILD) else {
+        return; // runs only as the child of connections_opened_before_a_full_save_stay_valid
+    };
+    let (path, kill_at) = args.split_once('\n').unwrap();
+    let kill_at: u64 = kill_at.parse().unwrap();
+    let pool = ledger(ROWS);
+    let reports = std::cell::Cell::new(0u64);
+    let count = |_| {
+        reports.set(reports.get() + 1);
+        if reports.get() == kill_at {
+            // SAFETY: kill(2) on our own pid; no memory is involved.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
+    };
+    let mut c = pool.get().unwrap();
+    c.save_as_with(
+        path,
+        incremental().pages_per_step(FULL_STEP).on_progress(count),
+    )
+    .unwrap();
+    for round in 0.. {
+        transfer(&mut c, ROWS, 1.0, round + kill_at);
+        c.save_as_with(path, incremental().on_progress(count))
+            .unwrap();
+    }
+}
+
+/// A Python connection and a thread's connection are opened on the file and kept for the
+/// whole test, reading in a loop. Processes that each start with a full save over the file
+/// and then save incrementally are SIGKILLed at spread-out moments (12 times; 300 with
+/// `DSB_LONG=1`). After every kill a fresh reader finds the file intact, and the long-lived
+/// connections never see a broken invariant or an error.
+#[test]
+fn connections_opened_before_a_full_save_stay_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doc.db");
+    ledger(ROWS).get().unwrap().save_as(&path).unwrap();
+    let ino = inode(&path);
+
+    let stop_file = dir.path().join("stop");
+    let mut viewer = crate::py::Live::spawn(
+        PY_VIEWER,
+        &[path.to_str().unwrap(), &TOTAL.to_string()],
+        &stop_file,
+    );
+    viewer.wait_for("ready");
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let (stop, path) = (stop.clone(), path.clone());
+        std::thread::spawn(move || {
+            let mut c = establish(path.to_str().unwrap()).unwrap();
+            c.batch_execute("PRAGMA busy_timeout=120000").unwrap();
+            let (mut reads, mut bad) = (0u64, Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                match c.batch_execute("BEGIN").map(|()| {
+                    let total = scalar(
+                        &mut c,
+                        "SELECT (SELECT sum(bal) FROM a) + (SELECT sum(bal) FROM b) AS n",
+                    );
+                    c.batch_execute("COMMIT").unwrap();
+                    total
+                }) {
+                    Ok(total) if total == TOTAL => {}
+                    other => bad.push(format!("{other:?}")),
+                }
+                reads += 1;
+            }
+            (reads, bad)
+        })
+    };
+
+    let long = std::env::var_os("DSB_LONG").is_some();
+    let kills = if long { 300 } else { 12 };
+    // Report numbers to kill at: inside the full save (about 20 reports) and the first
+    // incremental saves after it (about 20 each). 7 is coprime to 80.
+    for i in 0..kills {
+        let kill_at = 1 + (i * 7) % 80;
+        let status = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "stale::stale_child", "--test-threads=1"])
+            .env(CHILD, format!("{}\n{kill_at}", path.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "kill {i}: child ended otherwise"
+        );
+        assert_eq!(
+            crate::py::scalar(&path, "PRAGMA integrity_check"),
+            "ok",
+            "kill {i} (report {kill_at})"
+        );
+        assert_eq!(
+            python_total(&path),
+            TOTAL,
+            "kill {i} (report {kill_at}): torn"
+        );
+        assert_eq!(
+            inode(&path),
+            ino,
+            "kill {i}: the file was replaced by rename"
+        );
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (reads, bad) = thread.join().unwrap();
+    let done = viewer.stop();
+    eprintln!("thread: {reads} read transactions; python: {done}");
+    assert!(bad.is_empty(), "the thread's connection saw: {bad:?}");
+    assert!(
+        done.starts_with("done") && done.contains(" bad 0 "),
+        "the python connection saw: {done}"
+    );
+}
