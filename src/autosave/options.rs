@@ -50,7 +50,7 @@ impl Default for AutosaveOptions {
             every: DEFAULT_EVERY,
             quiet: DEFAULT_QUIET,
             on_error: Box::new(|e| eprintln!("diesel-sqlite-backup autosave: {e}")),
-            save_options: Box::new(BackupOptions::default),
+            save_options: Box::new(|| BackupOptions::default().incremental(true)),
         }
     }
 }
@@ -112,9 +112,9 @@ impl AutosaveOptions {
 
     /// Makes the [`BackupOptions`] for each save (timeout, step size, pause, progress,
     /// cancellation, incremental). Called once per save. The schema is always `main`.
-    /// Default: `BackupOptions::default()`, full saves. Incremental saves
-    /// ([`BackupOptions::incremental`]) are not the default because of a known defect with
-    /// connections that keep the file open across a full save (README, "Incremental saves").
+    /// Default: `BackupOptions::default().incremental(true)`: each save writes only the pages
+    /// changed since the last one, in place ([`BackupOptions::incremental`]). A factory that
+    /// leaves `incremental` off makes every save a full one, replacing the file by rename.
     ///
     /// ```
     /// # use std::time::Duration;
