@@ -160,12 +160,18 @@ impl<'a> BackupOptions<'a> {
     /// the file is provably still that version (same device and inode, size, modification
     /// time and header change counter, not in WAL mode) and the database is a pool's
     /// ([`memory_pool`](crate::memory_pool), [`SingletonManager`](crate::SingletonManager),
-    /// [`Template::pool`](crate::Template::pool)), and only when that writes less than a full
-    /// save (not after a `VACUUM`); otherwise the usual full save with its atomic replace.
-    /// Falling back is never an error. See the README, "Incremental saves", and its known
-    /// defect: use it only on files no other connection keeps open across a full save.
-    /// An in-place save reports progress once the changed pages are read, then after the
-    /// journal is durable and after every page written, counting the pages still to write.
+    /// [`Template::pool`](crate::Template::pool)), and the changed pages fit in 32 MiB.
+    ///
+    /// Otherwise the save is full, and falling back is never an error. In this mode a full
+    /// save never renames over an existing rollback-journal database: it writes it in place
+    /// through SQLite's own backup (journal, locks and syncs), so the file keeps its inode
+    /// and a connection opened on it earlier stays valid. A missing file, a WAL file, a
+    /// read-only file or one that is not a database is replaced by rename as usual. See the
+    /// README, "Incremental saves".
+    ///
+    /// An in-place save of the changes reports progress once the changed pages are read,
+    /// then after the journal is durable and after every page written, counting the pages
+    /// still to write; a full save in place reports as a stepped backup does.
     /// Default: off.
     ///
     /// ```

@@ -14,7 +14,7 @@
 //!
 //! Baselines come from a full save (the record is cleared when the save starts, so writes
 //! during its stepped copy are recorded again; the new file's identity is taken from the
-//! temporary file before the rename) and from `restore_from` of a rollback-mode file copied
+//! temporary file before the rename, or, in place, under a lock after the commit) and from `restore_from` of a rollback-mode file copied
 //! page for page (the restoring connection's own writes are marked untracked while it holds
 //! the write transaction; any conversion, a WAL source, a failure: no baseline). An epoch
 //! counter makes sure that only the operation that last cleared the record installs its
@@ -37,14 +37,18 @@
 //!    counter bumped, so every reader's cache is invalidated), then truncate and `xSync`;
 //! 5. deleting the journal is the commit point.
 //!
-//! When the journal plus the pages would be more bytes than the whole database (a `VACUUM`
-//! rewrites every page), the full save is cheaper and never blocks readers, so it is used.
+//! The changed pages are copied out of memory so that the source's read lock (which pool
+//! writers wait for) is held only for that copy. Above 32 MiB of them, the full save is used:
+//! in incremental mode it is in place as well ([`full`]), streaming through SQLite's pager.
 //!
 //! A crash before 5 leaves the old file with a hot journal, which any SQLite opening it rolls
 //! back; after 5, the new file. Readers never see a half-written state: they need SHARED,
 //! which the EXCLUSIVE lock keeps out. No descriptor of ours is ever opened on the database
 //! file itself (closing it would drop this process's POSIX locks); only the journal, which
 //! SQLite never locks, is written with `std::fs`.
+//!
+//! Full saves in this mode never rename over an existing rollback-mode database ([`full`]
+//! says why): renames and in-place journals must not mix.
 //!
 //! Why not a reflink copy: it needs a filesystem that has one, still renames (breaking other
 //! processes' open handles to the document), and leaves the old route everywhere else.

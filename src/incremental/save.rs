@@ -12,6 +12,11 @@ use crate::backup::budget::{Budget, BudgetedBusyHandler};
 use crate::backup::{restore, BackupOptions, Progress};
 use crate::raw::{path_cstring, DbRef, OwnedDb};
 
+/// The most changed-page bytes an incremental save copies out of memory before writing them.
+/// Copying is what lets it hold the source's read lock only briefly (writers in the pool wait
+/// for it); above this, the memory cost outweighs that, and the full save runs instead.
+const MAX_BUFFERED_BYTES: u64 = 32 << 20;
+
 /// Why an incremental save gave way to a full one (for tests and debugging only).
 type Fallback = &'static str;
 
@@ -93,13 +98,10 @@ fn read_changes(
     numbers.sort_unstable();
     numbers.dedup();
     numbers.retain(|&p| p != pending);
-    // This route holds every page it writes in memory until the file is locked: once that is
-    // more than the whole database (after a VACUUM, say), the full save, which streams
-    // through SQLite's own pager, is used instead.
-    let journaled = numbers.iter().filter(|&&p| p <= old_pages).count()
-        + (pages + 1..=old_pages).filter(|&p| p != pending).count();
-    if journaled + numbers.len() > pages as usize {
-        return Err("a full save writes less");
+    // The pages are held in memory from here until they are written: past the limit, the
+    // full save (which streams through SQLite's own pager, in place as well) is used.
+    if numbers.len() as u64 * ps > MAX_BUFFERED_BYTES {
+        return Err("too many changed pages to hold in memory");
     }
     let mut content = Vec::with_capacity(numbers.len());
     for p in numbers {
