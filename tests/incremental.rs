@@ -348,3 +348,41 @@ fn restore_with_conversion_leaves_no_baseline() {
         assert_file_equals_memory(&pool, &path, kind);
     }
 }
+
+/// A commit made by another pooled connection while a full save runs (here: right after its
+/// last step, before it returns) is in the next incremental save: the record of writes
+/// restarts before the copy, never after it. Both full routes: in place over an existing
+/// database, and by rename into a new file.
+#[test]
+fn commits_racing_a_full_save_reach_the_next_save() {
+    let dir = tempfile::tempdir().unwrap();
+    for existing in [true, false] {
+        let path = dir.path().join(format!("doc-{existing}.db"));
+        if existing {
+            ledger(300).get().unwrap().save_as(&path).unwrap(); // another database
+        }
+        // Two connections: one saves, the other commits during the save.
+        let pool = r2d2::Pool::builder()
+            .max_size(2)
+            .thread_pool(diesel_sqlite_backup::shared_thread_pool())
+            .build(diesel_sqlite_backup::SingletonManager::new())
+            .unwrap();
+        let content = ledger(2_000).get().unwrap().snapshot().unwrap();
+        pool.get().unwrap().restore_from_bytes(&content).unwrap();
+        let writer = pool.clone();
+        let raced = std::cell::Cell::new(false);
+        let mut c = pool.get().unwrap();
+        let options = incremental().pages_per_step(20).on_progress(|p| {
+            if p.remaining == 0 && !raced.get() {
+                raced.set(true);
+                let mut other = writer.get().unwrap();
+                transfer(&mut other, 2_000, 1.0, 11);
+            }
+        });
+        c.save_as_with(&path, options).unwrap();
+        drop(c);
+        assert!(raced.get(), "the race ran");
+        assert!(!saved_in_full(&pool, &path), "then only the changes");
+        assert_file_equals_memory(&pool, &path, "after a commit raced the full save");
+    }
+}
