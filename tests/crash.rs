@@ -184,70 +184,27 @@ fn durability_child_saver() {
 #[cfg(target_os = "linux")]
 #[test]
 fn save_fsyncs_file_then_renames_then_fsyncs_directory() {
-    if Command::new("strace").arg("-V").output().is_err() {
-        eprintln!("strace not installed: syscall order not checked");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("durable.db");
-    let trace = dir.path().join("trace.txt");
-    let status = Command::new("strace")
-        .args([
-            "-f",
-            "-qq",
-            "-e",
-            "trace=openat,fsync,fdatasync,rename,renameat,renameat2,close",
-            "-o",
-        ])
-        .arg(&trace)
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "durability_child_saver", "--test-threads=1"])
-        .env("DSB_DURABILITY_CHILD", &dest)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let events = parse_trace(&std::fs::read_to_string(&trace).unwrap(), dir.path());
-    let rename = events
+    let env = ("DSB_DURABILITY_CHILD", dest.as_os_str());
+    let Some(calls) = common::strace::trace_child("durability_child_saver", env) else {
+        return;
+    };
+    let is_temp = |c: &common::strace::Syscall| c.path.to_string_lossy().ends_with(TEMP_SUFFIX);
+    let rename = calls
         .iter()
-        .position(|e| e.starts_with("rename"))
+        .position(|c| c.name == "rename" && is_temp(c))
         .expect("a rename");
     assert!(
-        events[..rename].iter().any(|e| e == "fsync temp"),
-        "no fsync of the temporary file before the rename: {events:?}"
+        calls[..rename]
+            .iter()
+            .any(|c| c.name == "fsync" && is_temp(c)),
+        "no fsync of the temporary file before the rename: {calls:?}"
     );
     assert!(
-        events[rename..].iter().any(|e| e == "fsync dir"),
-        "no fsync of the directory after the rename: {events:?}"
+        calls[rename..]
+            .iter()
+            .any(|c| c.name == "fsync" && c.path == dir.path()),
+        "no fsync of the directory after the rename: {calls:?}"
     );
-}
-
-/// Turns strace lines into "fsync temp", "fsync dir", "rename" events for files in `dir`.
-fn parse_trace(trace: &str, dir: &Path) -> Vec<String> {
-    let mut fds: std::collections::HashMap<String, PathBuf> = Default::default();
-    let mut events = Vec::new();
-    for line in trace.lines() {
-        let call = line.split_once(' ').map_or(line, |(_, rest)| rest).trim();
-        let result = call.rsplit_once("= ").map(|(_, r)| r.trim().to_owned());
-        if call.starts_with("openat(") {
-            if let (Some(path), Some(fd)) = (call.split('"').nth(1), result) {
-                fds.insert(fd, PathBuf::from(path));
-            }
-        } else if let Some(rest) = call
-            .strip_prefix("fsync(")
-            .or_else(|| call.strip_prefix("fdatasync("))
-        {
-            let fd = rest.split(')').next().unwrap().to_owned();
-            match fds.get(&fd) {
-                Some(p) if p == dir => events.push("fsync dir".to_owned()),
-                Some(p) if p.to_string_lossy().ends_with(TEMP_SUFFIX) => {
-                    events.push("fsync temp".to_owned())
-                }
-                _ => {}
-            }
-        } else if call.starts_with("rename") && call.contains(TEMP_SUFFIX) {
-            events.push("rename".to_owned());
-        }
-    }
-    events
 }

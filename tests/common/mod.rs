@@ -3,6 +3,7 @@
 
 #[path = "../../examples/common/mod.rs"]
 pub mod app;
+pub mod strace;
 
 use std::path::{Path, PathBuf};
 

@@ -130,35 +130,30 @@ fn incremental_strace_child() {
 #[cfg(target_os = "linux")]
 #[test]
 fn incremental_save_syncs_journal_then_pages_then_deletes_journal() {
-    if Command::new("strace").arg("-V").output().is_err() {
-        eprintln!("strace not installed: syscall order not checked");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("durable.db");
-    let trace = dir.path().join("trace.txt");
-    let status = Command::new("strace")
-        .args([
-            "-f",
-            "-qq",
-            "-e",
-            "trace=openat,pwrite64,write,fsync,fdatasync,unlink,unlinkat,ftruncate",
-            "-o",
-        ])
-        .arg(&trace)
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "crash::incremental_strace_child",
-            "--test-threads=1",
-        ])
-        .env("DSB_INCREMENTAL_STRACE", &path)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let text = std::fs::read_to_string(&trace).unwrap();
-    let events = parse(&text, &path, dir.path());
+    let env = ("DSB_INCREMENTAL_STRACE", path.as_os_str());
+    let Some(calls) = crate::common::strace::trace_child("crash::incremental_strace_child", env)
+    else {
+        return;
+    };
+    let journal = journal(&path);
+    // Each call as "name db|journal|dir"; calls on other files are left out.
+    let events: Vec<String> = calls
+        .iter()
+        .filter_map(|c| {
+            let which = if c.path == path {
+                "db"
+            } else if c.path == journal {
+                "journal"
+            } else if c.path == dir.path() {
+                "dir"
+            } else {
+                return None;
+            };
+            Some(format!("{} {which}", c.name))
+        })
+        .collect();
     let pos = |e: &str| events.iter().position(|x| x == e);
     let journal_open = pos("open journal").expect("a journal was created");
     let after: Vec<&String> = events[journal_open..].iter().collect();
@@ -181,53 +176,4 @@ fn incremental_save_syncs_journal_then_pages_then_deletes_journal() {
         last_db_write < db_sync && db_sync < unlink,
         "pages not durable before the commit: {after:?}"
     );
-}
-
-/// strace lines as events about the database, its journal and its directory.
-fn parse(trace: &str, db: &Path, dir: &Path) -> Vec<String> {
-    let mut fds: std::collections::HashMap<String, PathBuf> = Default::default();
-    let journal = journal(db);
-    let mut events = Vec::new();
-    let which = |p: &Path| {
-        if p == db {
-            Some("db")
-        } else if p == journal {
-            Some("journal")
-        } else if p == dir {
-            Some("dir")
-        } else {
-            None
-        }
-    };
-    for line in trace.lines() {
-        let call = line.split_once(' ').map_or(line, |(_, rest)| rest).trim();
-        let result = call.rsplit_once("= ").map(|(_, r)| r.trim().to_owned());
-        let fd_of = |rest: &str| rest.split([',', ')']).next().unwrap().to_owned();
-        if call.starts_with("openat(") {
-            if let (Some(path), Some(fd)) = (call.split('"').nth(1), result) {
-                let p = PathBuf::from(path);
-                if which(&p) == Some("journal") {
-                    events.push("open journal".to_owned());
-                }
-                fds.insert(fd, p);
-            }
-        } else if let Some(rest) = call
-            .strip_prefix("fsync(")
-            .or_else(|| call.strip_prefix("fdatasync("))
-        {
-            if let Some(w) = fds.get(&fd_of(rest)).and_then(|p| which(p)) {
-                events.push(format!("fsync {w}"));
-            }
-        } else if let Some(rest) = call
-            .strip_prefix("pwrite64(")
-            .or_else(|| call.strip_prefix("write("))
-        {
-            if let Some(w) = fds.get(&fd_of(rest)).and_then(|p| which(p)) {
-                events.push(format!("write {w}"));
-            }
-        } else if call.starts_with("unlink") && call.contains(&*journal.to_string_lossy()) {
-            events.push("unlink journal".to_owned());
-        }
-    }
-    events
 }
