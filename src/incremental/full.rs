@@ -31,9 +31,10 @@ use crate::backup::{engine, handle::RawBackup, BackupOptions};
 use crate::error::{BackupError, SqliteFailure};
 use crate::raw::{path_cstring, DbRef, OwnedDb};
 
-/// The destination's page cache while the backup writes it. Each spill of a full cache
-/// syncs the journal, so a larger cache means fewer syncs; 16 MiB keeps memory bounded.
-const DEST_CACHE: &str = "PRAGMA cache_size=-16384;";
+/// The destination's settings while the backup writes it. Each spill of a full cache syncs
+/// the journal, so a larger cache means fewer syncs; 16 MiB keeps memory bounded. FULL
+/// syncs are SQLite's default, but the save's durability must not depend on a build flag.
+const DEST_PRAGMAS: &str = "PRAGMA cache_size=-16384; PRAGMA synchronous=FULL;";
 
 /// What the file at the path is, as SQLite sees it, before the save.
 struct Existing {
@@ -139,7 +140,7 @@ fn copy(
         path: dest.to_path_buf(),
         failure,
     };
-    dst.exec(DEST_CACHE).map_err(sqlite)?;
+    dst.exec(DEST_PRAGMAS).map_err(sqlite)?;
     let _src_waits = BudgetedBusyHandler::install(src, budget, &src.display_path(schema));
     let mut backup = RawBackup::new(dst, c"main", src, schema).map_err(sqlite)?;
     engine::run(&mut backup, opts, budget, dest)?;
