@@ -3,8 +3,7 @@
 //! A background thread owns a private connection to the pool's database. Every few
 //! milliseconds it reads the database's header (whose change counter every commit that
 //! changes the database bumps, and reads never do) through that connection's file handle,
-//! without taking a lock, and saves with
-//! [`save_as`](crate::BackupExt::save_as)'s atomic replace when the schedule says so. Pooled
+//! without taking a lock, and saves (incrementally, by default) when the schedule says so. Pooled
 //! connections are never taken, no hook is installed on them, and writers never wait for a
 //! look.
 
@@ -29,9 +28,12 @@ use crate::raw::{failure_from_code, path_cstring, OwnedDb};
 /// Saves a [`SingletonManager`] pool's database to a file whenever it changes, on a thread
 /// of its own.
 ///
-/// Every file it leaves is a complete database (each save is a
-/// [`save_as`](crate::BackupExt::save_as): a temporary file, fsynced, renamed over the
-/// destination), whatever happens: errors, a kill, writers on other connections. After
+/// Each save is a [`save_as_with`](crate::BackupExt::save_as_with) with the options of
+/// [`save_options`](AutosaveOptions::save_options): by default
+/// [`incremental`](crate::BackupOptions::incremental), so only the changed pages are
+/// written, in place under a rollback journal. Every file it leaves is a complete database
+/// (or the previous one with a hot journal, which the next SQLite to open it rolls back),
+/// whatever happens: errors, a kill, writers on other connections. After
 /// [`start`](Autosave::start), a commit on any connection of the pool reaches the file within
 /// [`every`](AutosaveOptions::every) plus the time of the save. An idle database is never
 /// written again, and reads are not changes.
@@ -74,7 +76,7 @@ impl Autosave {
     /// # Errors
     /// - [`BackupError::Init`] if no connection could be borrowed from the pool, or the
     ///   thread could not be started.
-    /// - Anything [`save_as`](crate::BackupExt::save_as) returns for the first save, so an
+    /// - Anything [`save_as_with`](crate::BackupExt::save_as_with) returns for the first save, so an
     ///   unusable `path` (a missing folder, a directory, no permission) fails here.
     ///
     /// ```
