@@ -5,6 +5,7 @@ pub(crate) mod budget;
 pub(crate) mod checks;
 pub(crate) mod convert;
 pub(crate) mod engine;
+mod fresh_load;
 pub(crate) mod handle;
 mod header;
 mod options;

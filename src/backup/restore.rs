@@ -15,7 +15,7 @@ use libsqlite3_sys as ffi;
 use super::budget::{is_busy, Budget, BudgetedBusyHandler};
 use super::header::Header;
 use super::options::BackupOptions;
-use super::{checks, convert};
+use super::{checks, convert, fresh_load};
 use crate::error::{BackupError, Operation, SqliteFailure};
 use crate::incremental::{
     self,
@@ -111,6 +111,9 @@ pub(crate) fn load(
     opts: &mut BackupOptions<'_>,
     budget: &Budget,
 ) -> Result<convert::Plan, BackupError> {
+    if let Some(plan) = fresh_load::try_load(src, dest, schema, dest_path, label, opts, budget)? {
+        return Ok(plan);
+    }
     let from = convert::End {
         db: src,
         schema: c"main",

@@ -210,6 +210,21 @@ pub(crate) unsafe fn set_untracked(file: *mut ffi::sqlite3_file, untracked: bool
     }
 }
 
+/// True when the writes through `file` are untracked (false for a file without our table).
+///
+/// # Safety
+/// As [`tracker_of`].
+pub(crate) unsafe fn is_untracked(file: *mut ffi::sqlite3_file) -> bool {
+    // SAFETY: as tracker_of: only a file carrying our table has a region.
+    unsafe {
+        let Some(methods) = METHODS.get() else {
+            return false;
+        };
+        ptr::eq((*file).pMethods, &methods.patched)
+            && region(file).is_some_and(|r| r.untracked.load(Ordering::SeqCst))
+    }
+}
+
 /// The tracker of a file carrying our table, and whether its writes are untracked.
 ///
 /// # Safety

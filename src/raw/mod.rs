@@ -5,6 +5,7 @@ mod bridge;
 mod db;
 mod file_io;
 pub(crate) mod memdb;
+mod memdb_file;
 pub(crate) mod memdb_vfs;
 mod owned;
 
@@ -13,6 +14,7 @@ pub(crate) use bridge::{
     install_default_busy_handler, probe, raw_handle, with_lock_waits, HandleError,
 };
 pub(crate) use db::{failure_from_code, path_cstring, readonly_uri, DbRef, Storage};
+pub(crate) use memdb_file::SharedMemdbFile;
 pub(crate) use owned::OwnedDb;
 
 /// Registers `vfs` for the life of the process (leaked, never made the default). False, with
