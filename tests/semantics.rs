@@ -12,10 +12,16 @@ use diesel_sqlite_backup::{
     establish, Backup, BackupError, BackupExt, BackupOptions, SingletonManager, StepResult,
 };
 
+/// Pooled connections wait up to this long for a lock on their own: a call that ignored its
+/// deadline would wait this out, so the tests can tell it apart from one that kept it
+/// without measuring anything finer than a minute.
+const POOL_BUSY_TIMEOUT: Duration = Duration::from_secs(120);
+const FAR_PAST_THE_DEADLINE: Duration = Duration::from_secs(60);
+
 fn pool_of(size: u32) -> Pool {
     let pool = r2d2::Pool::builder()
         .max_size(size)
-        .build(SingletonManager::new())
+        .build(SingletonManager::new().busy_timeout(POOL_BUSY_TIMEOUT))
         .unwrap();
     let mut c = pool.get().unwrap();
     app::migrate(&mut c);
@@ -34,7 +40,7 @@ fn hold_write_lock(conn: &mut diesel::SqliteConnection, title: &str) {
 }
 
 /// A writer holds its transaction: save_as waits with backoff and gives up at the deadline
-/// with a Busy error, well before the pool's 5 s busy timeout would have let it.
+/// with a Busy error, long before the pool's busy timeout would have let it.
 #[test]
 fn save_gives_up_at_the_deadline_while_a_writer_holds_the_lock() {
     let pool = pool_of(2);
@@ -56,7 +62,7 @@ fn save_gives_up_at_the_deadline_while_a_writer_holds_the_lock() {
         "gave up early: {waited:?}"
     );
     assert!(
-        waited < Duration::from_millis(2_500),
+        waited < FAR_PAST_THE_DEADLINE,
         "ignored the deadline: {waited:?}"
     );
     writer.batch_execute("ROLLBACK").unwrap();
@@ -101,7 +107,10 @@ fn restore_gives_up_at_the_deadline_and_keeps_the_data() {
         )
         .unwrap_err();
     assert!(err.is_busy(), "{err}");
-    assert!(started.elapsed() < Duration::from_millis(2_500));
+    assert!(
+        started.elapsed() < FAR_PAST_THE_DEADLINE,
+        "ignored the deadline"
+    );
     writer.batch_execute("ROLLBACK").unwrap();
     assert_eq!(app::note_count(&mut restorer), 2_000);
 }
@@ -272,7 +281,11 @@ fn backup_to_a_destination_in_use() {
         )
         .unwrap_err();
     assert!(err.is_busy(), "{err}");
-    assert!(started.elapsed() < Duration::from_millis(2_500));
+    // The holder keeps its lock until after the call: ignoring the deadline would hang.
+    assert!(
+        started.elapsed() < FAR_PAST_THE_DEADLINE,
+        "ignored the deadline"
+    );
     holder.batch_execute("ROLLBACK").unwrap();
 
     src.backup_to(&mut dest, BackupOptions::default()).unwrap();
