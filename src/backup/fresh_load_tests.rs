@@ -52,6 +52,17 @@ fn fresh_pool() -> (OwnedDb, OwnedDb) {
     )
 }
 
+/// `try_load` of the source `src` (main) opened from `path` into `dest` (main).
+fn try_into(
+    src: &OwnedDb,
+    dest: &OwnedDb,
+    path: &Path,
+    opts: &mut BackupOptions<'_>,
+) -> Result<Option<Plan>, crate::BackupError> {
+    let budget = opts.budget(Operation::Restore);
+    try_load(&src.db(), &dest.db(), c"main", path, path, opts, &budget)
+}
+
 /// Loads `path` into a fresh database by the fast route (`fast`) or the backup route.
 fn load(path: &Path, fast: bool) -> (Option<Plan>, Vec<u8>, (OwnedDb, OwnedDb)) {
     let (keeper, dest) = fresh_pool();
@@ -106,20 +117,11 @@ fn a_database_that_holds_pages_or_a_lock_is_left_to_the_backup() {
     let dir = tempfile::tempdir().unwrap();
     let path = source_file(dir.path(), 4096, 20);
     let mut opts = BackupOptions::default();
-    let budget = opts.budget(Operation::Restore);
 
     let (_keeper, dest) = fresh_pool();
     dest.db().exec("CREATE TABLE kept(x)").unwrap();
     let src = open_source(&path);
-    let taken = try_load(
-        &src.db(),
-        &dest.db(),
-        c"main",
-        &path,
-        &path,
-        &mut opts,
-        &budget,
-    );
+    let taken = try_into(&src, &dest, &path, &mut opts);
     assert_eq!(taken.unwrap(), None, "a database with pages is not fresh");
     assert_eq!(dest.db().query_i64("SELECT count(*) FROM kept").unwrap(), 0);
 
@@ -128,15 +130,7 @@ fn a_database_that_holds_pages_or_a_lock_is_left_to_the_backup() {
         .db()
         .exec("BEGIN; SELECT count(*) FROM sqlite_schema;")
         .unwrap();
-    let taken = try_load(
-        &src.db(),
-        &dest.db(),
-        c"main",
-        &path,
-        &path,
-        &mut opts,
-        &budget,
-    );
+    let taken = try_into(&src, &dest, &path, &mut opts);
     assert_eq!(
         taken.unwrap(),
         None,
@@ -158,15 +152,7 @@ fn a_database_that_holds_pages_or_a_lock_is_left_to_the_backup() {
         private.db().storage(c"main"),
         crate::raw::Storage::PatchedMemdb
     );
-    let taken = try_load(
-        &src.db(),
-        &private.db(),
-        c"main",
-        &path,
-        &path,
-        &mut opts,
-        &budget,
-    );
+    let taken = try_into(&src, &private, &path, &mut opts);
     assert_eq!(
         taken.unwrap(),
         None,
@@ -189,16 +175,7 @@ fn a_cancelled_load_leaves_the_database_empty_and_usable() {
             steps += 1;
             token.cancel();
         });
-    let budget = opts.budget(Operation::Restore);
-    let err = try_load(
-        &src.db(),
-        &dest.db(),
-        c"main",
-        &path,
-        &path,
-        &mut opts,
-        &budget,
-    );
+    let err = try_into(&src, &dest, &path, &mut opts);
     assert!(matches!(err, Err(crate::BackupError::Cancelled { .. })));
     drop(opts);
     assert_eq!(steps, 1);

@@ -1,7 +1,6 @@
 //! Killed at every moment of an incremental save, and the order of its syscalls.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use diesel::connection::SimpleConnection;
 use diesel_sqlite_backup::{memory_pool, BackupExt};
@@ -64,23 +63,10 @@ fn killed_mid_incremental_save_never_tears() {
     let mut hot = 0;
     for i in 0..kills {
         let kill_at = 1 + (i * 13) % span;
-        let status = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "crash::incremental_crash_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, format!("{}\n{kill_at}", path.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(
-            status.signal(),
-            Some(libc::SIGKILL),
-            "kill {i}: child ended otherwise"
+        run_child_until_killed(
+            "crash::incremental_crash_child",
+            (CHILD, format!("{}\n{kill_at}", path.display())),
+            &format!("kill {i}"),
         );
         if journal(&path).exists() {
             hot += 1;

@@ -3,7 +3,6 @@
 //! replaced inode that would take a later save's journal for its own hot journal (replaying
 //! it into the old file and deleting it, which a kill then turns into a torn file).
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -123,18 +122,10 @@ fn connections_opened_before_a_full_save_stay_valid() {
     // incremental saves after it (about 20 each). 7 is coprime to 80.
     for i in 0..kills {
         let kill_at = 1 + (i * 7) % 80;
-        let status = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "stale::stale_child", "--test-threads=1"])
-            .env(CHILD, format!("{}\n{kill_at}", path.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(
-            status.signal(),
-            Some(libc::SIGKILL),
-            "kill {i}: child ended otherwise"
+        run_child_until_killed(
+            "stale::stale_child",
+            (CHILD, format!("{}\n{kill_at}", path.display())),
+            &format!("kill {i}"),
         );
         assert_eq!(
             crate::py::scalar(&path, "PRAGMA integrity_check"),

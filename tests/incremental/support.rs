@@ -165,3 +165,21 @@ pub fn saved_in_full(pool: &Pool, path: &std::path::Path) -> bool {
     let written = bytes_written(|| c.save_as_with(path, incremental()).unwrap());
     written >= std::fs::metadata(path).unwrap().len()
 }
+
+/// Runs this binary's test `child` with `env` set, and asserts that it ended by SIGKILL (the
+/// child kills itself at a chosen moment of a save).
+pub fn run_child_until_killed(child: &str, env: (&str, String), what: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", child, "--test-threads=1"])
+        .env(env.0, env.1)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "{what}: child ended otherwise"
+    );
+}
