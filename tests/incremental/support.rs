@@ -139,24 +139,7 @@ pub fn python_total(path: &Path) -> i64 {
 pub use crate::common::scalar;
 
 /// Runs the test body in a child process of its own, so `wchar` counts only its writes.
-pub fn alone(name: &str) -> bool {
-    const CHILD: &str = "DSB_INCREMENTAL_ALONE";
-    if std::env::var(CHILD).as_deref() == Ok(name) {
-        return true;
-    }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(CHILD, name)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{name} failed in its own process:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    false
-}
+pub use crate::common::in_own_process as alone;
 
 /// Saves the pool incrementally into `path`; true if every page was written (a full save).
 /// Counts this process's writes: call it only from a test that runs `alone`.
