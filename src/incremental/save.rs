@@ -110,6 +110,12 @@ fn read_changes(
             .map_err(|_| "source read failed")?;
         content.push((p, page));
     }
+    // Every commit leaves its counter in page 1: one the record did not see last means a
+    // connection that bypasses the shim committed pages the record does not hold.
+    let counter = content[0].1[24..28].try_into().map(u32::from_be_bytes);
+    if counter.ok() != taken.counter {
+        return Err("committed through a connection the record does not see");
+    }
     Ok((
         Changes {
             page_size: base.page_size,

@@ -77,6 +77,10 @@ struct State {
     epoch: u64,
     /// The store's size as of the last write or truncate (`None`: ask memdb).
     size: Option<i64>,
+    /// The change counter of the last page 1 written through the shim (`None`: none seen).
+    /// Every commit writes page 1 with the counter bumped, so a commit by a connection that
+    /// bypasses the shim (a plain `vfs=memdb` one) shows as a counter the record never saw.
+    counter: Option<u32>,
     baseline: Option<Baseline>,
 }
 
@@ -87,6 +91,8 @@ pub(crate) struct Taken {
     pub(crate) baseline: Option<Baseline>,
     /// Pages written since the baseline, ascending; `None` when unknown.
     pub(crate) dirty: Option<Vec<u32>>,
+    /// The change counter memory's page 1 must hold for the record to be complete.
+    pub(crate) counter: Option<u32>,
 }
 
 impl Tracker {
@@ -107,12 +113,14 @@ impl Tracker {
     /// Runs `write`, an `xWrite` of `amount` bytes at `offset`, and records the pages it
     /// touched unless `untracked`. The lock is held across the write (writes to one store
     /// are serialised by memdb's EXCLUSIVE lock anyway), so the size known before it is the
-    /// store's; `file_size` asks memdb when no size is known yet.
+    /// store's; `file_size` asks memdb when no size is known yet. `counter` is the change
+    /// counter the write puts in the header, if it writes page 1.
     pub(crate) fn track_write(
         &self,
         offset: i64,
         amount: i32,
         untracked: bool,
+        counter: Option<u32>,
         file_size: impl FnOnce() -> Option<i64>,
         write: impl FnOnce() -> i32,
     ) -> i32 {
@@ -131,6 +139,10 @@ impl Tracker {
         s.size = Some(size_before.max(offset + i64::from(amount)));
         if !untracked {
             s.record_write(offset, amount, size_before);
+            s.check_counter(counter);
+        }
+        if counter.is_some() {
+            s.counter = counter;
         }
         rc
     }
@@ -183,6 +195,7 @@ impl Tracker {
             epoch: s.epoch,
             baseline,
             dirty,
+            counter: s.counter,
         }
     }
 
@@ -232,6 +245,17 @@ impl State {
         let last = (offset / ps) as usize;
         for page in first..=last {
             self.mark(page);
+        }
+    }
+
+    /// A page 1 written with a counter that neither repeats the last one seen (another write
+    /// in the same transaction), nor follows it (a commit), nor precedes it (a rollback
+    /// putting page 1 back) means commits happened that the record did not see.
+    fn check_counter(&mut self, counter: Option<u32>) {
+        if let (Some(now), Some(last)) = (counter, self.counter) {
+            if now.wrapping_sub(last) > 1 && last.wrapping_sub(now) > 1 {
+                self.unknown = true;
+            }
         }
     }
 
@@ -293,7 +317,7 @@ mod tests {
     fn records_pages_gaps_and_doubts() {
         let t = Tracker::default();
         let write = |offset: i64, amount: i32, size: i64| {
-            t.track_write(offset, amount, false, || Some(size), || 0);
+            t.track_write(offset, amount, false, None, || Some(size), || 0);
         };
         write(0, 4096, 0);
         write(4096 * 4, 4096, 4096 * 2); // size known from the first write: 4096
@@ -305,14 +329,36 @@ mod tests {
         assert_eq!(t.take().dirty, None);
         t.track_truncate(4095, false, || 0);
         assert_eq!(t.take().dirty, None);
-        t.track_write(0, 4096, false, || Some(0), || 1);
+        t.track_write(0, 4096, false, None, || Some(0), || 1);
         assert_eq!(t.take().dirty, None, "a failed write is a doubt");
-        t.track_write(0, 4096, true, || Some(0), || 0);
+        t.track_write(0, 4096, true, None, || Some(0), || 0);
         assert_eq!(
             t.take().dirty,
             Some(vec![]),
             "untracked writes are not recorded"
         );
+    }
+
+    #[test]
+    fn a_counter_the_record_never_saw_makes_it_unknown() {
+        let t = Tracker::default();
+        let page1 = |counter: u32, untracked: bool| {
+            t.track_write(0, 4096, untracked, Some(counter), || Some(4096), || 0);
+        };
+        page1(7, false);
+        page1(8, false); // a commit
+        page1(8, false); // the same transaction again
+        page1(7, false); // a rollback puts page 1 back
+        let taken = t.take();
+        assert_eq!(taken.dirty, Some(vec![1]));
+        assert_eq!(taken.counter, Some(7));
+        page1(9, false); // 8 was committed by someone the shim never saw
+        assert_eq!(t.take().dirty, None);
+        page1(500, true); // a restore sets any counter, untracked
+        page1(501, false);
+        let taken = t.take();
+        assert_eq!(taken.dirty, Some(vec![1]));
+        assert_eq!(taken.counter, Some(501));
     }
 
     #[test]

@@ -274,7 +274,7 @@ unsafe extern "C" fn write(
 ) -> c_int {
     // SAFETY: SQLite only calls this on files `open` gave our table, which happens after
     // METHODS is set, so the region is live; `data` holds `amount` readable bytes for the
-    // duration of the call.
+    // duration of the call (the counter is read only when `amount` covers bytes 24..28).
     unsafe {
         let Some(methods) = METHODS.get() else {
             return ffi::SQLITE_ERROR;
@@ -290,6 +290,11 @@ unsafe extern "C" fn write(
                 data = fixed.as_ptr().cast();
             }
         }
+        // The change counter, when this write covers it (page 1).
+        let counter = (offset == 0 && amount >= 28).then(|| {
+            let bytes = std::slice::from_raw_parts(data.cast::<u8>().add(24), 4);
+            u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+        });
         let write = || memdb_write(file, data, amount, offset);
         let rc = match tracking(file) {
             Some((t, untracked)) => {
@@ -297,7 +302,7 @@ unsafe extern "C" fn write(
                     let mut size = 0i64;
                     ((methods.memdb_size)(file, &mut size) == ffi::SQLITE_OK).then_some(size)
                 };
-                t.track_write(offset, amount, untracked, file_size, write)
+                t.track_write(offset, amount, untracked, counter, file_size, write)
             }
             None => write(),
         };

@@ -241,3 +241,46 @@ fn a_reader_holding_the_file_makes_the_save_busy_not_torn() {
         assert_file_equals_memory(&pool, &path, "after the reader let go");
     }
 }
+
+/// A connection opened with plain `vfs=memdb` reaches the pool's database but bypasses the
+/// crate's shim, so its writes are not recorded. Its commits still reach the file: the next
+/// incremental save sees a change counter the record never saw and saves in full, also when
+/// a recorded commit came after it.
+#[test]
+fn commits_that_bypass_the_record_still_reach_the_file() {
+    if !alone("fallback::commits_that_bypass_the_record_still_reach_the_file") {
+        return;
+    }
+    let manager = diesel_sqlite_backup::SingletonManager::new();
+    let plain_uri = manager
+        .uri()
+        .replace("vfs=diesel-sqlite-backup-memdb", "vfs=memdb");
+    assert_ne!(plain_uri, manager.uri(), "the pool's URI names the shim");
+    let pool = r2d2::Pool::builder()
+        .max_size(1)
+        .thread_pool(diesel_sqlite_backup::shared_thread_pool())
+        .build(manager)
+        .unwrap();
+    let content = ledger(2_000).get().unwrap().snapshot().unwrap();
+    pool.get().unwrap().restore_from_bytes(&content).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doc.db");
+    pool.get().unwrap().save_as(&path).unwrap();
+    let mut plain = diesel_sqlite_backup::establish(&plain_uri).unwrap();
+
+    // The unrecorded commit is the last one.
+    transfer(&mut plain, 2_000, 1.0, 1);
+    assert!(saved_in_full(&pool, &path), "a full save");
+    assert_file_equals_memory(&pool, &path, "after an unrecorded commit");
+
+    // A recorded commit after an unrecorded one.
+    transfer(&mut plain, 2_000, 1.0, 2);
+    transfer(&mut pool.get().unwrap(), 2_000, 1.0, 3);
+    assert!(saved_in_full(&pool, &path), "a full save");
+    assert_file_equals_memory(&pool, &path, "after both");
+
+    // Only recorded commits since: only the changes.
+    transfer(&mut pool.get().unwrap(), 2_000, 1.0, 4);
+    assert!(!saved_in_full(&pool, &path), "then only the changes");
+    assert_file_equals_memory(&pool, &path, "after a recorded commit");
+}
