@@ -297,10 +297,12 @@ fn write_journal(
     #[cfg(unix)]
     {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        // SQLite gives a journal its database's permissions.
+        // SQLite gives a journal its database's permissions, and never follows a symbolic
+        // link planted at its name (which would write the original pages elsewhere).
         if let Ok(meta) = fs::metadata(dest) {
             options.mode(meta.permissions().mode() & 0o777);
         }
+        options.custom_flags(libc::O_NOFOLLOW);
     }
     let written = options.open(path).and_then(|mut f| {
         f.write_all(&bytes)?;

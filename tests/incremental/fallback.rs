@@ -284,3 +284,22 @@ fn commits_that_bypass_the_record_still_reach_the_file() {
     assert!(!saved_in_full(&pool, &path), "then only the changes");
     assert_file_equals_memory(&pool, &path, "after a recorded commit");
 }
+
+/// A symbolic link planted at the journal's name is never followed: the original pages are
+/// not written to where it points, and the file keeps a consistent content.
+#[test]
+fn a_symlink_at_the_journal_name_is_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doc.db");
+    let pool = ledger(1_000);
+    pool.get().unwrap().save_as(&path).unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let leak = outside.join("leak.bin");
+    std::os::unix::fs::symlink(&leak, dir.path().join("doc.db-journal")).unwrap();
+    transfer(&mut pool.get().unwrap(), 1_000, 1.0, 1);
+    let saved = pool.get().unwrap().save_as_with(&path, incremental());
+    assert!(!leak.exists(), "the link was followed ({saved:?})");
+    assert_eq!(py::scalar(&path, "PRAGMA integrity_check"), "ok");
+    assert_eq!(python_total(&path), TOTAL);
+}
