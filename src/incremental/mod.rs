@@ -55,6 +55,7 @@
 
 pub(crate) mod full;
 pub(crate) mod journal;
+pub(crate) mod replaced;
 pub(crate) mod save;
 pub(crate) mod tracker;
 

@@ -93,4 +93,22 @@ impl DbRef<'_> {
             rc => Err(failure_from_code(rc)),
         }
     }
+
+    /// Takes the lock `level` (`SQLITE_LOCK_SHARED`, then `SQLITE_LOCK_RESERVED`) on
+    /// `schema`'s file through its own handle, underneath the pager, without waiting. Only for
+    /// a connection that runs no SQL afterwards: closing it releases the lock.
+    pub(crate) fn lock_file(&self, schema: &CStr, level: c_int) -> Result<(), SqliteFailure> {
+        let file = self.main_file(schema)?;
+        // SAFETY: open file object (main_file); xLock takes the file and a lock level.
+        let rc = unsafe {
+            match (*(*file).pMethods).xLock {
+                Some(lock) => lock(file, level),
+                None => ffi::SQLITE_NOTFOUND,
+            }
+        };
+        match rc {
+            ffi::SQLITE_OK => Ok(()),
+            rc => Err(failure_from_code(rc)),
+        }
+    }
 }

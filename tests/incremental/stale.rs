@@ -153,3 +153,52 @@ fn connections_opened_before_a_full_save_stay_valid() {
         "the python connection saw: {done}"
     );
 }
+
+/// A destination that is not a database is replaced by rename, and a connection of this
+/// process opened on it before keeps the old inode. While the saving process lives, that
+/// connection must leave later in-place saves' journals alone: it reads during a save,
+/// after the journal is durable, and the journal is still there (without the RESERVED lock
+/// kept on the replaced file, it would take the journal for its own, replay it into the old
+/// file and delete it).
+#[test]
+fn a_connection_on_a_replaced_file_leaves_the_journal_alone() {
+    use diesel::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doc.db");
+    let garbage: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&path, garbage).unwrap();
+    let mut stale = diesel::SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+    let pool = ledger(1_000);
+    pool.get()
+        .unwrap()
+        .save_as_with(&path, incremental())
+        .unwrap();
+    let journal = {
+        let mut name = path.as_os_str().to_owned();
+        name.push("-journal");
+        std::path::PathBuf::from(name)
+    };
+    for round in 0..3 {
+        transfer(&mut pool.get().unwrap(), 1_000, 1.0, round);
+        let reports = std::cell::Cell::new(0);
+        let seen = std::cell::Cell::new(None);
+        let options = incremental().on_progress(|_| {
+            reports.set(reports.get() + 1);
+            if reports.get() == 2 {
+                // The journal is durable now and the pages not yet written.
+                let _ = stale.batch_execute("SELECT count(*) FROM sqlite_schema");
+                seen.set(Some(journal.exists()));
+            }
+        });
+        pool.get().unwrap().save_as_with(&path, options).unwrap();
+        assert_eq!(
+            seen.get(),
+            Some(true),
+            "round {round}: the journal was taken"
+        );
+        assert_eq!(python_total(&path), TOTAL);
+        assert_file_equals_memory(&pool, &path, "after a save beside a stale connection");
+    }
+}

@@ -1,0 +1,72 @@
+//! Files that an incremental-mode save replaced by rename keep their RESERVED lock, held by
+//! this process, for as long as it lives.
+//!
+//! A connection opened on the old file keeps its inode after the rename. SQLite pairs a file
+//! with its journal by name, so that connection would take the next in-place save's
+//! `-journal` for a hot journal of its own: roll it into the old inode and delete it, leaving
+//! the in-place save without its journal. But SQLite calls a journal hot only when nobody
+//! holds the RESERVED lock of *its* file (`hasHotJournal` in `pager.c` asks first). So before
+//! the rename the old file is opened with SQLite and RESERVED is taken on it through the
+//! connection's own handle; the connection is kept, idle, and such stale connections leave
+//! the journal alone. They can still read the old file; they can no longer write it.
+//!
+//! Incremental mode renames only over a file that is not a rollback-journal database (a
+//! missing one needs no holding; existing databases are written in place), so this is rare:
+//! at most [`MAX_HELD`] are kept, the oldest let go first.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use libsqlite3_sys as ffi;
+
+use crate::backup::budget::{is_busy, Budget};
+use crate::error::BackupError;
+use crate::raw::{path_cstring, OwnedDb};
+
+/// The most replaced files whose lock this process keeps.
+const MAX_HELD: usize = 64;
+
+static HELD: Mutex<Vec<OwnedDb>> = Mutex::new(Vec::new());
+
+/// The old file at `dest`, opened and holding RESERVED, until [`keep`] or drop.
+pub(crate) struct Held(OwnedDb);
+
+/// Takes RESERVED on the file at `dest`, waiting within `budget` for a writer of it to
+/// finish. `Ok(None)` when there is nothing to hold: no file, or one this process cannot open
+/// for writing (a lock needs a writable descriptor). `Busy` when another connection keeps
+/// writing it: replacing a file under a writer would pair its journal with the new file.
+pub(crate) fn hold(dest: &Path, budget: &Budget) -> Result<Option<Held>, BackupError> {
+    if !dest.is_file() {
+        return Ok(None);
+    }
+    let Some(name) = path_cstring(dest) else {
+        return Ok(None);
+    };
+    let Ok(file) = OwnedDb::open(&name, ffi::SQLITE_OPEN_READWRITE) else {
+        return Ok(None);
+    };
+    if file.db().is_readonly(c"main") {
+        return Ok(None);
+    }
+    for level in [ffi::SQLITE_LOCK_SHARED, ffi::SQLITE_LOCK_RESERVED] {
+        let mut attempt = 0;
+        loop {
+            match file.db().lock_file(c"main", level) {
+                Ok(()) => break,
+                Err(f) if is_busy(&f) && budget.wait(attempt) => attempt += 1,
+                Err(f) if is_busy(&f) => return Err(budget.gave_up(dest, f)),
+                Err(f) => return Err(budget.failed(dest, f)),
+            }
+        }
+    }
+    Ok(Some(Held(file)))
+}
+
+/// Keeps `held` (the rename happened) for the rest of the process.
+pub(crate) fn keep(held: Held) {
+    let mut all = HELD.lock().unwrap_or_else(|p| p.into_inner());
+    if all.len() >= MAX_HELD {
+        all.remove(0); // closing it releases its lock
+    }
+    all.push(held.0);
+}
