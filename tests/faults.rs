@@ -163,3 +163,41 @@ fn restore_from_a_file_another_process_locks() {
     );
     assert_eq!(app::note_count(&mut pool.get().unwrap()), 7);
 }
+
+/// A FIFO at the journal's name would block SQLite's hot-journal check forever (opening a
+/// FIFO waits for a writer), past any budget. Saves, incremental saves and restores refuse
+/// it at once with `InvalidInput`, and the file is left as it was.
+#[cfg(unix)]
+#[test]
+fn a_fifo_at_the_journal_name_is_refused_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fifo.db");
+    let pool = filled_pool(20, 10);
+    pool.get().unwrap().save_as(&file).unwrap();
+    let before = fs::read(&file).unwrap();
+    let journal = dir.path().join("fifo.db-journal");
+    let fifo = std::ffi::CString::new(journal.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) on a NUL-terminated path; no memory of ours is kept.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let file_in_thread = file.clone();
+    std::thread::spawn(move || {
+        let mut c = pool.get().unwrap();
+        let plain = c.save_as(&file_in_thread);
+        let incremental =
+            c.save_as_with(&file_in_thread, BackupOptions::default().incremental(true));
+        let restore = c.restore_from(&file_in_thread);
+        tx.send([plain, incremental, restore]).unwrap();
+    });
+    // Only a bound for a hang: the calls return at once.
+    let results = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a call blocked on the FIFO");
+    for result in results {
+        let err = result.unwrap_err();
+        assert!(matches!(err, BackupError::InvalidInput { .. }), "{err}");
+        assert_eq!(err.path(), Some(journal.as_path()), "{err}");
+    }
+    assert_eq!(fs::read(&file).unwrap(), before);
+}

@@ -76,3 +76,32 @@ pub(crate) fn writable_format(
         Err(_) => Ok(()),
     }
 }
+
+/// Refuses a database whose `-journal` or `-wal` name holds a FIFO, socket, device or
+/// directory: SQLite opens the journal name to see whether it is hot, and opening a FIFO
+/// blocks forever, past any budget. Only metadata is read (`lstat`); a symbolic link is left
+/// to SQLite, which never follows one there.
+pub(crate) fn logs_are_plain_files(
+    db_path: &std::path::Path,
+    op: Operation,
+) -> Result<(), BackupError> {
+    for suffix in ["-journal", "-wal"] {
+        let mut name = db_path.as_os_str().to_owned();
+        name.push(suffix);
+        let Ok(meta) = std::fs::symlink_metadata(&name) else {
+            continue;
+        };
+        let kind = meta.file_type();
+        if !(kind.is_file() || kind.is_symlink()) {
+            return Err(BackupError::InvalidInput {
+                op,
+                path: PathBuf::from(name),
+                reason: "SQLite's journal name holds something that is not a file (a FIFO, \
+                         device, socket or directory); opening it could block forever, so \
+                         remove it first"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
+}

@@ -147,6 +147,7 @@ fn check_regular_file(path: &Path) -> Result<(), BackupError> {
 /// rolled back first, as every SQLite client does.
 fn open_source(path: &Path, budget: &Budget) -> Result<OwnedDb, BackupError> {
     let absolute = fs::canonicalize(path).map_err(|e| BackupError::io(OP, path, "open", e))?;
+    super::checks::logs_are_plain_files(&absolute, OP)?;
     let uri = readonly_uri(&absolute).ok_or_else(|| nul_in_path(path))?;
     let flags = ffi::SQLITE_OPEN_READONLY | ffi::SQLITE_OPEN_URI;
     // The batching VFS reads the file 64 KiB at a time instead of a page per call. (Not

@@ -56,6 +56,9 @@ pub(crate) fn save_from(
             .as_ref()
             .is_some_and(|f| same_file(Path::new(f), dest))
     };
+    if let Ok(dest) = follow_links(path) {
+        checks::logs_are_plain_files(&dest, op)?;
+    }
     if opts.incremental {
         if let Ok(dest) = follow_links(path) {
             if !is_source(&dest)
