@@ -24,8 +24,10 @@ type Fallback = &'static str;
 struct Changes {
     page_size: u32,
     pages: u32,
-    /// (page number, content), ascending; page 1 always first.
-    content: Vec<(u32, Vec<u8>)>,
+    /// The page numbers, ascending; page 1 always first.
+    numbers: Vec<u32>,
+    /// Their content, one page after another.
+    data: Vec<u8>,
     /// Nothing at all was written since the baseline.
     untouched: bool,
 }
@@ -55,7 +57,7 @@ pub(crate) fn save_in_place(
     let _ = src.exec("COMMIT");
     let (changes, baseline) = read?;
     opts.report(Progress {
-        remaining: changes.content.len() as u32,
+        remaining: changes.numbers.len() as u32,
         page_count: changes.pages,
     });
     let new_base = write_in_place(&changes, &baseline, dest, opts, budget)?;
@@ -103,16 +105,15 @@ fn read_changes(
     if numbers.len() as u64 * ps > MAX_BUFFERED_BYTES {
         return Err("too many changed pages to hold in memory");
     }
-    let mut content = Vec::with_capacity(numbers.len());
-    for p in numbers {
-        let mut page = vec![0u8; ps as usize];
-        src.read_at(c"main", u64::from(p - 1) * ps, &mut page)
+    let mut data = vec![0u8; numbers.len() * ps as usize];
+    for (at, run) in runs(&numbers, run_pages(base.page_size)) {
+        let bytes = &mut data[at * ps as usize..(at + run.len()) * ps as usize];
+        src.read_at(c"main", u64::from(run[0] - 1) * ps, bytes)
             .map_err(|_| "source read failed")?;
-        content.push((p, page));
     }
     // Every commit leaves its counter in page 1: one the record did not see last means a
     // connection that bypasses the shim committed pages the record does not hold.
-    let counter = content[0].1[24..28].try_into().map(u32::from_be_bytes);
+    let counter = data[24..28].try_into().map(u32::from_be_bytes);
     if counter.ok() != taken.counter {
         return Err("committed through a connection the record does not see");
     }
@@ -120,11 +121,38 @@ fn read_changes(
         Changes {
             page_size: base.page_size,
             pages,
-            content,
+            numbers,
+            data,
             untouched: dirty.is_empty(),
         },
         base,
     ))
+}
+
+/// Runs of consecutive page numbers in `numbers` (ascending), as (index of the first, the
+/// run), at most `max` long: each is one read or write instead of one per page.
+fn runs(numbers: &[u32], max: usize) -> impl Iterator<Item = (usize, &[u32])> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let first = *numbers.get(at)?;
+        let len = numbers[at..]
+            .iter()
+            .enumerate()
+            .take_while(|&(i, &p)| i < max && p == first + i as u32)
+            .count();
+        let run = (at, &numbers[at..at + len]);
+        at += len;
+        Some(run)
+    })
+}
+
+/// The most bytes read or written at once. SQLite's unix VFS writes at most 128 KiB per call
+/// (`seekAndWrite` masks the length to 17 bits), so a run stays below that.
+const RUN_BYTES: usize = 64 << 10;
+
+/// The longest run of `page_size`-byte pages: [`RUN_BYTES`], or one page if pages are larger.
+fn run_pages(page_size: u32) -> usize {
+    (RUN_BYTES / page_size as usize).max(1)
 }
 
 /// The page holding the byte at 1 GiB, which SQLite never stores anything in (its locks).
@@ -224,19 +252,25 @@ fn locked_write(
     let schema_cookie = be32(40).wrapping_add(1);
     let journal_path = journal_path(db, dest)?;
     write_journal(db, changes, old_pages, &journal_path, dest)?;
-    opts.report(progress(changes, changes.content.len()));
-    for (i, (pgno, content)) in changes.content.iter().enumerate() {
-        let mut page = std::borrow::Cow::Borrowed(content.as_slice());
-        if *pgno == 1 {
-            let p = page.to_mut();
-            p[24..28].copy_from_slice(&counter.to_be_bytes());
-            p[40..44].copy_from_slice(&schema_cookie.to_be_bytes());
-            p[92..96].copy_from_slice(&counter.to_be_bytes());
-            p[96..100].copy_from_slice(&ffi::SQLITE_VERSION_NUMBER.to_be_bytes());
-        }
-        db.write_at(c"main", u64::from(pgno - 1) * ps, &page)
+    let total = changes.numbers.len();
+    opts.report(progress(changes, total));
+    // Page 1 on its own, with the file's counters; then the others in runs.
+    let mut first = changes.data[..ps as usize].to_vec();
+    first[24..28].copy_from_slice(&counter.to_be_bytes());
+    first[40..44].copy_from_slice(&schema_cookie.to_be_bytes());
+    first[92..96].copy_from_slice(&counter.to_be_bytes());
+    first[96..100].copy_from_slice(&ffi::SQLITE_VERSION_NUMBER.to_be_bytes());
+    db.write_at(c"main", 0, &first)
+        .map_err(|_| "write failed")?;
+    let mut written = 1;
+    opts.report(progress(changes, total - written));
+    for (at, run) in runs(&changes.numbers[1..], run_pages(changes.page_size)) {
+        let at = at + 1;
+        let bytes = &changes.data[at * ps as usize..(at + run.len()) * ps as usize];
+        db.write_at(c"main", u64::from(run[0] - 1) * ps, bytes)
             .map_err(|_| "write failed")?;
-        opts.report(progress(changes, changes.content.len() - i - 1));
+        written += run.len();
+        opts.report(progress(changes, total - written));
     }
     if changes.pages < old_pages {
         db.truncate_file(c"main", u64::from(changes.pages) * ps)
@@ -277,19 +311,20 @@ fn write_journal(
 ) -> Result<(), Fallback> {
     let ps = changes.page_size;
     let pending = pending_byte_page(ps);
-    let overwritten = changes
-        .content
-        .iter()
-        .map(|(p, _)| *p)
-        .filter(|&p| p <= old_pages);
+    let overwritten = changes.numbers.iter().copied().filter(|&p| p <= old_pages);
     let cut = (changes.pages + 1..=old_pages).filter(|&p| p != pending);
     let numbers: Vec<u32> = overwritten.chain(cut).collect();
     let mut journal = Journal::new(ps, old_pages, numbers.len());
-    let mut original = vec![0u8; ps as usize];
-    for p in numbers {
-        db.read_at(c"main", u64::from(p - 1) * u64::from(ps), &mut original)
+    let page = ps as usize;
+    let max = run_pages(ps);
+    let mut originals = vec![0u8; max * page];
+    for (_, run) in runs(&numbers, max) {
+        let bytes = &mut originals[..run.len() * page];
+        db.read_at(c"main", u64::from(run[0] - 1) * u64::from(ps), bytes)
             .map_err(|_| "original read failed")?;
-        journal.push(p, &original);
+        for (p, original) in run.iter().zip(bytes.chunks_exact(page)) {
+            journal.push(*p, original);
+        }
     }
     let bytes = journal.finish();
     let mut options = fs::OpenOptions::new();
@@ -329,5 +364,28 @@ pub(crate) fn sync_dir(file: &Path) -> std::io::Result<()> {
     {
         let _ = file;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{run_pages, runs};
+
+    #[test]
+    fn runs_are_consecutive_pages_and_bounded() {
+        let numbers = [1, 2, 3, 5, 6, 9];
+        let found: Vec<(usize, Vec<u32>)> =
+            runs(&numbers, 16).map(|(at, r)| (at, r.to_vec())).collect();
+        assert_eq!(
+            found,
+            vec![(0, vec![1, 2, 3]), (3, vec![5, 6]), (5, vec![9])]
+        );
+        let max = run_pages(4096);
+        assert_eq!(max, 16);
+        assert_eq!(run_pages(65536), 1);
+        let long: Vec<u32> = (10..10 + max as u32 + 3).collect();
+        let lens: Vec<usize> = runs(&long, max).map(|(_, r)| r.len()).collect();
+        assert_eq!(lens, vec![max, 3]);
+        assert_eq!(runs(&[], max).count(), 0);
     }
 }
