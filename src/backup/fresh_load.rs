@@ -92,7 +92,7 @@ fn eligible_source(src: &DbRef<'_>, dst: &DbRef<'_>, schema: &CStr) -> Option<So
     let pages = u64::try_from(src.query_i64("PRAGMA main.page_count").ok()?).ok()?;
     let (header, len) = src.file_header(c"main").ok()?;
     let parsed = Header::parse(&header, len).ok()?;
-    let rollback = header[18] == 1 && header[19] == 1;
+    let rollback = super::header::is_rollback_mode(&header);
     let whole = pages > 0 && len >= pages.checked_mul(page_size)?;
     (rollback && whole && u64::from(parsed.page_size) == page_size).then_some(Source {
         page_size,
@@ -223,7 +223,7 @@ fn first_page(
         .first_chunk_mut()
         .ok_or_else(|| invalid("shorter than a database header".into()))?;
     let parsed = Header::parse(header, source.len).map_err(invalid)?;
-    if u64::from(parsed.page_size) != source.page_size || header[18] != 1 || header[19] != 1 {
+    if u64::from(parsed.page_size) != source.page_size || !super::header::is_rollback_mode(header) {
         return Err(invalid("its header changed while it was read".into()));
     }
     // SAFETY: sqlite3_libversion_number only returns a constant.

@@ -9,6 +9,29 @@ use crate::error::{BackupError, Operation};
 
 const MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
+/// The page size the header states (bytes 16..18; 1 stands for 65536), unchecked.
+pub(crate) fn page_size(bytes: &[u8; 100]) -> u32 {
+    match u16::from_be_bytes([bytes[16], bytes[17]]) {
+        1 => 65536,
+        n => u32::from(n),
+    }
+}
+
+/// The file change counter (bytes 24..28).
+pub(crate) fn change_counter(bytes: &[u8; 100]) -> u32 {
+    u32::from_be_bytes([bytes[24], bytes[25], bytes[26], bytes[27]])
+}
+
+/// The schema cookie (bytes 40..44).
+pub(crate) fn schema_cookie(bytes: &[u8; 100]) -> u32 {
+    u32::from_be_bytes([bytes[40], bytes[41], bytes[42], bytes[43]])
+}
+
+/// The header's read and write versions both say rollback journal (1), not WAL (2).
+pub(crate) fn is_rollback_mode(bytes: &[u8; 100]) -> bool {
+    bytes[18] == 1 && bytes[19] == 1
+}
+
 /// The parts of the 100-byte database header that can be checked before SQLite opens the file.
 pub(crate) struct Header {
     pub(crate) page_size: u32,
@@ -51,10 +74,7 @@ impl Header {
         if let Some(reason) = Self::unwritable(bytes) {
             return Err(reason);
         }
-        let page_size = match u16::from_be_bytes([bytes[16], bytes[17]]) {
-            1 => 65536,
-            n => u32::from(n),
-        };
+        let page_size = page_size(bytes);
         if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
             return Err(format!("invalid page size {page_size} in header"));
         }

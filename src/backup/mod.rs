@@ -7,7 +7,7 @@ pub(crate) mod convert;
 pub(crate) mod engine;
 mod fresh_load;
 pub(crate) mod handle;
-mod header;
+pub(crate) mod header;
 mod options;
 mod reencode;
 pub(crate) mod restore;

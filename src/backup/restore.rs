@@ -86,14 +86,14 @@ fn file_baseline(src: &DbRef<'_>, path: &Path, before: Option<FileId>) -> Option
         .valid_pages
         .map(|p| u64::from(p) * u64::from(parsed.page_size))
         == Some(len);
-    let rollback = header[18] == 1 && header[19] == 1;
+    let rollback = super::header::is_rollback_mode(&header);
     if before != Some(after) || after.size != len || !exact || !rollback {
         return None;
     }
     Some(Baseline {
         path: tracker::canonical(path)?,
         id: after,
-        counter: u32::from_be_bytes([header[24], header[25], header[26], header[27]]),
+        counter: super::header::change_counter(&header),
         page_size: parsed.page_size,
     })
 }

@@ -11,7 +11,7 @@ use libsqlite3_sys as ffi;
 use super::budget::{Budget, BudgetedBusyHandler};
 use super::engine;
 use super::handle::RawBackup;
-use super::header::Header;
+use super::header::{self, Header};
 use super::options::BackupOptions;
 use super::temp_file::{self, LockedTemp};
 use super::{checks, same_file};
@@ -58,17 +58,14 @@ pub(crate) fn save_from(
     };
     if let Ok(dest) = follow_links(path) {
         checks::logs_are_plain_files(&dest, op)?;
-    }
-    if opts.incremental {
-        if let Ok(dest) = follow_links(path) {
-            if !is_source(&dest)
-                && save_in_place(src, &schema, tracker.as_deref(), &dest, opts, budget)?
-            {
-                if let Some(name) = dest.file_name() {
-                    temp_file::remove_abandoned(&parent_dir(&dest), &name.to_string_lossy());
-                }
-                return Ok(());
+        if opts.incremental
+            && !is_source(&dest)
+            && save_in_place(src, &schema, tracker.as_deref(), &dest, opts, budget)?
+        {
+            if let Some(name) = dest.file_name() {
+                temp_file::remove_abandoned(&parent_dir(&dest), &name.to_string_lossy());
             }
+            return Ok(());
         }
     }
     // A full save makes a new baseline: the record restarts now, so writes during the copy
@@ -126,16 +123,14 @@ fn new_baseline(temp: &LockedTemp, dest: &Path) -> Option<Baseline> {
     let mut header = [0u8; 100];
     file.seek(SeekFrom::Start(0)).ok()?;
     file.read_exact(&mut header).ok()?;
-    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
-        1 => 65536,
-        n => u32::from(n),
-    };
+    let page_size = header::page_size(&header);
     let id = FileId::of(temp.path())?;
     let path = tracker::canonical(dest)?;
-    (header[18] == 1 && header[19] == 1 && id.size % u64::from(page_size) == 0).then(|| Baseline {
+    let whole_pages = id.size % u64::from(page_size) == 0;
+    (header::is_rollback_mode(&header) && whole_pages).then(|| Baseline {
         path,
         id,
-        counter: u32::from_be_bytes([header[24], header[25], header[26], header[27]]),
+        counter: header::change_counter(&header),
         page_size,
     })
 }

@@ -27,7 +27,7 @@ use libsqlite3_sys as ffi;
 
 use super::tracker::{self, Baseline, FileId, Tracker};
 use crate::backup::budget::{Budget, BudgetedBusyHandler};
-use crate::backup::{engine, handle::RawBackup, BackupOptions};
+use crate::backup::{engine, handle::RawBackup, header, BackupOptions};
 use crate::error::{BackupError, SqliteFailure};
 use crate::raw::{path_cstring, DbRef, OwnedDb};
 
@@ -114,11 +114,11 @@ fn inspect(
         Err(f) if is_not_a_database(&f) => return Ok(None),
         Err(f) => return Err(budget.failed(dest, f)),
     };
-    let rollback_mode = len == 0 || (header[18] == 1 && header[19] == 1);
+    let rollback_mode = len == 0 || header::is_rollback_mode(&header);
     let same_file = FileId::of(dest).is_some_and(|now| (now.dev, now.ino) == (id.dev, id.ino));
     Ok((rollback_mode && same_file).then(|| Existing {
         id,
-        counter: be32(&header, 24),
+        counter: header::change_counter(&header),
     }))
 }
 
@@ -157,13 +157,10 @@ fn read_baseline(db: &DbRef<'_>, before: &Existing, dest: &Path) -> Option<Basel
     let _ = db.exec("COMMIT");
     let (header, len) = read.ok()?;
     let id = id.filter(|now| (now.dev, now.ino) == (before.id.dev, before.id.ino))?;
-    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
-        1 => 65536,
-        n => u32::from(n),
-    };
-    let counter = be32(&header, 24);
+    let page_size = header::page_size(&header);
+    let counter = header::change_counter(&header);
     let untouched = counter == before.counter.wrapping_add(1) && len == id.size;
-    let rollback_mode = header[18] == 1 && header[19] == 1;
+    let rollback_mode = header::is_rollback_mode(&header);
     if !(untouched && rollback_mode && page_size >= 512 && len % u64::from(page_size) == 0) {
         return None;
     }
@@ -173,8 +170,4 @@ fn read_baseline(db: &DbRef<'_>, before: &Existing, dest: &Path) -> Option<Basel
         counter,
         page_size,
     })
-}
-
-fn be32(header: &[u8; 100], at: usize) -> u32 {
-    u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
 }

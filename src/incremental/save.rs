@@ -9,7 +9,7 @@ use libsqlite3_sys as ffi;
 use super::journal::Journal;
 use super::tracker::{Baseline, FileId, Taken, Tracker};
 use crate::backup::budget::{Budget, BudgetedBusyHandler};
-use crate::backup::{restore, BackupOptions, Progress};
+use crate::backup::{header, restore, BackupOptions, Progress};
 use crate::raw::{path_cstring, DbRef, OwnedDb};
 
 /// The most changed-page bytes an incremental save copies out of memory before writing them.
@@ -222,17 +222,12 @@ fn locked_write(
         return Err("the file is not in rollback-journal (DELETE) mode");
     }
     let (header, len) = db.file_header(c"main").map_err(|_| "header unreadable")?;
-    let be32 = |at: usize| {
-        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
-    };
-    let file_page_size = match u16::from_be_bytes([header[16], header[17]]) {
-        1 => 65536,
-        n => u32::from(n),
-    };
-    if header[18] != 1 || header[19] != 1 {
+    if !header::is_rollback_mode(&header) {
         return Err("the file is in WAL mode");
     }
-    if be32(24) != base.counter || len != base.id.size || file_page_size != base.page_size {
+    let counter_now = header::change_counter(&header);
+    let page_size_now = header::page_size(&header);
+    if counter_now != base.counter || len != base.id.size || page_size_now != base.page_size {
         return Err("the file changed since the baseline");
     }
     // The same file, still unchanged, now that nobody else can write it.
@@ -249,7 +244,7 @@ fn locked_write(
     // stays the same. Memory's cookie says nothing about the file's (a full save writes 1,
     // a restore sets memory's to its own old value plus one), so copying it could leave a
     // changed schema under an unchanged cookie. Bump the file's own instead.
-    let schema_cookie = be32(40).wrapping_add(1);
+    let schema_cookie = header::schema_cookie(&header).wrapping_add(1);
     let journal_path = journal_path(db, dest)?;
     write_journal(db, changes, old_pages, &journal_path, dest)?;
     let total = changes.numbers.len();
