@@ -4,6 +4,8 @@
 //! it exists, starts with the magic, and nobody holds the database's RESERVED lock) copies
 //! the original pages back and truncates the file to the original size.
 
+use std::io::{self, Write};
+
 /// The journal header's first 8 bytes (`aJournalMagic` in SQLite's pager).
 const MAGIC: [u8; 8] = [0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7];
 
@@ -11,52 +13,76 @@ const MAGIC: [u8; 8] = [0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7];
 /// (any power of two from 32 to 65536 is accepted).
 pub(crate) const SECTOR: usize = 512;
 
-/// A journal being built in memory: the header, then one record per original page.
-pub(crate) struct Journal {
-    bytes: Vec<u8>,
+/// Buffered journal bytes are written out once they reach this size.
+const FLUSH_AT: usize = 256 << 10;
+
+/// A journal streamed to `out`: the header, then one record per original page, through a
+/// small buffer, so that a save of many pages never holds a second copy of them in memory.
+pub(crate) struct Journal<W: Write> {
+    out: W,
+    buffer: Vec<u8>,
     page_size: usize,
     nonce: u32,
+    /// Records the header announces, and records pushed so far.
+    announced: u32,
     records: u32,
 }
 
-impl Journal {
-    /// An empty journal for a database of `original_pages` pages of `page_size` bytes.
-    pub(crate) fn new(page_size: u32, original_pages: u32, capacity_pages: usize) -> Journal {
-        let page_size = page_size as usize;
-        let mut bytes = Vec::with_capacity(SECTOR + capacity_pages * (page_size + 8));
-        bytes.extend_from_slice(&MAGIC);
-        bytes.extend_from_slice(&0u32.to_be_bytes()); // nRec, filled in by `finish`
+impl<W: Write> Journal<W> {
+    /// Starts a journal of `records` original pages for a database of `original_pages`
+    /// pages of `page_size` bytes. The whole journal is made durable before the database is
+    /// touched, so the header can hold the real record count at once (SQLite's pager writes
+    /// 0 first only because it syncs the records and the count separately).
+    pub(crate) fn start(out: W, page_size: u32, original_pages: u32, records: u32) -> Self {
+        let mut buffer = Vec::with_capacity(FLUSH_AT + page_size as usize + 8);
+        buffer.extend_from_slice(&MAGIC);
+        buffer.extend_from_slice(&records.to_be_bytes());
         let nonce = nonce();
-        bytes.extend_from_slice(&nonce.to_be_bytes());
-        bytes.extend_from_slice(&original_pages.to_be_bytes());
-        bytes.extend_from_slice(&(SECTOR as u32).to_be_bytes());
-        bytes.extend_from_slice(&(page_size as u32).to_be_bytes());
-        bytes.resize(SECTOR, 0);
+        buffer.extend_from_slice(&nonce.to_be_bytes());
+        buffer.extend_from_slice(&original_pages.to_be_bytes());
+        buffer.extend_from_slice(&(SECTOR as u32).to_be_bytes());
+        buffer.extend_from_slice(&page_size.to_be_bytes());
+        buffer.resize(SECTOR, 0);
         Journal {
-            bytes,
-            page_size,
+            out,
+            buffer,
+            page_size: page_size as usize,
             nonce,
+            announced: records,
             records: 0,
         }
     }
 
     /// Appends the original content of page `pgno`.
-    pub(crate) fn push(&mut self, pgno: u32, original: &[u8]) {
+    pub(crate) fn push(&mut self, pgno: u32, original: &[u8]) -> io::Result<()> {
         debug_assert_eq!(original.len(), self.page_size);
-        self.bytes.extend_from_slice(&pgno.to_be_bytes());
-        self.bytes.extend_from_slice(original);
-        self.bytes
+        if self.records == self.announced {
+            return Err(io::Error::other(
+                "more journal records than the header announces",
+            ));
+        }
+        self.buffer.extend_from_slice(&pgno.to_be_bytes());
+        self.buffer.extend_from_slice(original);
+        self.buffer
             .extend_from_slice(&checksum(self.nonce, original).to_be_bytes());
         self.records += 1;
+        if self.buffer.len() >= FLUSH_AT {
+            self.out.write_all(&self.buffer)?;
+            self.buffer.clear();
+        }
+        Ok(())
     }
 
-    /// The journal's bytes with the record count in its header. The whole journal is made
-    /// durable before the database is touched, so the count can be the real one at once
-    /// (SQLite's pager writes 0 first only because it syncs the records and the count
-    /// separately).
-    pub(crate) fn finish(mut self) -> Vec<u8> {
-        self.bytes[8..12].copy_from_slice(&self.records.to_be_bytes());
-        self.bytes
+    /// Writes what is still buffered and hands `out` back. A count short of the header's
+    /// is an error: SQLite would stop its rollback at the first missing record.
+    pub(crate) fn finish(mut self) -> io::Result<W> {
+        if self.records != self.announced {
+            return Err(io::Error::other(
+                "fewer journal records than the header announces",
+            ));
+        }
+        self.out.write_all(&self.buffer)?;
+        Ok(self.out)
     }
 }
 
@@ -90,11 +116,11 @@ mod tests {
 
     #[test]
     fn layout_matches_the_file_format() {
-        let mut j = Journal::new(512, 7, 1);
+        let mut j = Journal::start(Vec::new(), 512, 7, 1);
         let page: Vec<u8> = (0..512).map(|i| i as u8).collect();
-        j.push(3, &page);
+        j.push(3, &page).unwrap();
         let nonce = j.nonce;
-        let bytes = j.finish();
+        let bytes = j.finish().unwrap();
         assert_eq!(bytes.len(), SECTOR + 4 + 512 + 4);
         assert_eq!(&bytes[..8], &MAGIC);
         assert_eq!(&bytes[8..12], &1u32.to_be_bytes());
@@ -105,5 +131,24 @@ mod tests {
         // 512 - 200 = 312, then 112: the only indexes summed.
         let sum = nonce.wrapping_add(312 % 256).wrapping_add(112);
         assert_eq!(&bytes[SECTOR + 516..], &sum.to_be_bytes());
+    }
+
+    #[test]
+    fn streams_in_chunks_and_counts_records() {
+        let page = vec![7u8; 4096];
+        let n = (FLUSH_AT / 4096 * 3) as u32;
+        let mut j = Journal::start(Vec::new(), 4096, n, n);
+        for p in 1..=n {
+            j.push(p, &page).unwrap();
+        }
+        assert!(j.push(n + 1, &page).is_err(), "more than announced");
+        let bytes = j.finish().unwrap();
+        assert_eq!(bytes.len(), SECTOR + n as usize * (4096 + 8));
+        let last = SECTOR + (n as usize - 1) * (4096 + 8);
+        assert_eq!(&bytes[last..last + 4], &n.to_be_bytes());
+
+        let mut short = Journal::start(Vec::new(), 4096, 2, 2);
+        short.push(1, &page).unwrap();
+        assert!(short.finish().is_err(), "fewer than announced");
     }
 }

@@ -1,7 +1,6 @@
 //! The in-place save: the pages written since the baseline, under a rollback journal.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use libsqlite3_sys as ffi;
@@ -49,11 +48,12 @@ pub(crate) fn save_in_place(
     if !src.autocommit() {
         return Err("the source connection has a transaction open");
     }
+    let buffer = touched_buffer(tracker.marked_bytes());
     // The read transaction keeps every writer out (memdb's EXCLUSIVE needs all readers
     // gone), so what the tracker holds when taken is exactly what changed up to this state.
     restore::begin_read(src, dest, budget).map_err(|_| "source busy")?;
     let taken = tracker.take();
-    let read = read_changes(src, &taken, dest);
+    let read = read_changes(src, &taken, dest, buffer);
     let _ = src.exec("COMMIT");
     let (changes, baseline) = read?;
     opts.report(Progress {
@@ -70,6 +70,7 @@ fn read_changes(
     src: &DbRef<'_>,
     taken: &Taken,
     dest: &Path,
+    mut data: Vec<u8>,
 ) -> Result<(Changes, Baseline), Fallback> {
     let base = taken.baseline.clone().ok_or("no baseline")?;
     if super::tracker::canonical(dest).as_ref() != Some(&base.path) {
@@ -105,7 +106,7 @@ fn read_changes(
     if numbers.len() as u64 * ps > MAX_BUFFERED_BYTES {
         return Err("too many changed pages to hold in memory");
     }
-    let mut data = vec![0u8; numbers.len() * ps as usize];
+    data.resize(numbers.len() * ps as usize, 0);
     for (at, run) in runs(&numbers, run_pages(base.page_size)) {
         let bytes = &mut data[at * ps as usize..(at + run.len()) * ps as usize];
         src.read_at(c"main", u64::from(run[0] - 1) * ps, bytes)
@@ -127,6 +128,20 @@ fn read_changes(
         },
         base,
     ))
+}
+
+/// A buffer for about `bytes` of pages, plus a margin for commits that land before the read
+/// lock, with every page of it already written once. A fresh allocation is mapped lazily,
+/// and faulting it in page by page during the copy doubled how long the read lock was held
+/// (writers in the pool wait for it); this moves that cost before the lock.
+///
+/// Nothing is touched when the pages already exceed what a save may buffer: it falls back.
+fn touched_buffer(bytes: u64) -> Vec<u8> {
+    if bytes > MAX_BUFFERED_BYTES {
+        return Vec::new();
+    }
+    let bytes = (bytes + bytes / 8 + (64 << 10)).min(MAX_BUFFERED_BYTES) as usize;
+    vec![1u8; bytes]
 }
 
 /// Runs of consecutive page numbers in `numbers` (ascending), as (index of the first, the
@@ -309,19 +324,6 @@ fn write_journal(
     let overwritten = changes.numbers.iter().copied().filter(|&p| p <= old_pages);
     let cut = (changes.pages + 1..=old_pages).filter(|&p| p != pending);
     let numbers: Vec<u32> = overwritten.chain(cut).collect();
-    let mut journal = Journal::new(ps, old_pages, numbers.len());
-    let page = ps as usize;
-    let max = run_pages(ps);
-    let mut originals = vec![0u8; max * page];
-    for (_, run) in runs(&numbers, max) {
-        let bytes = &mut originals[..run.len() * page];
-        db.read_at(c"main", u64::from(run[0] - 1) * u64::from(ps), bytes)
-            .map_err(|_| "original read failed")?;
-        for (p, original) in run.iter().zip(bytes.chunks_exact(page)) {
-            journal.push(*p, original);
-        }
-    }
-    let bytes = journal.finish();
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -334,15 +336,39 @@ fn write_journal(
         }
         options.custom_flags(libc::O_NOFOLLOW);
     }
-    let written = options.open(path).and_then(|mut f| {
-        f.write_all(&bytes)?;
-        f.sync_all()
-    });
-    if written.is_err() {
+    let file = options.open(path).map_err(|_| "journal not created")?;
+    let written = stream_originals(db, &numbers, ps, old_pages, file)
+        .map_err(|_| "journal not written")
+        .and_then(|file| file.sync_all().map_err(|_| "journal not synced"));
+    if let Err(e) = written {
         let _ = fs::remove_file(path);
-        return Err("journal not written");
+        return Err(e);
     }
     sync_dir(path).map_err(|_| "journal directory not synced")
+}
+
+/// Reads the original of each page in `numbers` from the file, in runs, into the journal.
+fn stream_originals(
+    db: &DbRef<'_>,
+    numbers: &[u32],
+    page_size: u32,
+    old_pages: u32,
+    file: fs::File,
+) -> std::io::Result<fs::File> {
+    let records = u32::try_from(numbers.len()).map_err(std::io::Error::other)?;
+    let mut journal = Journal::start(file, page_size, old_pages, records);
+    let page = page_size as usize;
+    let max = run_pages(page_size);
+    let mut originals = vec![0u8; max * page];
+    for (_, run) in runs(numbers, max) {
+        let bytes = &mut originals[..run.len() * page];
+        db.read_at(c"main", u64::from(run[0] - 1) * u64::from(page_size), bytes)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        for (p, original) in run.iter().zip(bytes.chunks_exact(page)) {
+            journal.push(*p, original)?;
+        }
+    }
+    journal.finish()
 }
 
 /// Makes the creation or deletion of `file`'s directory entry durable.

@@ -199,6 +199,15 @@ impl Tracker {
         }
     }
 
+    /// About how many bytes of pages the next [`take`](Self::take) hands over: the pages
+    /// marked so far at the size they were written. Read before a save takes its read lock,
+    /// to size its buffer; commits made after it can only add a few pages.
+    pub(crate) fn marked_bytes(&self) -> u64 {
+        let s = self.lock();
+        let marked: u64 = s.dirty.iter().map(|w| u64::from(w.count_ones())).sum();
+        marked * u64::from(s.page_size)
+    }
+
     /// Installs `baseline` if nothing cleared the record since `epoch`. Writes recorded since
     /// with another page size make the record unknown.
     pub(crate) fn install(&self, epoch: u64, baseline: Baseline) {
