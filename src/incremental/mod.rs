@@ -31,14 +31,15 @@
 //!    show the baseline's change counter, size and page size, rollback mode, and `stat` the
 //!    same device, inode, size and modification time; otherwise the save is a full one;
 //! 3. a rollback journal in SQLite's documented format ([`journal`]) gets the original of
-//!    every page about to change (and of every page a shrink cuts), and is fsynced, with its
-//!    directory;
+//!    every page about to change (and of every page a shrink cuts), streamed to the file in
+//!    chunks (never a second whole copy in memory), and is fsynced, with its directory;
 //! 4. the new pages go through the connection's own `sqlite3_file` (page 1 with the change
 //!    counter bumped, so every reader's cache is invalidated), then truncate and `xSync`;
 //! 5. deleting the journal is the commit point.
 //!
 //! The changed pages are copied out of memory so that the source's read lock (which pool
-//! writers wait for) is held only for that copy. Above 32 MiB of them, the full save is used:
+//! writers wait for) is held only for that copy, into a buffer whose memory is faulted in
+//! before the lock is taken. Above 32 MiB of them, the full save is used:
 //! in incremental mode it is in place as well ([`full`]), streaming through SQLite's pager.
 //!
 //! A crash before 5 leaves the old file with a hot journal, which any SQLite opening it rolls

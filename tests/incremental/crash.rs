@@ -16,7 +16,8 @@ fn journal(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The child: loads the file, then changes 1% of the rows and saves in place, again and
+/// The child: loads the file, then changes 1% of the rows (or the percentage given) and saves
+/// in place, again and
 /// again, until it SIGKILLs itself at its `kill_at`-th progress report (reports come after
 /// the source is read, after the journal is durable, after every page written, after the
 /// sync: every phase of the save).
@@ -25,14 +26,16 @@ fn incremental_crash_child() {
     let Ok(args) = std::env::var(CHILD) else {
         return; // runs only as the child of killed_mid_incremental_save_never_tears
     };
-    let (path, kill_at) = args.split_once('\n').unwrap();
+    let mut args = args.split('\n');
+    let (path, kill_at, percent) = (args.next().unwrap(), args.next().unwrap(), args.next());
     let kill_at: u64 = kill_at.parse().unwrap();
+    let percent: f64 = percent.map_or(1.0, |p| p.parse().unwrap());
     let pool = memory_pool().unwrap();
     let mut c = pool.get().unwrap();
     c.restore_from(path).unwrap();
     let reports = std::cell::Cell::new(0u64);
     for round in 0.. {
-        transfer(&mut c, ROWS, 1.0, round + kill_at);
+        transfer(&mut c, ROWS, percent, round + kill_at);
         c.save_as_with(
             path,
             incremental().on_progress(|_| {
@@ -91,6 +94,39 @@ fn killed_mid_incremental_save_never_tears() {
         hot > 0,
         "no kill landed while a journal was live: the test saw nothing"
     );
+}
+
+/// A save whose journal is far larger than the chunks it is streamed in (half the rows
+/// changed: over 1 MiB of original pages), killed once at every progress report of the
+/// first save: after the source is read, after the journal is durable, after each run of
+/// pages, after the sync. Every kill from the journal on must leave a journal that restores
+/// every page, whichever chunk it came in.
+#[test]
+fn killed_mid_save_with_a_large_journal_never_tears() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doc.db");
+    ledger(ROWS).get().unwrap().save_as(&path).unwrap();
+    let mut hot = 0;
+    for kill_at in 1..=40 {
+        run_child_until_killed(
+            "crash::incremental_crash_child",
+            (CHILD, format!("{}\n{kill_at}\n50", path.display())),
+            &format!("report {kill_at}"),
+        );
+        let journal_len = std::fs::metadata(journal(&path)).map_or(0, |m| m.len());
+        if journal_len > 0 {
+            hot += 1;
+            assert!(journal_len > 1 << 20, "report {kill_at}: a small journal");
+        }
+        assert_eq!(
+            crate::py::scalar(&path, "PRAGMA integrity_check"),
+            "ok",
+            "report {kill_at}"
+        );
+        assert_eq!(python_total(&path), TOTAL, "report {kill_at}: torn");
+    }
+    eprintln!("{hot} of 40 kills left a hot journal");
+    assert!(hot >= 5, "only {hot} kills left a hot journal");
 }
 
 /// The child of the syscall-order test: a full save, a 1% change, one incremental save.
