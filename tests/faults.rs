@@ -112,6 +112,66 @@ fn read_only_directory() {
     assert_eq!(fs::read(&dest).unwrap(), before);
 }
 
+/// A read-only destination file (its folder writable) is replaced by rename, as the docs
+/// promise, by plain, incremental and autosave saves alike, and keeps its mode. Permission
+/// bits do not bind root, so as root the test drops to `nobody` in its own process (and is
+/// skipped where that is not allowed).
+#[cfg(unix)]
+#[test]
+fn a_read_only_file_is_replaced_and_keeps_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    if !common::in_own_process("a_read_only_file_is_replaced_and_keeps_its_mode") {
+        return;
+    }
+    // SAFETY: plain libc calls on this process, which runs this test alone.
+    if unsafe { libc::geteuid() } == 0
+        && unsafe { libc::setgid(65534) != 0 || libc::setuid(65534) != 0 }
+    {
+        eprintln!("root that cannot become nobody: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("ro.db");
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let pool = filled_pool(3, 3);
+    pool.get().unwrap().save_as(&dest).unwrap();
+    fs::set_permissions(&dest, fs::Permissions::from_mode(0o444)).unwrap();
+
+    let pool = filled_pool(9, 9);
+    pool.get().unwrap().save_as(&dest).unwrap();
+    assert_eq!(common::notes_in_file(&dest), 9);
+    assert_eq!(mode(&dest), 0o444, "save_as keeps the mode");
+
+    pool.get()
+        .unwrap()
+        .batch_execute("DELETE FROM notes WHERE id > 5")
+        .unwrap();
+    let incremental = BackupOptions::default().incremental(true);
+    pool.get()
+        .unwrap()
+        .save_as_with(&dest, incremental)
+        .unwrap();
+    assert_eq!(common::notes_in_file(&dest), 5);
+    assert_eq!(mode(&dest), 0o444, "an incremental save keeps the mode");
+
+    pool.get()
+        .unwrap()
+        .batch_execute("DELETE FROM notes WHERE id > 2")
+        .unwrap();
+    let options = diesel_sqlite_backup::AutosaveOptions::default();
+    diesel_sqlite_backup::Autosave::start(&pool, &dest, options)
+        .unwrap()
+        .stop()
+        .unwrap();
+    assert_eq!(common::notes_in_file(&dest), 2);
+    assert_eq!(mode(&dest), 0o444, "autosave keeps the mode");
+    assert!(
+        temp_files(dir.path()).is_empty(),
+        "{:?}",
+        temp_files(dir.path())
+    );
+}
+
 /// The child for `restore_from_a_file_another_process_locks`: holds an exclusive lock.
 #[test]
 fn lock_child() {

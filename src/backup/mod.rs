@@ -65,7 +65,9 @@ pub trait BackupExt {
     /// the temporary file is removed. A save holds an `flock` on its temporary file while it
     /// writes, so the temporary files that killed processes left behind (nobody holds their
     /// lock) are removed by the next save to the same `path`; a file another live saver is
-    /// writing is never touched. A symbolic link at `path` is followed, not replaced.
+    /// writing is never touched. A symbolic link at `path` is followed, not replaced. The new
+    /// file gets the old one's permissions, read-only included (the folder decides whether
+    /// the rename is allowed).
     /// A `-wal` or `-journal` the old file left behind (SQLite pairs logs with files by name,
     /// and would replay it over the new file) is settled first by opening the old file with
     /// SQLite; if another connection still uses it, the save fails with

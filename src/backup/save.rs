@@ -155,6 +155,7 @@ pub(crate) fn replace_atomically(
     let temp = dest.create_temp(op)?;
     write(&temp, &dest.path)?;
     check_complete(temp.path(), &dest.path, op)?;
+    dest.keep_permissions(&temp, op)?;
     let io = |action, source| BackupError::io(op, &dest.path, action, source);
     temp.as_file().sync_all().map_err(|e| io("fsync", e))?;
     settle_logs(&dest.path, budget)?;
@@ -258,25 +259,44 @@ impl Destination {
     }
 
     /// An empty, locked file beside the destination; deleted when dropped unless persisted.
-    /// It gets the old destination's permissions, or a new file's usual ones.
+    /// It gets a new file's usual permissions, or the old destination's plus the owner's
+    /// read and write: SQLite opens it by name to write it, and would open a read-only copy
+    /// of a read-only destination read-only. [`Self::keep_permissions`] puts them back.
     fn create_temp(&self, op: Operation) -> Result<LockedTemp, BackupError> {
         let io = |action, e| BackupError::io(op, &self.dir, action, e);
         #[cfg(unix)]
         let mode = {
             use std::os::unix::fs::PermissionsExt;
-            Some(self.existing.as_ref().map_or(0o666, |p| p.mode() & 0o7777))
+            Some(
+                self.existing
+                    .as_ref()
+                    .map_or(0o666, |p| (p.mode() & 0o7777) | 0o600),
+            )
         };
         #[cfg(not(unix))]
         let mode = None;
         let temp = LockedTemp::create(&self.dir, &self.file_name, mode)
             .map_err(|e| io("create temporary file", e))?;
-        if let Some(permissions) = &self.existing {
-            // The umask may have narrowed the mode; the new file keeps the old one exactly.
+        if let (Some(mode), Some(_)) = (mode, &self.existing) {
+            // The umask may have narrowed the mode.
+            #[cfg(unix)]
             temp.as_file()
-                .set_permissions(permissions.clone())
+                .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
                 .map_err(|e| io("set permissions", e))?;
         }
         Ok(temp)
+    }
+
+    /// Gives the written temporary file the old destination's permissions exactly, through
+    /// the descriptor this process already holds (SQLite has closed its own by now).
+    fn keep_permissions(&self, temp: &LockedTemp, op: Operation) -> Result<(), BackupError> {
+        match &self.existing {
+            Some(permissions) => temp
+                .as_file()
+                .set_permissions(permissions.clone())
+                .map_err(|e| BackupError::io(op, &self.dir, "set permissions", e)),
+            None => Ok(()),
+        }
     }
 }
 

@@ -201,7 +201,7 @@ impl Tracker {
 
     /// About how many bytes of pages the next [`take`](Self::take) hands over: the pages
     /// marked so far at the size they were written. Read before a save takes its read lock,
-    /// to size its buffer; commits made after it can only add a few pages.
+    /// to size its buffer; pages marked in between only cost growing it under the lock.
     pub(crate) fn marked_bytes(&self) -> u64 {
         let s = self.lock();
         let marked: u64 = s.dirty.iter().map(|w| u64::from(w.count_ones())).sum();
