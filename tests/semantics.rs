@@ -291,3 +291,52 @@ fn backup_to_a_destination_in_use() {
     src.backup_to(&mut dest, BackupOptions::default()).unwrap();
     assert_eq!(app::note_count(&mut dest), 2_000);
 }
+
+/// A copy between two connections to one database could only wait for itself until the
+/// deadline: two connections of one pool, two connections to one file under different
+/// names. Each is refused with `SameFile` before anything is written; a copy into a
+/// different database still works.
+#[test]
+fn a_copy_onto_its_own_database_is_refused() {
+    let manager = SingletonManager::new().busy_timeout(POOL_BUSY_TIMEOUT);
+    let plain_memdb = manager
+        .uri()
+        .replace("vfs=diesel-sqlite-backup-memdb", "vfs=memdb");
+    assert_ne!(plain_memdb, manager.uri(), "the pool's URI names its VFS");
+    let pool = r2d2::Pool::builder().max_size(2).build(manager).unwrap();
+    app::migrate(&mut pool.get().unwrap());
+    app::fill(&mut pool.get().unwrap(), "base", 500, 100);
+    let (mut a, mut b) = (pool.get().unwrap(), pool.get().unwrap());
+    // Without the check, the budget runs out and the error is Busy instead.
+    let opts = || BackupOptions::default().timeout(Duration::from_secs(5));
+    let err = a.backup_to(&mut b, opts()).unwrap_err();
+    assert!(matches!(err, BackupError::SameFile { .. }), "{err}");
+    let err = Backup::new(&mut a, &mut b).err().expect("refused");
+    assert!(matches!(err, BackupError::SameFile { .. }), "{err}");
+    // A plain-memdb connection to it has no name SQLite will tell (README: use `uri()`):
+    // the copy cannot be recognised, and waits out its budget instead of hanging.
+    let mut bypass = establish(&plain_memdb).unwrap();
+    assert_eq!(app::note_count(&mut bypass), 500, "the same database");
+    let err = a
+        .backup_to(
+            &mut bypass,
+            BackupOptions::default().timeout(Duration::from_millis(200)),
+        )
+        .unwrap_err();
+    assert!(err.is_busy(), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("one.db");
+    a.save_as(&file).unwrap();
+    let mut first = establish(file.to_str().unwrap()).unwrap();
+    let other_name = dir.path().join(".").join("one.db");
+    let mut second = establish(other_name.to_str().unwrap()).unwrap();
+    let err = first.backup_to(&mut second, opts()).unwrap_err();
+    assert!(matches!(err, BackupError::SameFile { .. }), "{err}");
+    assert_eq!(integrity(&file), "ok");
+
+    // Distinct databases still copy: the file into a fresh pool.
+    let fresh = pool_of(1);
+    first.backup_to(&mut fresh.get().unwrap(), opts()).unwrap();
+    assert_eq!(app::note_count(&mut fresh.get().unwrap()), 500);
+}

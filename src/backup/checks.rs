@@ -1,12 +1,12 @@
 //! Preconditions every backup entry point checks before touching any data.
 
 use std::ffi::CString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use libsqlite3_sys as ffi;
 
 use crate::error::{BackupError, Operation, SqliteFailure};
-use crate::raw::DbRef;
+use crate::raw::{DbRef, Storage};
 
 /// `name` as a C string, if the connection has a schema by that name.
 pub(crate) fn schema(db: &DbRef<'_>, name: &str, op: Operation) -> Result<CString, BackupError> {
@@ -57,6 +57,40 @@ pub(crate) fn dest_idle(
         });
     }
     Ok(path)
+}
+
+/// Refuses a copy between two connections to one database (two connections of one pool, or
+/// of one file): the destination's write lock would wait for the source's read lock until
+/// the budget ran out, and the copy could never succeed anyway. A connection opened with
+/// plain `vfs=memdb` cannot be recognised: SQLite reports no name for its database.
+pub(crate) fn distinct_databases(
+    src: &DbRef<'_>,
+    src_schema: &std::ffi::CStr,
+    dst: &DbRef<'_>,
+    dst_schema: &std::ffi::CStr,
+    op: Operation,
+) -> Result<(), BackupError> {
+    let (Some(a), Some(b)) = (src.filename(src_schema), dst.filename(dst_schema)) else {
+        return Ok(());
+    };
+    // An empty name is a private in-memory or temp database, never shared.
+    if a.is_empty() || b.is_empty() {
+        return Ok(());
+    }
+    let memdb = |s: Storage| matches!(s, Storage::Memdb | Storage::PatchedMemdb);
+    let same = match (src.storage(src_schema), dst.storage(dst_schema)) {
+        // memdb names one database per name, whichever of the two VFSes opened it.
+        (x, y) if memdb(x) && memdb(y) => a == b,
+        (Storage::File, Storage::File) => super::same_file(Path::new(&a), Path::new(&b)),
+        _ => false,
+    };
+    if same {
+        return Err(BackupError::SameFile {
+            op,
+            path: PathBuf::from(b),
+        });
+    }
+    Ok(())
 }
 
 /// Refuses a source whose header asks for a file format SQLite cannot write (see

@@ -169,6 +169,16 @@ pub struct Backup<'a> {
 
 impl<'a> Backup<'a> {
     /// Starts copying `src`'s `main` database over `dst`'s `main` database.
+    ///
+    /// # Errors
+    /// - [`BackupError::SourceInWriteTransaction`] or [`BackupError::DestinationInUse`] if
+    ///   `src` is writing or `dst` has a transaction open.
+    /// - [`BackupError::SameFile`] if both are connections to one database (of one pool,
+    ///   or of one file): the copy could only wait for itself.
+    /// - [`BackupError::InvalidInput`] if `dst` cannot take `src` page for page (a
+    ///   different page size or text encoding); [`BackupExt::backup_to`] converts those.
+    ///
+    /// [`BackupExt::backup_to`]: crate::BackupExt::backup_to
     pub fn new(
         src: &'a mut SqliteConnection,
         dst: &'a mut SqliteConnection,
@@ -190,6 +200,7 @@ impl<'a> Backup<'a> {
         let src_schema = super::checks::schema(&src, src_schema, op)?;
         let dst_schema = super::checks::schema(&dst, dst_schema, op)?;
         super::checks::source_not_writing(&src, &src_schema, op)?;
+        super::checks::distinct_databases(&src, &src_schema, &dst, &dst_schema, op)?;
         let dest_path = super::checks::dest_idle(&dst, &dst_schema, op)?;
         // A stepped copy has no place to keep a converted copy of the source: refuse before
         // anything is written, and point at the call that converts. A source or destination

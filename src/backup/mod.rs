@@ -168,6 +168,8 @@ pub trait BackupExt {
     ///
     /// # Errors
     /// - [`BackupError::DestinationInUse`] if `dest` has a transaction open.
+    /// - [`BackupError::SameFile`], at once, if `dest` is a connection to the source's own
+    ///   database (two connections of one pool, or of one file).
     /// - [`BackupError::Busy`] if another connection keeps `dest` or the source locked past
     ///   the deadline.
     ///
@@ -379,6 +381,7 @@ fn copy(
 ) -> Result<(), BackupError> {
     let op = budget.op();
     checks::source_not_writing(src, src_schema, op)?;
+    checks::distinct_databases(src, src_schema, dst, c"main", op)?;
     let path = checks::dest_idle(dst, c"main", op)?;
     let src_path = src.display_path(src_schema);
     checks::writable_format(src, src_schema, op, &src_path)?;

@@ -107,9 +107,12 @@ fn save_in_place(
     budget: &Budget,
 ) -> Result<bool, BackupError> {
     if let Some(t) = tracker {
-        // Any reason not to write only the changes means the whole database goes.
-        if incremental::save::save_in_place(src, t, dest, opts, budget).is_ok() {
-            return Ok(true);
+        use incremental::save::Stop;
+        match incremental::save::save_in_place(src, t, dest, opts, budget) {
+            Ok(()) => return Ok(true),
+            Err(Stop::Failed(e)) => return Err(e),
+            // Any other reason not to write only the changes means the whole database goes.
+            Err(Stop::Fallback(_)) => {}
         }
     }
     incremental::full::save_over_existing(src, schema, tracker, dest, opts, budget)

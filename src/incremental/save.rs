@@ -7,8 +7,9 @@ use libsqlite3_sys as ffi;
 
 use super::journal::Journal;
 use super::tracker::{Baseline, FileId, Taken, Tracker};
-use crate::backup::budget::{Budget, BudgetedBusyHandler};
+use crate::backup::budget::{is_busy, Budget, BudgetedBusyHandler};
 use crate::backup::{header, restore, BackupOptions, Progress};
+use crate::error::BackupError;
 use crate::raw::{path_cstring, DbRef, OwnedDb};
 
 /// The most changed-page bytes an incremental save copies out of memory before writing them.
@@ -18,6 +19,23 @@ const MAX_BUFFERED_BYTES: u64 = 32 << 20;
 
 /// Why an incremental save gave way to a full one (for tests and debugging only).
 type Fallback = &'static str;
+
+/// Why an incremental save did not happen.
+pub(crate) enum Stop {
+    /// The changes cannot be proven or written in place: save the whole database instead.
+    /// The reason is for a debugger; the caller's answer is the same whatever it is.
+    Fallback(#[allow(dead_code)] Fallback),
+    /// A lock stayed busy past the budget, or the call was cancelled, before anything was
+    /// written. The save fails with this error and keeps its baseline, so the next save can
+    /// still be incremental (a full save would need the same locks, and far longer).
+    Failed(BackupError),
+}
+
+impl From<Fallback> for Stop {
+    fn from(why: Fallback) -> Self {
+        Stop::Fallback(why)
+    }
+}
 
 /// The pages an incremental save copies, read from the source under one read transaction.
 struct Changes {
@@ -32,26 +50,33 @@ struct Changes {
 }
 
 /// Saves `src`'s main database into the file at `dest` in place, if the tracker can prove
-/// what changed since that file was written. `Err` means "do a full save"; the tracker's
-/// baseline is gone then, and the file is either untouched, or holds a hot journal that the
-/// next SQLite to open it (the full save's `settle_logs`) rolls back.
+/// what changed since that file was written. [`Stop::Fallback`] means "do a full save"; the
+/// tracker's baseline is gone then, and the file is either untouched, or holds a hot journal
+/// that the next SQLite to open it (the full save's `settle_logs`) rolls back.
+/// [`Stop::Failed`] leaves the file untouched and the baseline in place.
 pub(crate) fn save_in_place(
     src: &DbRef<'_>,
     tracker: &Tracker,
     dest: &Path,
     opts: &mut BackupOptions<'_>,
     budget: &Budget,
-) -> Result<(), Fallback> {
+) -> Result<(), Stop> {
     if budget.is_cancelled() {
-        return Err("cancelled"); // the full save reports it
+        return Err(Stop::Failed(budget.cancelled(dest)));
     }
     if !src.autocommit() {
-        return Err("the source connection has a transaction open");
+        return Err("the source connection has a transaction open".into());
     }
     let buffer = touched_buffer(tracker.marked_bytes());
     // The read transaction keeps every writer out (memdb's EXCLUSIVE needs all readers
     // gone), so what the tracker holds when taken is exactly what changed up to this state.
-    restore::begin_read(src, dest, budget).map_err(|_| "source busy")?;
+    if let Err(failure) = restore::begin_read(src, dest, budget) {
+        return Err(if is_busy(&failure) {
+            Stop::Failed(budget.failed(&src.display_path(c"main"), failure))
+        } else {
+            "source unreadable".into()
+        });
+    }
     let taken = tracker.take();
     let read = read_changes(src, &taken, dest, buffer);
     let _ = src.exec("COMMIT");
@@ -60,9 +85,17 @@ pub(crate) fn save_in_place(
         remaining: changes.numbers.len() as u32,
         page_count: changes.pages,
     });
-    let new_base = write_in_place(&changes, &baseline, dest, opts, budget)?;
-    tracker.install(taken.epoch, new_base);
-    Ok(())
+    match write_in_place(&changes, &baseline, dest, opts, budget) {
+        Ok(new_base) => {
+            tracker.install(taken.epoch, new_base);
+            Ok(())
+        }
+        Err(Stop::Failed(e)) => {
+            tracker.give_back(taken);
+            Err(Stop::Failed(e))
+        }
+        Err(fallback) => Err(fallback),
+    }
 }
 
 /// Checks the record against the source and reads page 1 and every page written since.
@@ -182,20 +215,20 @@ fn write_in_place(
     dest: &Path,
     opts: &mut BackupOptions<'_>,
     budget: &Budget,
-) -> Result<Baseline, Fallback> {
+) -> Result<Baseline, Stop> {
     if FileId::of(dest) != Some(base.id) {
-        return Err("the file at the path is not the baseline");
+        return Err("the file at the path is not the baseline".into());
     }
     let name = path_cstring(dest).ok_or("path has a NUL")?;
     let file = OwnedDb::open(&name, ffi::SQLITE_OPEN_READWRITE).map_err(|_| "cannot open")?;
     let db = file.db();
     if db.is_readonly(c"main") {
         // The journal could be created but the pages never written: no write in place.
-        return Err("the file is read-only");
+        return Err("the file is read-only".into());
     }
     let result = {
         let _waits = BudgetedBusyHandler::install(&db, budget, dest);
-        locked_write(&db, changes, base, dest, opts)
+        locked_write(&db, changes, base, dest, opts, budget)
     };
     if !db.autocommit() {
         // Ends a transaction that wrote nothing through the pager: releases the lock only.
@@ -205,7 +238,7 @@ fn write_in_place(
     let counter = result?;
     let id = FileId::of(dest).ok_or("file vanished")?;
     if (id.dev, id.ino) != (base.id.dev, base.id.ino) {
-        return Err("file replaced during the save");
+        return Err("file replaced during the save".into());
     }
     Ok(Baseline {
         path: base.path.clone(),
@@ -223,10 +256,16 @@ fn locked_write(
     base: &Baseline,
     dest: &Path,
     opts: &mut BackupOptions<'_>,
-) -> Result<u32, Fallback> {
+    budget: &Budget,
+) -> Result<u32, Stop> {
     // Taking SHARED first rolls back any hot journal, as every SQLite client does.
-    db.exec("BEGIN EXCLUSIVE; SELECT count(*) FROM sqlite_schema;")
-        .map_err(|_| "destination busy or unreadable")?;
+    if let Err(failure) = db.exec("BEGIN EXCLUSIVE; SELECT count(*) FROM sqlite_schema;") {
+        return Err(if is_busy(&failure) {
+            Stop::Failed(budget.failed(dest, failure))
+        } else {
+            "destination unreadable".into()
+        });
+    }
     let mode = db
         .query_column("PRAGMA main.journal_mode")
         .map_err(|_| "journal mode unreadable")?;
@@ -234,20 +273,20 @@ fn locked_write(
         .first()
         .is_some_and(|m| m.eq_ignore_ascii_case("delete"))
     {
-        return Err("the file is not in rollback-journal (DELETE) mode");
+        return Err("the file is not in rollback-journal (DELETE) mode".into());
     }
     let (header, len) = db.file_header(c"main").map_err(|_| "header unreadable")?;
     if !header::is_rollback_mode(&header) {
-        return Err("the file is in WAL mode");
+        return Err("the file is in WAL mode".into());
     }
     let counter_now = header::change_counter(&header);
     let page_size_now = header::page_size(&header);
     if counter_now != base.counter || len != base.id.size || page_size_now != base.page_size {
-        return Err("the file changed since the baseline");
+        return Err("the file changed since the baseline".into());
     }
     // The same file, still unchanged, now that nobody else can write it.
     if FileId::of(dest) != Some(base.id) {
-        return Err("the file at the path is not the baseline");
+        return Err("the file at the path is not the baseline".into());
     }
     let ps = u64::from(changes.page_size);
     let old_pages = (len / ps) as u32;

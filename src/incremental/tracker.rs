@@ -222,6 +222,27 @@ impl Tracker {
         s.baseline = Some(baseline);
     }
 
+    /// Puts back what [`take`](Self::take) handed a save that wrote nothing to the file (it
+    /// gave up on a busy lock), if no save or restore came since: the baseline returns, and
+    /// its pages join those written since, so the next save covers both.
+    pub(crate) fn give_back(&self, taken: Taken) {
+        let (Some(baseline), Some(pages)) = (taken.baseline, taken.dirty) else {
+            return;
+        };
+        let mut s = self.lock();
+        if s.epoch != taken.epoch || s.baseline.is_some() {
+            return;
+        }
+        if s.page_size != 0 && s.page_size != baseline.page_size {
+            s.unknown = true;
+        }
+        for page in pages {
+            s.mark(page as usize - 1);
+        }
+        s.page_size = baseline.page_size;
+        s.baseline = Some(baseline);
+    }
+
     /// Drops the baseline if nothing cleared the record since `epoch`.
     pub(crate) fn forget(&self, epoch: u64) {
         let mut s = self.lock();

@@ -4,6 +4,7 @@ pub(crate) mod batch_vfs;
 mod bridge;
 mod db;
 mod file_io;
+mod image;
 pub(crate) mod memdb;
 mod memdb_file;
 pub(crate) mod memdb_vfs;

@@ -74,16 +74,7 @@ fn killed_mid_incremental_save_never_tears() {
         if journal(&path).exists() {
             hot += 1;
         }
-        assert_eq!(
-            crate::py::scalar(&path, "PRAGMA integrity_check"),
-            "ok",
-            "kill {i} (report {kill_at})"
-        );
-        assert_eq!(
-            python_total(&path),
-            TOTAL,
-            "kill {i} (report {kill_at}): torn"
-        );
+        assert_recovered(&path, &format!("kill {i} (report {kill_at})"));
         assert!(
             !journal(&path).exists(),
             "the reader rolled the journal back"
@@ -118,12 +109,7 @@ fn killed_mid_save_with_a_large_journal_never_tears() {
             hot += 1;
             assert!(journal_len > 1 << 20, "report {kill_at}: a small journal");
         }
-        assert_eq!(
-            crate::py::scalar(&path, "PRAGMA integrity_check"),
-            "ok",
-            "report {kill_at}"
-        );
-        assert_eq!(python_total(&path), TOTAL, "report {kill_at}: torn");
+        assert_recovered(&path, &format!("report {kill_at}"));
     }
     eprintln!("{hot} of 40 kills left a hot journal");
     assert!(hot >= 5, "only {hot} kills left a hot journal");

@@ -195,7 +195,9 @@ fn commits_racing_a_full_save_reach_the_next_save() {
 
 /// Python holds a read transaction on the file: a save in place (incremental, or full over
 /// an existing database) waits within its timeout, fails with `Busy`, and changes nothing;
-/// once the reader lets go, the next save goes through and the file equals memory.
+/// once the reader lets go, the next save goes through and the file equals memory. The
+/// failed incremental save kept its record, so the next one is incremental too, and holds
+/// the pages changed before the failure.
 #[test]
 fn a_reader_holding_the_file_makes_the_save_busy_not_torn() {
     if !alone("fallback::a_reader_holding_the_file_makes_the_save_busy_not_torn") {
@@ -234,12 +236,47 @@ fn a_reader_holding_the_file_makes_the_save_busy_not_torn() {
             "{has_baseline}: file changed"
         );
         assert_eq!(reader.stop(), "done");
-        // The failed save gave up its baseline, so this one is full (in place).
+        // Only the pool that saved this file has a baseline for it.
         let ino = inode(&path);
-        assert!(saved_in_full(&pool, &path), "{has_baseline}");
+        assert_eq!(saved_in_full(&pool, &path), !has_baseline, "{has_baseline}");
         assert_eq!(inode(&path), ino, "{has_baseline}: not renamed over");
         assert_file_equals_memory(&pool, &path, "after the reader let go");
     }
+}
+
+/// A pool writer keeps the database's write lock past the save's timeout: the save fails
+/// with `Busy` and changes nothing, instead of falling back to a full save that needs the same
+/// lock. Its record survives, so the next save is incremental and holds every commit.
+#[test]
+fn a_writer_holding_the_pool_makes_the_save_busy_and_keeps_the_record() {
+    if !alone("fallback::a_writer_holding_the_pool_makes_the_save_busy_and_keeps_the_record") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doc.db");
+    let pool = r2d2::Pool::builder()
+        .max_size(2)
+        .build(diesel_sqlite_backup::SingletonManager::new())
+        .unwrap();
+    fill_ledger(&pool, 1_000);
+    pool.get()
+        .unwrap()
+        .save_as_with(&path, incremental())
+        .unwrap();
+    transfer(&mut pool.get().unwrap(), 1_000, 1.0, 5);
+    let before = std::fs::read(&path).unwrap();
+    let mut writer = pool.get().unwrap();
+    writer
+        .batch_execute("BEGIN IMMEDIATE; UPDATE a SET pad = randomblob(250) WHERE id > 990;")
+        .unwrap();
+    let short = incremental().timeout(std::time::Duration::from_millis(300));
+    let err = pool.get().unwrap().save_as_with(&path, short).unwrap_err();
+    assert!(err.is_busy(), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), before, "file changed");
+    writer.batch_execute("COMMIT").unwrap();
+    drop(writer);
+    assert!(!saved_in_full(&pool, &path), "the record was dropped");
+    assert_file_equals_memory(&pool, &path, "after the writer let go");
 }
 
 /// A connection opened with plain `vfs=memdb` reaches the pool's database but bypasses the

@@ -127,16 +127,7 @@ fn connections_opened_before_a_full_save_stay_valid() {
             (CHILD, format!("{}\n{kill_at}", path.display())),
             &format!("kill {i}"),
         );
-        assert_eq!(
-            crate::py::scalar(&path, "PRAGMA integrity_check"),
-            "ok",
-            "kill {i} (report {kill_at})"
-        );
-        assert_eq!(
-            python_total(&path),
-            TOTAL,
-            "kill {i} (report {kill_at}): torn"
-        );
+        assert_recovered(&path, &format!("kill {i} (report {kill_at})"));
         assert_eq!(
             inode(&path),
             ino,

@@ -15,6 +15,12 @@ pub const TOTAL: i64 = 1_000_000;
 /// A pool holding `rows` rows in each of `a` and `b` (about 260 bytes each), with indexes.
 pub fn ledger(rows: usize) -> Pool {
     let pool = memory_pool().unwrap();
+    fill_ledger(&pool, rows);
+    pool
+}
+
+/// Fills `pool`'s empty database as [`ledger`] does.
+pub fn fill_ledger(pool: &Pool, rows: usize) {
     let mut c = pool.get().unwrap();
     c.batch_execute(&format!(
         "CREATE TABLE a(id INTEGER PRIMARY KEY, bal INTEGER, pad BLOB);
@@ -26,8 +32,6 @@ pub fn ledger(rows: usize) -> Pool {
          UPDATE a SET bal = {TOTAL} WHERE id = 1;"
     ))
     .unwrap();
-    drop(c);
-    pool
 }
 
 /// Moves money between the tables for about `percent`% of the rows (a contiguous run starting
@@ -140,6 +144,17 @@ pub use crate::common::scalar;
 
 /// Runs the test body in a child process of its own, so `wchar` counts only its writes.
 pub use crate::common::in_own_process as alone;
+
+/// Asserts that a plain SQLite (Python's, which rolls back any hot journal on open) finds
+/// the file at `path` intact and the ledger's invariant whole: what every kill must leave.
+pub fn assert_recovered(path: &Path, what: &str) {
+    assert_eq!(
+        crate::py::scalar(path, "PRAGMA integrity_check"),
+        "ok",
+        "{what}"
+    );
+    assert_eq!(python_total(path), TOTAL, "{what}: torn");
+}
 
 /// Saves the pool incrementally into `path`; true if every page was written (a full save).
 /// Counts this process's writes: call it only from a test that runs `alone`.
