@@ -1,7 +1,7 @@
 //! Preconditions every backup entry point checks before touching any data.
 
 use std::ffi::CString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use libsqlite3_sys as ffi;
 
@@ -59,10 +59,12 @@ pub(crate) fn dest_idle(
     Ok(path)
 }
 
-/// Refuses a copy between two connections to one database (two connections of one pool, or
-/// of one file): the destination's write lock would wait for the source's read lock until
-/// the budget ran out, and the copy could never succeed anyway. A connection opened with
-/// plain `vfs=memdb` cannot be recognised: SQLite reports no name for its database.
+/// Refuses a copy between two connections of one pool (one memdb name): the destination's
+/// write lock would wait for the source's read lock until the budget ran out. Files are
+/// not compared: a path names the file there now, and a connection may still hold one that
+/// was renamed over or deleted, so a path match could refuse two distinct databases. Two
+/// connections to one file, and a plain `vfs=memdb` connection (SQLite reports no name for
+/// its database), get `Busy` at the budget instead.
 pub(crate) fn distinct_databases(
     src: &DbRef<'_>,
     src_schema: &std::ffi::CStr,
@@ -73,17 +75,10 @@ pub(crate) fn distinct_databases(
     let (Some(a), Some(b)) = (src.filename(src_schema), dst.filename(dst_schema)) else {
         return Ok(());
     };
-    // An empty name is a private in-memory or temp database, never shared.
-    if a.is_empty() || b.is_empty() {
-        return Ok(());
-    }
     let memdb = |s: Storage| matches!(s, Storage::Memdb | Storage::PatchedMemdb);
-    let same = match (src.storage(src_schema), dst.storage(dst_schema)) {
-        // memdb names one database per name, whichever of the two VFSes opened it.
-        (x, y) if memdb(x) && memdb(y) => a == b,
-        (Storage::File, Storage::File) => super::same_file(Path::new(&a), Path::new(&b)),
-        _ => false,
-    };
+    // An empty name is a private in-memory or temp database, never shared.
+    let same =
+        !a.is_empty() && a == b && memdb(src.storage(src_schema)) && memdb(dst.storage(dst_schema));
     if same {
         return Err(BackupError::SameFile {
             op,

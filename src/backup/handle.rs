@@ -173,8 +173,8 @@ impl<'a> Backup<'a> {
     /// # Errors
     /// - [`BackupError::SourceInWriteTransaction`] or [`BackupError::DestinationInUse`] if
     ///   `src` is writing or `dst` has a transaction open.
-    /// - [`BackupError::SameFile`] if both are connections to one database (of one pool,
-    ///   or of one file): the copy could only wait for itself.
+    /// - [`BackupError::SameFile`] if both are connections to one pool's database: the copy
+    ///   could only wait for itself.
     /// - [`BackupError::InvalidInput`] if `dst` cannot take `src` page for page (a
     ///   different page size or text encoding); [`BackupExt::backup_to`] converts those.
     ///

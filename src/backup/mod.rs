@@ -168,8 +168,9 @@ pub trait BackupExt {
     ///
     /// # Errors
     /// - [`BackupError::DestinationInUse`] if `dest` has a transaction open.
-    /// - [`BackupError::SameFile`], at once, if `dest` is a connection to the source's own
-    ///   database (two connections of one pool, or of one file).
+    /// - [`BackupError::SameFile`], at once, if `dest` and this connection belong to one
+    ///   [`SingletonManager`](crate::SingletonManager) pool's database. Two connections to
+    ///   one file get [`BackupError::Busy`] at the deadline.
     /// - [`BackupError::Busy`] if another connection keeps `dest` or the source locked past
     ///   the deadline.
     ///
