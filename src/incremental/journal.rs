@@ -1,8 +1,21 @@
 //! A rollback journal in SQLite's documented format
 //! (<https://www.sqlite.org/fileformat2.html#rollbackjournal>), as its pager writes one in
 //! `journal_mode=DELETE`: any SQLite that finds it beside the database after a crash ("hot":
-//! it exists, starts with the magic, and nobody holds the database's RESERVED lock) copies
-//! the original pages back and truncates the file to the original size.
+//! it exists, its first byte is not zero, and nobody holds the database's RESERVED lock)
+//! copies the original pages back and truncates the file to the original size.
+//!
+//! # The sync order (`syncJournal` in SQLite's `pager.c`, at `synchronous=FULL`)
+//! 1. The header goes out with its magic and record count zeroed ([`Journal::start`]), then
+//!    the records: until step 3 the journal is not hot, whatever part of it a power loss keeps.
+//! 2. fsync the journal, then its directory (the unix VFS syncs the folder of a new journal
+//!    on its first sync).
+//! 3. Write the magic and the real record count over the first 12 bytes ([`seal`]).
+//! 4. fsync the journal again. Only now may the database be written.
+//!
+//! Writing the real count at once and syncing once is not safe: a power loss between the
+//! write and the fsync can keep the header but lose a sector inside a record, which then
+//! reads as zeros; the record checksum samples one byte in 200 and often still passes, and
+//! the next SQLite to open the file "rolls back" a torn page over the intact database.
 
 use std::io::{self, Write};
 
@@ -30,13 +43,11 @@ pub(crate) struct Journal<W: Write> {
 
 impl<W: Write> Journal<W> {
     /// Starts a journal of `records` original pages for a database of `original_pages`
-    /// pages of `page_size` bytes. The whole journal is made durable before the database is
-    /// touched, so the header can hold the real record count at once (SQLite's pager writes
-    /// 0 first only because it syncs the records and the count separately).
+    /// pages of `page_size` bytes. The magic and the record count stay zero (not hot) until
+    /// the records are durable and [`seal`] writes them.
     pub(crate) fn start(out: W, page_size: u32, original_pages: u32, records: u32) -> Self {
         let mut buffer = Vec::with_capacity(FLUSH_AT + page_size as usize + 8);
-        buffer.extend_from_slice(&MAGIC);
-        buffer.extend_from_slice(&records.to_be_bytes());
+        buffer.extend_from_slice(&[0; SEALED_LEN]);
         let nonce = nonce();
         buffer.extend_from_slice(&nonce.to_be_bytes());
         buffer.extend_from_slice(&original_pages.to_be_bytes());
@@ -86,6 +97,19 @@ impl<W: Write> Journal<W> {
     }
 }
 
+/// How many leading bytes [`seal`] writes: the magic and the record count.
+pub(crate) const SEALED_LEN: usize = 12;
+
+/// The journal's first [`SEALED_LEN`] bytes once its `records` are durable: the magic and the
+/// real count, written at offset 0 over the zeros of [`Journal::start`]. They fit in one
+/// sector, which a disk writes whole or not at all.
+pub(crate) fn seal(records: u32) -> [u8; SEALED_LEN] {
+    let mut prefix = [0; SEALED_LEN];
+    prefix[..8].copy_from_slice(&MAGIC);
+    prefix[8..].copy_from_slice(&records.to_be_bytes());
+    prefix
+}
+
 /// `pager_cksum`: the nonce plus every 200th byte counting down from `page_size - 200`.
 /// Only meant to catch records that were never completely written.
 fn checksum(nonce: u32, page: &[u8]) -> u32 {
@@ -122,8 +146,11 @@ mod tests {
         let nonce = j.nonce;
         let bytes = j.finish().unwrap();
         assert_eq!(bytes.len(), SECTOR + 4 + 512 + 4);
-        assert_eq!(&bytes[..8], &MAGIC);
-        assert_eq!(&bytes[8..12], &1u32.to_be_bytes());
+        // Not hot until sealed.
+        assert_eq!(&bytes[..SEALED_LEN], &[0; SEALED_LEN]);
+        let sealed = seal(1);
+        assert_eq!(&sealed[..8], &MAGIC);
+        assert_eq!(&sealed[8..12], &1u32.to_be_bytes());
         assert_eq!(&bytes[16..20], &7u32.to_be_bytes());
         assert_eq!(&bytes[20..24], &512u32.to_be_bytes());
         assert_eq!(&bytes[24..28], &512u32.to_be_bytes());

@@ -346,14 +346,35 @@ fn write_journal(
         options.custom_flags(libc::O_NOFOLLOW);
     }
     let file = options.open(path).map_err(|_| "journal not created")?;
+    let records = numbers.len() as u32;
+    // SQLite's order at synchronous=FULL (see `journal`): records, fsync, folder fsync,
+    // then the magic and count, fsync again. Before the seal is durable the journal is not
+    // hot, so no power loss can roll a half-written record back over the database.
     let written = stream_originals(db, &numbers, ps, old_pages, file)
         .map_err(|_| "journal not written")
-        .and_then(|file| file.sync_all().map_err(|_| "journal not synced"));
+        .and_then(|file| {
+            file.sync_all()
+                .map(|()| file)
+                .map_err(|_| "journal not synced")
+        })
+        .and_then(|file| {
+            sync_dir(path).map_err(|_| "journal directory not synced")?;
+            seal_journal(&file, records).map_err(|_| "journal not sealed")
+        });
     if let Err(e) = written {
         let _ = fs::remove_file(path);
         return Err(e);
     }
-    sync_dir(path).map_err(|_| "journal directory not synced")
+    Ok(())
+}
+
+/// Writes the journal's magic and record count (step 3) and makes them durable (step 4).
+fn seal_journal(file: &fs::File, records: u32) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut file = file;
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(&super::journal::seal(records))?;
+    file.sync_data()
 }
 
 /// Reads the original of each page in `numbers` from the file, in runs, into the journal.

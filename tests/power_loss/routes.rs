@@ -1,0 +1,180 @@
+//! The operations the explorer records, one per route that writes a user's file. Each runs in
+//! a child process under strace: it sets up the old version of the file, marks the start,
+//! runs the one call whose power loss is explored, and marks the end (the call returned).
+
+use std::path::Path;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel::sql_query;
+use diesel_sqlite_backup::{
+    memory_pool, Autosave, AutosaveOptions, BackupExt, BackupOptions, SingletonManager,
+    TemplateCache,
+};
+
+/// Every route that writes a user's file, by the name the test and the child share.
+pub const ROUTES: &[&str] = &[
+    "save_as",
+    "full_in_place",
+    "incremental_update",
+    "incremental_growth",
+    "incremental_shrink",
+    "autosave",
+    "snapshot",
+    "template_cache",
+];
+
+/// The page sizes explored: SQLite's smallest, its default, and two larger ones.
+pub const PAGE_SIZES: &[u32] = &[512, 4096, 8192, 65536];
+
+/// The file each route writes, in `dir`.
+pub fn target(route: &str, dir: &Path, page_size: u32) -> std::path::PathBuf {
+    match route {
+        "template_cache" => cache(dir, page_size).path().unwrap(),
+        _ => dir.join("doc.db"),
+    }
+}
+
+fn cache(dir: &Path, page_size: u32) -> TemplateCache {
+    TemplateCache::new(format!("power-loss-{page_size}")).dir(dir)
+}
+
+/// An attempt to open `dir/name`, which does not exist: a mark in the trace, nothing more.
+fn mark(dir: &Path, name: &str) {
+    assert!(std::fs::File::open(dir.join(name)).is_err());
+}
+
+type Pool = r2d2::Pool<SingletonManager>;
+
+/// A pool of `page_size`-byte pages holding about six pages of rows.
+fn pool(page_size: u32) -> Pool {
+    let pool = memory_pool().unwrap();
+    let mut conn = pool.get().unwrap();
+    schema(&mut conn, page_size);
+    insert(&mut conn, 0, rows_for(page_size, 6));
+    drop(conn);
+    pool
+}
+
+fn schema(conn: &mut SqliteConnection, page_size: u32) {
+    sql_query(format!("PRAGMA page_size={page_size}"))
+        .execute(conn)
+        .unwrap();
+    sql_query("CREATE TABLE doc (id INTEGER PRIMARY KEY, v INTEGER NOT NULL, body BLOB NOT NULL)")
+        .execute(conn)
+        .unwrap();
+}
+
+/// Rows of about 300 bytes filling `pages` pages.
+fn rows_for(page_size: u32, pages: u32) -> u32 {
+    page_size * pages / 300
+}
+
+/// Bodies whose bytes are half zeros and half not, in no pattern: a lost sector then differs
+/// from the original while the journal checksum's sampled bytes (one in 200) often do not.
+fn insert(conn: &mut SqliteConnection, first: u32, count: u32) {
+    conn.transaction(|conn| {
+        for id in first..first + count {
+            let body = sql_query(format!(
+                "INSERT INTO doc (id, v, body) VALUES ({id}, 0, \
+                 CAST(replace(hex(randomblob(120)), 'A', '00') AS BLOB) || zeroblob({}))",
+                id % 50
+            ));
+            body.execute(conn)?;
+        }
+        Ok::<_, diesel::result::Error>(())
+    })
+    .unwrap();
+}
+
+fn exec(conn: &mut SqliteConnection, sql: &str) {
+    sql_query(sql).execute(conn).unwrap();
+}
+
+fn incremental() -> BackupOptions<'static> {
+    BackupOptions::default().incremental(true)
+}
+
+/// Runs `route` in `dir`: the old version, the marks, and the call between them.
+pub fn run(route: &str, dir: &Path, page_size: u32) {
+    let file = target(route, dir, page_size);
+    let begin = || mark(dir, "@@dsb-mark-begin");
+    let end = || mark(dir, "@@dsb-mark-end");
+    let update = |conn: &mut SqliteConnection| {
+        exec(
+            conn,
+            "UPDATE doc SET v = v + 1, body = randomblob(200) WHERE id % 7 = 3",
+        )
+    };
+    match route {
+        "save_as" => {
+            let pool = pool(page_size);
+            let mut conn = pool.get().unwrap();
+            conn.save_as(&file).unwrap();
+            update(&mut conn);
+            begin();
+            conn.save_as(&file).unwrap();
+            end();
+        }
+        "full_in_place" => {
+            pool(page_size).get().unwrap().save_as(&file).unwrap();
+            // Another database, with no record of that file: the whole of it goes in place.
+            let other = pool(page_size);
+            let mut conn = other.get().unwrap();
+            update(&mut conn);
+            begin();
+            conn.save_as_with(&file, incremental()).unwrap();
+            end();
+        }
+        "incremental_update" | "incremental_growth" | "incremental_shrink" => {
+            let pool = pool(page_size);
+            let mut conn = pool.get().unwrap();
+            conn.save_as_with(&file, incremental()).unwrap();
+            match route {
+                "incremental_update" => update(&mut conn),
+                "incremental_growth" => insert(&mut conn, 100_000, rows_for(page_size, 3)),
+                _ => {
+                    exec(&mut conn, "DELETE FROM doc WHERE id % 3 <> 0");
+                    exec(&mut conn, "VACUUM");
+                }
+            }
+            begin();
+            conn.save_as_with(&file, incremental()).unwrap();
+            end();
+        }
+        "autosave" => {
+            let pool = pool(page_size);
+            let options = AutosaveOptions::default()
+                .every(Duration::from_secs(3600))
+                .on_error(|e| panic!("autosave failed: {e}"));
+            let autosave = Autosave::start(&pool, &file, options).unwrap();
+            update(&mut pool.get().unwrap());
+            begin();
+            autosave.save_now().unwrap();
+            end();
+            autosave.stop().unwrap();
+        }
+        "snapshot" => {
+            let pool = pool(page_size);
+            let mut conn = pool.get().unwrap();
+            conn.save_as(&file).unwrap();
+            update(&mut conn);
+            let snapshot = conn.snapshot().unwrap();
+            begin();
+            snapshot.save_as(&file).unwrap();
+            end();
+        }
+        "template_cache" => {
+            begin();
+            cache(dir, page_size)
+                .get_or_build(|conn| {
+                    schema(conn, page_size);
+                    insert(conn, 0, rows_for(page_size, 4));
+                    Ok::<_, diesel::result::Error>(())
+                })
+                .unwrap();
+            end();
+        }
+        other => panic!("unknown route {other}"),
+    }
+}
