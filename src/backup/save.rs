@@ -72,7 +72,7 @@ pub(crate) fn save_from(
     // count as changes since it.
     let epoch = tracker.as_ref().map(|t| t.clear());
     let mut baseline = None;
-    let saved = replace_atomically(path, op, budget, opts.incremental, |temp, dest_path| {
+    let saved = replace_atomically(path, op, budget, |temp, dest_path| {
         if is_source(dest_path) {
             return Err(BackupError::SameFile {
                 op,
@@ -144,13 +144,13 @@ fn new_baseline(temp: &LockedTemp, dest: &Path) -> Option<Baseline> {
 /// fsynced. On any error the temporary file is removed and the destination left as it was.
 /// `write` gets the temporary file and the resolved destination path. Temporary files of
 /// earlier saves to the same destination that killed processes left behind are removed first.
-/// With `hold_replaced`, the file replaced keeps its RESERVED lock for the rest of the process
-/// (`incremental::replaced`), for saves that will later write the new file in place.
+/// The file replaced keeps its RESERVED lock for the rest of the process
+/// (`incremental::replaced`), so connections left on it never take a later in-place save's
+/// journal for their own.
 pub(crate) fn replace_atomically(
     path: &Path,
     op: Operation,
     budget: &Budget,
-    hold_replaced: bool,
     write: impl FnOnce(&LockedTemp, &Path) -> Result<(), BackupError>,
 ) -> Result<(), BackupError> {
     let dest = Destination::resolve(path, op)?;
@@ -162,10 +162,7 @@ pub(crate) fn replace_atomically(
     let io = |action, source| BackupError::io(op, &dest.path, action, source);
     temp.as_file().sync_all().map_err(|e| io("fsync", e))?;
     settle_logs(&dest.path, budget)?;
-    let held = match hold_replaced {
-        true => incremental::replaced::hold(&dest.path, budget)?,
-        false => None,
-    };
+    let held = incremental::replaced::hold(&dest.path, budget)?;
     temp.persist(&dest.path).map_err(|e| io("rename", e))?;
     if let Some(held) = held {
         incremental::replaced::keep(held);

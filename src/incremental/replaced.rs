@@ -1,5 +1,5 @@
-//! Files that an incremental-mode save replaced by rename keep their RESERVED lock, held by
-//! this process, for as long as it lives.
+//! Files that a save replaced by rename keep their RESERVED lock, held by this process, for
+//! as long as it lives (within the limits below).
 //!
 //! A connection opened on the old file keeps its inode after the rename. SQLite pairs a file
 //! with its journal by name, so that connection would take the next in-place save's
@@ -10,9 +10,10 @@
 //! connection's own handle; the connection is kept, idle, and such stale connections leave
 //! the journal alone. They can still read the old file; they can no longer write it.
 //!
-//! Incremental mode renames only over a file that is not a rollback-journal database (a
-//! missing one needs no holding; existing databases are written in place), so this is rare:
-//! at most [`MAX_HELD`] are kept, the oldest let go first.
+//! Every route that renames over a file does this (`save_as`, `Snapshot::save_as`, the
+//! template cache, incremental mode's renames): a later in-place save to the same path may
+//! come from this process or another. Holding keeps the replaced file's blocks on disk, so
+//! at most [`MAX_HELD`] files and [`MAX_HELD_BYTES`] are kept, the oldest let go first.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -26,19 +27,27 @@ use crate::raw::{path_cstring, OwnedDb};
 /// The most replaced files whose lock this process keeps.
 const MAX_HELD: usize = 64;
 
-static HELD: Mutex<Vec<OwnedDb>> = Mutex::new(Vec::new());
+/// The most bytes of replaced files kept on disk by holding them (the newest is always kept).
+const MAX_HELD_BYTES: u64 = 1 << 30;
 
-/// The old file at `dest`, opened and holding RESERVED, until [`keep`] or drop.
-pub(crate) struct Held(OwnedDb);
+static HELD: Mutex<Vec<Held>> = Mutex::new(Vec::new());
+
+/// The old file at `dest`, opened and holding RESERVED, until [`keep`] or drop, and its size.
+pub(crate) struct Held {
+    /// Kept open for its lock.
+    _file: OwnedDb,
+    size: u64,
+}
 
 /// Takes RESERVED on the file at `dest`, waiting within `budget` for a writer of it to
 /// finish. `Ok(None)` when there is nothing to hold: no file, or one this process cannot open
 /// for writing (a lock needs a writable descriptor). `Busy` when another connection keeps
 /// writing it: replacing a file under a writer would pair its journal with the new file.
 pub(crate) fn hold(dest: &Path, budget: &Budget) -> Result<Option<Held>, BackupError> {
-    if !dest.is_file() {
-        return Ok(None);
-    }
+    let size = match std::fs::metadata(dest) {
+        Ok(meta) if meta.is_file() => meta.len(),
+        _ => return Ok(None),
+    };
     let Some(name) = path_cstring(dest) else {
         return Ok(None);
     };
@@ -59,14 +68,17 @@ pub(crate) fn hold(dest: &Path, budget: &Budget) -> Result<Option<Held>, BackupE
             }
         }
     }
-    Ok(Some(Held(file)))
+    Ok(Some(Held { _file: file, size }))
 }
 
 /// Keeps `held` (the rename happened) for the rest of the process.
 pub(crate) fn keep(held: Held) {
     let mut all = HELD.lock().unwrap_or_else(|p| p.into_inner());
-    if all.len() >= MAX_HELD {
-        all.remove(0); // closing it releases its lock
+    all.push(held);
+    // Closing one releases its lock and lets the filesystem free its blocks.
+    while all.len() > MAX_HELD
+        || (all.len() > 1 && all.iter().map(|h| h.size).sum::<u64>() > MAX_HELD_BYTES)
+    {
+        all.remove(0);
     }
-    all.push(held.0);
 }

@@ -95,7 +95,7 @@ impl Snapshot {
     pub fn save_as(&self, path: impl AsRef<Path>) -> Result<(), BackupError> {
         let op = Operation::Snapshot;
         let budget = Budget::new(op, crate::DEFAULT_TIMEOUT, None);
-        replace_atomically(path.as_ref(), op, &budget, false, |temp, dest| {
+        replace_atomically(path.as_ref(), op, &budget, |temp, dest| {
             let mut file = temp.as_file();
             file.write_all(&self.bytes)
                 .map_err(|e| BackupError::io(op, dest, "write", e))

@@ -193,3 +193,51 @@ fn a_connection_on_a_replaced_file_leaves_the_journal_alone() {
         assert_file_equals_memory(&pool, &path, "after a save beside a stale connection");
     }
 }
+
+/// Every route that renames over a database holds the replaced file's RESERVED lock. Here:
+/// a connection opened on the file, then a plain `save_as` and a `Snapshot::save_as` rename
+/// over it, then an in-place save. While that save's journal exists, the connection left on
+/// a replaced file reads: it must not take the journal for a hot journal of its own (roll it
+/// into the old file and delete it), which a crash of the save would turn into a torn file.
+#[test]
+fn connections_left_on_files_plain_renames_replaced_leave_journals_alone() {
+    for route in ["snapshot", "save_as"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("doc.db");
+        let pool = ledger(200);
+        let mut c = pool.get().unwrap();
+        c.save_as(&path).unwrap();
+        let mut stale = establish(path.to_str().unwrap()).unwrap();
+        stale.batch_execute("SELECT count(*) FROM a").unwrap();
+        transfer(&mut c, 200, 10.0, 1);
+        match route {
+            "save_as" => c.save_as(&path).unwrap(),
+            _ => c.snapshot().unwrap().save_as(&path).unwrap(),
+        }
+        // A snapshot's rename leaves no record of the file: this save (whole, in place) does.
+        c.save_as_with(&path, incremental()).unwrap();
+        transfer(&mut c, 200, 10.0, 2);
+        let journal = dir.path().join("doc.db-journal");
+        let seen = std::cell::Cell::new(false);
+        let read_during_save = |_| {
+            if journal.exists() && !seen.get() {
+                seen.set(true);
+                stale.batch_execute("SELECT count(*) FROM a").unwrap();
+                assert!(
+                    journal.exists(),
+                    "{route}: a connection on the replaced file took the journal"
+                );
+            }
+        };
+        c.save_as_with(
+            &path,
+            incremental()
+                .pages_per_step(2)
+                .on_progress(read_during_save),
+        )
+        .unwrap();
+        assert!(seen.get(), "{route}: the save wrote no journal");
+        drop(c);
+        assert_file_equals_memory(&pool, &path, route);
+    }
+}
