@@ -63,6 +63,8 @@ pub(crate) fn canonical(path: &std::path::Path) -> Option<PathBuf> {
 #[derive(Debug, Default)]
 pub(crate) struct Tracker {
     state: Mutex<State>,
+    /// Opens into the database, for autosaves.
+    pub(crate) opens: super::opens::Opens,
 }
 
 #[derive(Debug, Default)]
