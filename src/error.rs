@@ -186,6 +186,29 @@ pub enum BackupError {
         reason: String,
     },
 
+    /// Another [`Autosave`](crate::Autosave), in this process or another, already saves to
+    /// this file: two would overwrite each other's document.
+    #[error("{op} {}: another autosave (in this process or another) already saves to this file; stop it first", path.display())]
+    AlreadyAutosaving {
+        /// What was being done.
+        op: Operation,
+        /// The file both would save to.
+        path: PathBuf,
+    },
+
+    /// Another database was opened into an autosaved pool's database (`restore_from`,
+    /// `restore_from_bytes`, `backup_to`, `Template::copy_into`), so the
+    /// [`Autosave`](crate::Autosave) does not write it over the file it saves to, which
+    /// still holds the document open before, until
+    /// [`retarget`](crate::Autosave::retarget) or [`resume`](crate::Autosave::resume).
+    #[error("{op} {}: another database was opened into the autosaved database; it is not saved over this file until Autosave::retarget or Autosave::resume", path.display())]
+    DocumentOpened {
+        /// What was being done.
+        op: Operation,
+        /// The file the autosave keeps as it was.
+        path: PathBuf,
+    },
+
     /// A [`Template`](crate::Template) initialiser failed, or the connection or pool a copy
     /// goes into could not be set up.
     #[error("{op}: {source}")]
@@ -229,7 +252,9 @@ impl BackupError {
             | BackupError::SameFile { path, .. }
             | BackupError::InvalidDatabase { path, .. }
             | BackupError::InvalidInput { path, .. }
-            | BackupError::Cancelled { path, .. } => Some(path),
+            | BackupError::Cancelled { path, .. }
+            | BackupError::AlreadyAutosaving { path, .. }
+            | BackupError::DocumentOpened { path, .. } => Some(path),
             _ => None,
         }
     }
@@ -310,6 +335,14 @@ impl BackupError {
                 reason: reason.clone(),
             },
             E::NotBackupCapable { op } => E::NotBackupCapable { op: *op },
+            E::AlreadyAutosaving { op, path } => E::AlreadyAutosaving {
+                op: *op,
+                path: path.clone(),
+            },
+            E::DocumentOpened { op, path } => E::DocumentOpened {
+                op: *op,
+                path: path.clone(),
+            },
             E::InvalidInput { op, path, reason } => E::InvalidInput {
                 op: *op,
                 path: path.clone(),

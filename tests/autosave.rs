@@ -8,6 +8,8 @@
 mod common;
 #[path = "autosave/durability.rs"]
 mod durability;
+#[path = "autosave/exclusive.rs"]
+mod exclusive;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;

@@ -7,6 +7,7 @@
 //! connections are never taken, no hook is installed on them, and writers never wait for a
 //! look.
 
+mod lock;
 mod options;
 mod schedule;
 mod worker;
@@ -17,11 +18,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use lock::TargetLock;
 pub use options::{AutosaveOptions, DEFAULT_EVERY, DEFAULT_QUIET};
-use worker::{Shared, Stop, Worker};
+use worker::{Retarget, Shared, Stop, Worker};
 
 use crate::backup::{handle_for, save_from};
 use crate::error::{BackupError, Operation};
+use crate::incremental::{self, tracker::Tracker};
 use crate::pool::SingletonManager;
 use crate::raw::{failure_from_code, path_cstring, OwnedDb};
 
@@ -40,6 +43,26 @@ use crate::raw::{failure_from_code, path_cstring, OwnedDb};
 ///
 /// Dropping it is [`stop`](Autosave::stop) with the error, if any, given to
 /// [`on_error`](AutosaveOptions::on_error).
+///
+/// # Never over another document
+/// - **One autosave per file.** An autosave holds an exclusive `flock` on
+///   `<file>-autosave.lock` beside its file for as long as it saves there (the lock file is
+///   removed when it stops; one a killed process left is taken over). A second
+///   [`start`](Autosave::start) on the same file, in this process or another, fails with
+///   [`BackupError::AlreadyAutosaving`] and writes nothing. On file systems without `flock`
+///   there is no lock.
+/// - **An Open stops it.** After another database is opened into the autosaved database
+///   ([`restore_from`](crate::BackupExt::restore_from),
+///   [`restore_from_bytes`](crate::BackupExt::restore_from_bytes),
+///   [`backup_to`](crate::BackupExt::backup_to) or
+///   [`Template::copy_into`](crate::Template::copy_into) on any connection of the pool), the
+///   file still holds the document open before, and the autosave does not write the new one
+///   over it: it reports [`BackupError::DocumentOpened`] to `on_error` once, and
+///   [`save_now`](Autosave::save_now) and [`stop`](Autosave::stop) return it, until the app
+///   says where the new document goes: [`retarget`](Autosave::retarget) to its own file, or
+///   [`resume`](Autosave::resume) to overwrite the old file after all. An Open waits, within
+///   its own budget, for a save under way to end, so no save mixes the two documents.
+///   Opens before `start` do not count.
 ///
 /// ```
 /// use std::time::Duration;
@@ -61,7 +84,8 @@ use crate::raw::{failure_from_code, path_cstring, OwnedDb};
 pub struct Autosave {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<Result<(), BackupError>>>,
-    path: PathBuf,
+    /// The database's write record, which counts the Opens into it.
+    tracker: Option<Arc<Tracker>>,
 }
 
 impl Autosave {
@@ -74,6 +98,8 @@ impl Autosave {
     /// if the pool is dropped first.
     ///
     /// # Errors
+    /// - [`BackupError::AlreadyAutosaving`] if another autosave (in this process or another)
+    ///   saves to `path`; nothing is written.
     /// - [`BackupError::Init`] if no connection could be borrowed from the pool, or the
     ///   thread could not be started.
     /// - Anything [`save_as_with`](crate::BackupExt::save_as_with) returns for the first save, so an
@@ -93,22 +119,32 @@ impl Autosave {
         path: impl AsRef<Path>,
         options: AutosaveOptions,
     ) -> Result<Autosave, BackupError> {
-        // Later saves go to the same file even if the working directory changes.
-        let path = std::path::absolute(path.as_ref())
-            .map_err(|e| BackupError::io(Operation::Autosave, path.as_ref(), "resolve path", e))?;
+        let path = absolute(path.as_ref())?;
+        let lock = TargetLock::acquire(&path)?;
         let db = open_private(pool)?;
+        let tracker = incremental::tracker_of(&db.db(), c"main");
         // Read before the first save: a commit after this look is saved again later.
         let version = worker::header(&db).unwrap_or([0; 100]);
         let looked_at = Instant::now();
         let mut first = (options.save_options)().schema("main");
         let budget = first.budget(Operation::Save);
-        save_from(&db.db(), &path, &mut first, &budget)?;
+        let accepted = {
+            let saving = match tracker.as_deref() {
+                Some(t) => Some(t.opens.save(&budget, &path)?),
+                None => None,
+            };
+            save_from(&db.db(), &path, &mut first, &budget)?;
+            saving.map_or(0, |s| s.completed)
+        };
         drop(first);
 
-        let shared = Arc::new(Shared::new(1));
+        let shared = Arc::new(Shared::new(1, path.clone(), accepted));
         let worker = Worker {
             db,
-            path: path.clone(),
+            path,
+            lock,
+            tracker: tracker.clone(),
+            reported: None,
             options,
             version,
             looked_at,
@@ -129,7 +165,7 @@ impl Autosave {
         Ok(Autosave {
             shared,
             thread: Some(thread),
-            path,
+            tracker,
         })
     }
 
@@ -157,18 +193,83 @@ impl Autosave {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn save_now(&self) -> Result<(), BackupError> {
-        if self.on_own_thread() {
-            return Err(BackupError::InvalidInput {
-                op: Operation::Autosave,
-                path: self.path.clone(),
-                reason: "save_now was called on the autosave's own thread (from on_error or \
-                         save_options), where it would wait for itself"
-                    .into(),
-            });
-        }
+        self.refuse_own_thread("save_now")?;
         self.shared
             .save_now()
             .unwrap_or_else(|| Err(thread_ended()))
+    }
+
+    /// Follows the document now in the database to the file at `path`: takes `path`'s lock,
+    /// saves the whole database there, and returns once that save is durable; from then on
+    /// every save goes there, and the old file's lock is released (the old file keeps what
+    /// it held). This is the answer to [`BackupError::DocumentOpened`] after an Open, like
+    /// "Save As" for the new document. It accepts every Open so far.
+    ///
+    /// # Errors
+    /// - [`BackupError::AlreadyAutosaving`] if another autosave saves to `path`; nothing
+    ///   changes.
+    /// - The error of the save to `path` (the autosave stays on `path` and retries later),
+    ///   or, as for [`save_now`](Self::save_now), [`BackupError::InvalidInput`] on the
+    ///   autosave's own thread.
+    ///
+    /// ```
+    /// # use diesel::RunQueryDsl;
+    /// # use diesel_sqlite_backup::{memory_pool, Autosave, AutosaveOptions, BackupExt};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let pool = memory_pool()?;
+    /// let autosave = Autosave::start(&pool, dir.path().join("old.db"), AutosaveOptions::default())?;
+    /// # let other = memory_pool()?;
+    /// # diesel::sql_query("CREATE TABLE t(x)").execute(&mut other.get()?)?;
+    /// # other.get()?.save_as(dir.path().join("other.db"))?;
+    /// pool.get()?.restore_from(dir.path().join("other.db"))?; // Open
+    /// assert!(autosave.save_now().is_err()); // not over old.db
+    /// autosave.retarget(dir.path().join("other.db"))?; // the opened document's own file
+    /// assert_eq!(autosave.path(), dir.path().join("other.db"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn retarget(&self, path: impl AsRef<Path>) -> Result<(), BackupError> {
+        self.refuse_own_thread("retarget")?;
+        let path = absolute(path.as_ref())?;
+        let accepted = self.opens_completed();
+        let current = self.shared.path();
+        if TargetLock::same_file(&current, &path) {
+            self.shared.resume(accepted);
+            return self.save_now();
+        }
+        let lock = TargetLock::acquire(&path)?;
+        self.shared.retarget(Retarget {
+            path,
+            lock,
+            accepted,
+        });
+        self.save_now()
+    }
+
+    /// Goes on saving to the same file after an Open, overwriting the document it held with
+    /// the one now in the database (the next save is due after `quiet`; call
+    /// [`save_now`](Self::save_now) to have it at once). It accepts every Open so far; a
+    /// later Open stops the autosave again.
+    ///
+    /// ```
+    /// # use diesel_sqlite_backup::{memory_pool, Autosave, AutosaveOptions, BackupExt};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let pool = memory_pool()?;
+    /// let autosave = Autosave::start(&pool, dir.path().join("a.db"), AutosaveOptions::default())?;
+    /// let blank = memory_pool()?.get()?.snapshot()?;
+    /// pool.get()?.restore_from_bytes(&blank)?; // Open an empty document
+    /// assert!(autosave.save_now().is_err());
+    /// autosave.resume(); // "yes, replace a.db"
+    /// autosave.save_now()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn resume(&self) {
+        self.shared.resume(self.opens_completed());
+    }
+
+    /// The file the autosave saves to (absolute; the one given to [`start`](Self::start)
+    /// until a [`retarget`](Self::retarget)).
+    pub fn path(&self) -> PathBuf {
+        self.shared.path()
     }
 
     /// Saves what is pending, stops the thread, and returns the error of that last save if it
@@ -204,6 +305,27 @@ impl Autosave {
         self.shared.saves.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Opens into the database so far.
+    fn opens_completed(&self) -> u64 {
+        self.tracker.as_ref().map_or(0, |t| t.opens.completed())
+    }
+
+    /// The error for `what` called on the autosave's own thread, where it would wait for
+    /// itself.
+    fn refuse_own_thread(&self, what: &str) -> Result<(), BackupError> {
+        if !self.on_own_thread() {
+            return Ok(());
+        }
+        Err(BackupError::InvalidInput {
+            op: Operation::Autosave,
+            path: self.shared.path(),
+            reason: format!(
+                "{what} was called on the autosave's own thread (from on_error or \
+                 save_options), where it would wait for itself"
+            ),
+        })
+    }
+
     fn on_own_thread(&self) -> bool {
         self.thread
             .as_ref()
@@ -235,10 +357,16 @@ impl Drop for Autosave {
 impl fmt::Debug for Autosave {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Autosave")
-            .field("path", &self.path)
+            .field("path", &self.shared.path())
             .field("saves", &self.saves())
             .finish_non_exhaustive()
     }
+}
+
+/// `path` made absolute, so later saves go to the same file if the working directory changes.
+fn absolute(path: &Path) -> Result<PathBuf, BackupError> {
+    std::path::absolute(path)
+        .map_err(|e| BackupError::io(Operation::Autosave, path, "resolve path", e))
 }
 
 fn thread_ended() -> BackupError {

@@ -5,13 +5,15 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
+use super::lock::TargetLock;
 use super::options::AutosaveOptions;
 use super::schedule::Schedule;
 use crate::backup::save_from;
 use crate::error::{BackupError, Operation};
+use crate::incremental::tracker::Tracker;
 use crate::raw::OwnedDb;
 
 /// What the autosave's handle and its thread share.
@@ -24,8 +26,16 @@ pub(crate) struct Shared {
     pub(crate) saves: AtomicU64,
 }
 
-#[derive(Default)]
 struct State {
+    /// Where saves go (a retarget changes it once the thread takes it up).
+    path: PathBuf,
+    /// The Opens into the database (`incremental::opens`) the app has accepted, at `start`,
+    /// `resume` or `retarget`: a save that finds more is refused.
+    accepted: u64,
+    /// A retarget for the thread to take up before its next save.
+    retarget: Option<Retarget>,
+    /// `resume` asks for the refused changes to be saved soon.
+    resumed: bool,
     /// `save_now` tickets handed out, and answered so far.
     requested: u64,
     answered: u64,
@@ -38,6 +48,13 @@ struct State {
     gone: bool,
 }
 
+/// A new target for the thread: saves go there from its next save on.
+pub(crate) struct Retarget {
+    pub(crate) path: PathBuf,
+    pub(crate) lock: TargetLock,
+    pub(crate) accepted: u64,
+}
+
 /// How the autosave is being stopped, which decides where a final error goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stop {
@@ -48,9 +65,21 @@ pub(crate) enum Stop {
 }
 
 impl Shared {
-    pub(crate) fn new(saves: u64) -> Self {
+    pub(crate) fn new(saves: u64, path: PathBuf, accepted: u64) -> Self {
+        let state = State {
+            path,
+            accepted,
+            retarget: None,
+            resumed: false,
+            requested: 0,
+            answered: 0,
+            answered_ok: 0,
+            last_error: None,
+            stop: None,
+            gone: false,
+        };
         Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             wake: Condvar::new(),
             answered: Condvar::new(),
             saves: AtomicU64::new(saves),
@@ -101,12 +130,37 @@ impl Shared {
         self.lock().stop.get_or_insert(how);
         self.wake.notify_all();
     }
+
+    /// Where saves go now.
+    pub(crate) fn path(&self) -> PathBuf {
+        self.lock().path.clone()
+    }
+
+    /// Accepts the Opens up to `accepted` for the current file, and wakes the thread.
+    pub(crate) fn resume(&self, accepted: u64) {
+        let mut state = self.lock();
+        state.accepted = state.accepted.max(accepted);
+        state.resumed = true;
+        self.wake.notify_all();
+    }
+
+    /// Hands the thread a new target (replacing one it has not taken up yet).
+    pub(crate) fn retarget(&self, to: Retarget) {
+        self.lock().retarget = Some(to);
+        self.wake.notify_all();
+    }
 }
 
 /// The thread's own state: its connection, where it saves, and when.
 pub(crate) struct Worker {
     pub(crate) db: OwnedDb,
     pub(crate) path: PathBuf,
+    /// Makes this the only autosave saving to `path`.
+    pub(crate) lock: TargetLock,
+    /// The database's write record, which counts the Opens into it.
+    pub(crate) tracker: Option<Arc<Tracker>>,
+    /// The Opens count last reported to `on_error` as refused.
+    pub(crate) reported: Option<u64>,
     pub(crate) options: AutosaveOptions,
     /// The database header at the last look, and when that look was.
     pub(crate) version: [u8; 100],
@@ -118,9 +172,10 @@ impl Worker {
     pub(crate) fn run(mut self, shared: &Shared) -> Result<(), BackupError> {
         let mut schedule = Schedule::new(self.options.every, self.options.quiet);
         loop {
-            let (tickets, stop) = {
+            let (tickets, stop, retarget, resumed) = {
                 let mut state = shared.lock();
-                if state.stop.is_none() && state.requested == state.answered {
+                let idle = state.retarget.is_none() && !state.resumed;
+                if idle && state.stop.is_none() && state.requested == state.answered {
                     let sleep = schedule.sleep(Instant::now());
                     state = shared
                         .wake
@@ -128,9 +183,25 @@ impl Worker {
                         .unwrap_or_else(|poison| poison.into_inner())
                         .0;
                 }
-                (state.requested, state.stop)
+                let retarget = state.retarget.take();
+                if let Some(to) = &retarget {
+                    // The new file and the Opens accepted with it go together, between saves.
+                    state.path = to.path.clone();
+                    state.accepted = state.accepted.max(to.accepted);
+                }
+                let resumed = std::mem::take(&mut state.resumed);
+                (state.requested, state.stop, retarget, resumed)
             };
+            let moved = retarget.is_some();
+            if let Some(to) = retarget {
+                self.path = to.path;
+                self.lock = to.lock; // releases the old file's lock
+            }
             let unsure = self.look(&mut schedule);
+            if moved || (resumed && self.reported.is_some()) {
+                // The new file needs the whole database; refused changes wait no longer.
+                schedule.changed(self.looked_at, self.looked_at);
+            }
             if let Some(how) = stop {
                 // Nothing is saved after this: the handle waits for the thread to end.
                 let result = if schedule.is_pending() || unsure {
@@ -140,7 +211,9 @@ impl Worker {
                 };
                 return match (how, result) {
                     (Stop::Reported, Err(e)) => {
-                        self.report(&e);
+                        if !matches!(e, BackupError::DocumentOpened { .. }) {
+                            self.report(&e); // a refusal was reported when first met
+                        }
                         Ok(())
                     }
                     (_, result) => result,
@@ -155,8 +228,8 @@ impl Worker {
                 };
                 match result {
                     _ if asked => answer(shared, tickets, &result),
+                    Err(BackupError::DocumentOpened { .. }) | Ok(()) => {}
                     Err(e) => self.report(&e),
-                    Ok(()) => {}
                 }
             }
         }
@@ -178,11 +251,29 @@ impl Worker {
         }
     }
 
-    /// One save of everything committed so far, never panicking.
+    /// One save of everything committed so far, never panicking. Refused, and reported to
+    /// `on_error` once per Open, when the database holds a document opened since the app
+    /// last accepted one ([`BackupError::DocumentOpened`]).
     fn save(&mut self, shared: &Shared, schedule: &mut Schedule) -> Result<(), BackupError> {
+        let mut refused = None;
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
             let mut options = (self.options.save_options)().schema("main");
             let budget = options.budget(Operation::Save);
+            // No Open can start while this is held, so the count read here is the one the
+            // saved content belongs to.
+            let saving = match self.tracker.as_deref() {
+                Some(t) => Some(t.opens.save(&budget, &self.path)?),
+                None => None,
+            };
+            if let Some(s) = &saving {
+                if s.completed != shared.lock().accepted {
+                    refused = Some(s.completed);
+                    return Err(BackupError::DocumentOpened {
+                        op: Operation::Autosave,
+                        path: self.path.clone(),
+                    });
+                }
+            }
             save_from(&self.db.db(), &self.path, &mut options, &budget)
         }))
         .unwrap_or_else(|payload| {
@@ -195,8 +286,15 @@ impl Worker {
             Ok(()) => {
                 shared.saves.fetch_add(1, Ordering::Relaxed);
                 schedule.saved();
+                self.reported = None;
             }
             Err(_) => schedule.failed(Instant::now()),
+        }
+        if let (Some(opens), Err(e)) = (refused, &result) {
+            if self.reported != Some(opens) {
+                self.reported = Some(opens);
+                self.report(e);
+            }
         }
         result
     }

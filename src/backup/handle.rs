@@ -163,8 +163,11 @@ pub enum StepResult {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Backup<'a> {
+    // Dropped first: the destination is rolled back before the Open ends.
     raw: RawBackup<'a>,
     dest_path: PathBuf,
+    /// Into a pool's database: an Open, under way until done or dropped (autosaves wait).
+    opening: Option<crate::incremental::opens::Opening>,
 }
 
 impl<'a> Backup<'a> {
@@ -216,6 +219,8 @@ impl<'a> Backup<'a> {
                 ),
             });
         }
+        let tracker = crate::incremental::tracker_of(&dst, &dst_schema);
+        let opening = crate::incremental::opens::begin(tracker, &budget, &dest_path)?;
         let raw = RawBackup::new(&dst, &dst_schema, &src, &src_schema).map_err(|failure| {
             BackupError::Sqlite {
                 op,
@@ -223,14 +228,23 @@ impl<'a> Backup<'a> {
                 failure,
             }
         })?;
-        Ok(Backup { raw, dest_path })
+        Ok(Backup {
+            raw,
+            dest_path,
+            opening: Some(opening),
+        })
     }
 
     /// Copies up to `pages` pages; zero or less copies all that remain.
     pub fn step(&mut self, pages: i32) -> Result<StepResult, BackupError> {
         let pages = if pages <= 0 { -1 } else { pages };
         match self.raw.step(pages) {
-            Ok(StepOutcome::Done) => Ok(StepResult::Done),
+            Ok(StepOutcome::Done) => {
+                if let Some(opening) = self.opening.take() {
+                    opening.completed();
+                }
+                Ok(StepResult::Done)
+            }
             Ok(StepOutcome::More) => Ok(StepResult::More),
             Ok(StepOutcome::Busy(_)) => Ok(StepResult::Busy),
             Err(failure) => Err(BackupError::Sqlite {

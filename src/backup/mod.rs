@@ -22,7 +22,9 @@ use diesel::SqliteConnection;
 pub use budget::CancelToken;
 pub use handle::{Backup, StepResult};
 pub use options::{BackupOptions, Progress, DEFAULT_PAGES_PER_STEP, DEFAULT_TIMEOUT};
-pub(crate) use save::{replace_atomically, save_from};
+pub(crate) use save::{follow_links, replace_atomically, save_from};
+#[cfg(unix)]
+pub(crate) use temp_file::lock as file_lock;
 pub use temp_file::TEMP_SUFFIX;
 
 use crate::error::{BackupError, Operation};
@@ -396,7 +398,11 @@ fn copy(
         schema: c"main",
         path: &path,
     };
-    convert::copy(from, to, false, &path, options, budget).map(drop)
+    let tracker = crate::incremental::tracker_of(dst, c"main");
+    let opening = crate::incremental::opens::begin(tracker, budget, &path)?;
+    convert::copy(from, to, false, &path, options, budget)?;
+    opening.completed();
+    Ok(())
 }
 /// True when both paths name the same existing file.
 fn same_file(a: &Path, b: &Path) -> bool {

@@ -46,6 +46,9 @@ pub(crate) fn restore_from(
             });
         }
     }
+    let tracker = incremental::tracker_of(&dest, &schema);
+    // Before the file is read: an autosave saving meanwhile may be writing this very file.
+    let opening = incremental::opens::begin(tracker.clone(), &budget, &dest_path)?;
     let before = FileId::of(path);
     let source = open_source(path, &budget)?;
     let src = source.db();
@@ -53,7 +56,7 @@ pub(crate) fn restore_from(
     if opts.verify {
         verify_integrity(&src, path)?;
     }
-    let Some(tracker) = incremental::tracker_of(&dest, &schema) else {
+    let Some(tracker) = tracker.as_deref() else {
         return load(&dest, &schema, &dest_path, &src, path, opts, &budget).map(drop);
     };
     // Loading makes the database equal to this file: a baseline for incremental saves, if
@@ -72,6 +75,7 @@ pub(crate) fn restore_from(
             return Err(e);
         }
     }
+    opening.completed();
     Ok(())
 }
 

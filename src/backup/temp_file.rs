@@ -157,14 +157,14 @@ fn is_temp_of(name: &str, file_name: &str) -> bool {
 }
 
 #[cfg(unix)]
-mod lock {
+pub(crate) mod lock {
     use std::fs::File;
     use std::io;
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     use std::path::Path;
 
-    fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
+    pub(crate) fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
         // SAFETY: a valid open descriptor; flock touches no memory of ours.
         if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
             Ok(())
@@ -173,7 +173,8 @@ mod lock {
         }
     }
 
-    fn same_inode(file: &File, path: &Path) -> bool {
+    /// True when `path` (not followed if a link) is the file open as `file`.
+    pub(crate) fn same_inode(file: &File, path: &Path) -> bool {
         match (file.metadata(), std::fs::symlink_metadata(path)) {
             (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
             _ => false,

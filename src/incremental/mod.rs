@@ -56,6 +56,7 @@
 
 pub(crate) mod full;
 pub(crate) mod journal;
+pub(crate) mod opens;
 mod pages;
 pub(crate) mod replaced;
 pub(crate) mod save;

@@ -63,6 +63,8 @@ pub(crate) fn canonical(path: &std::path::Path) -> Option<PathBuf> {
 #[derive(Debug, Default)]
 pub(crate) struct Tracker {
     state: Mutex<State>,
+    /// Opens into the database, for autosaves.
+    pub(crate) opens: super::opens::Opens,
 }
 
 #[derive(Debug, Default)]
@@ -77,9 +79,10 @@ struct State {
     epoch: u64,
     /// The store's size as of the last write or truncate (`None`: ask memdb).
     size: Option<i64>,
-    /// The change counter of the last page 1 written through the shim (`None`: none seen).
-    /// Every commit writes page 1 with the counter bumped, so a commit by a connection that
-    /// bypasses the shim (a plain `vfs=memdb` one) shows as a counter the record never saw.
+    /// The change counter of the last page 1 written through the shim (`None`: none seen,
+    /// or the store was cut below the counter). Every commit writes page 1 with the counter
+    /// bumped, so a commit by a connection that bypasses the shim (a plain `vfs=memdb` one)
+    /// leaves a counter in the store the record never saw.
     counter: Option<u32>,
     baseline: Option<Baseline>,
 }
@@ -114,17 +117,26 @@ impl Tracker {
     /// touched unless `untracked`. The lock is held across the write (writes to one store
     /// are serialised by memdb's EXCLUSIVE lock anyway), so the size known before it is the
     /// store's; `file_size` asks memdb when no size is known yet. `counter` is the change
-    /// counter the write puts in the header, if it writes page 1.
+    /// counter the write puts in the header, if it writes page 1; `stored_counter` reads the
+    /// one the store holds before it (`None`: no page 1 yet).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn track_write(
         &self,
         offset: i64,
         amount: i32,
         untracked: bool,
         counter: Option<u32>,
+        stored_counter: impl FnOnce() -> Option<u32>,
         file_size: impl FnOnce() -> Option<i64>,
         write: impl FnOnce() -> i32,
     ) -> i32 {
         let mut s = self.lock();
+        // A page 1 in the store that the record did not write: someone bypassing the shim
+        // committed. Checked on every tracked page-1 write, because some of them (a rollback
+        // writing back the original page 1) would otherwise install that counter as seen.
+        if counter.is_some() && !untracked && stored_counter() != s.counter {
+            s.unknown = true;
+        }
         let size_before = match s.size {
             Some(size) => size,
             None => file_size().unwrap_or(-1),
@@ -162,6 +174,9 @@ impl Tracker {
         if rc != 0 {
             s.unknown = true;
             return rc;
+        }
+        if size < 28 {
+            s.counter = None; // the store holds no counter now
         }
         let page = if s.page_size == 0 {
             512
@@ -347,7 +362,7 @@ mod tests {
     fn records_pages_gaps_and_doubts() {
         let t = Tracker::default();
         let write = |offset: i64, amount: i32, size: i64| {
-            t.track_write(offset, amount, false, None, || Some(size), || 0);
+            t.track_write(offset, amount, false, None, || None, || Some(size), || 0);
         };
         write(0, 4096, 0);
         write(4096 * 4, 4096, 4096 * 2); // size known from the first write: 4096
@@ -359,9 +374,9 @@ mod tests {
         assert_eq!(t.take().dirty, None);
         t.track_truncate(4095, false, || 0);
         assert_eq!(t.take().dirty, None);
-        t.track_write(0, 4096, false, None, || Some(0), || 1);
+        t.track_write(0, 4096, false, None, || None, || Some(0), || 1);
         assert_eq!(t.take().dirty, None, "a failed write is a doubt");
-        t.track_write(0, 4096, true, None, || Some(0), || 0);
+        t.track_write(0, 4096, true, None, || None, || Some(0), || 0);
         assert_eq!(
             t.take().dirty,
             Some(vec![]),
@@ -372,9 +387,22 @@ mod tests {
     #[test]
     fn a_counter_the_record_never_saw_makes_it_unknown() {
         let t = Tracker::default();
+        // The counter memdb's page 1 holds.
+        let store = std::cell::Cell::new(None);
         let page1 = |counter: u32, untracked: bool| {
-            t.track_write(0, 4096, untracked, Some(counter), || Some(4096), || 0);
+            let stored = || store.get();
+            t.track_write(
+                0,
+                4096,
+                untracked,
+                Some(counter),
+                stored,
+                || Some(4096),
+                || 0,
+            );
+            store.set(Some(counter));
         };
+        let bypass = |counter: u32| store.set(Some(counter));
         page1(7, false);
         page1(8, false); // a commit
         page1(8, false); // the same transaction again
@@ -382,6 +410,7 @@ mod tests {
         let taken = t.take();
         assert_eq!(taken.dirty, Some(vec![1]));
         assert_eq!(taken.counter, Some(7));
+        bypass(8);
         page1(9, false); // 8 was committed by someone the shim never saw
         assert_eq!(t.take().dirty, None);
         page1(500, true); // a restore sets any counter, untracked
@@ -389,6 +418,15 @@ mod tests {
         let taken = t.take();
         assert_eq!(taken.dirty, Some(vec![1]));
         assert_eq!(taken.counter, Some(501));
+        bypass(502);
+        // A spilled transaction rolls back: the original page 1 goes back with the
+        // unseen counter, one past the last seen, as a commit's would be.
+        page1(502, false);
+        assert_eq!(t.take().dirty, None, "a rollback is no commit");
+        t.track_truncate(0, false, || 0);
+        store.set(None);
+        page1(1, false); // a new database in the emptied store
+        assert_eq!(t.take().dirty, Some(vec![1]));
     }
 
     #[test]

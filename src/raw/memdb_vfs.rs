@@ -274,7 +274,9 @@ unsafe extern "C" fn write(
 ) -> c_int {
     // SAFETY: SQLite only calls this on files `open` gave our table, which happens after
     // METHODS is set, so the region is live; `data` holds `amount` readable bytes for the
-    // duration of the call (the counter is read only when `amount` covers bytes 24..28).
+    // duration of the call (the counter is read only when `amount` covers bytes 24..28);
+    // memdb's own xRead, called on this same open object, writes 4 bytes into a live local
+    // (it takes the store's mutex itself, which nothing of ours holds here).
     unsafe {
         let Some(methods) = METHODS.get() else {
             return ffi::SQLITE_ERROR;
@@ -302,7 +304,23 @@ unsafe extern "C" fn write(
                     let mut size = 0i64;
                     ((methods.memdb_size)(file, &mut size) == ffi::SQLITE_OK).then_some(size)
                 };
-                t.track_write(offset, amount, untracked, counter, file_size, write)
+                // What page 1 holds before this write: memdb's own read, under the lock
+                // the writing connection holds.
+                let stored_counter = || {
+                    let read = methods.patched.xRead?;
+                    let mut bytes = [0u8; 4];
+                    let rc = read(file, bytes.as_mut_ptr().cast(), 4, 24);
+                    (rc == ffi::SQLITE_OK).then(|| u32::from_be_bytes(bytes))
+                };
+                t.track_write(
+                    offset,
+                    amount,
+                    untracked,
+                    counter,
+                    stored_counter,
+                    file_size,
+                    write,
+                )
             }
             None => write(),
         };

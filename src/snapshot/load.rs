@@ -10,6 +10,7 @@ use libsqlite3_sys as ffi;
 use crate::backup::restore::{begin_read, check_header, classify, load, verify_integrity};
 use crate::backup::{checks, handle, BackupOptions};
 use crate::error::{BackupError, Operation};
+use crate::incremental::{opens, tracker_of};
 use crate::raw::{memdb, OwnedDb};
 
 const OP: Operation = Operation::Restore;
@@ -51,5 +52,8 @@ pub(crate) fn restore_from_bytes(
     if opts.verify {
         verify_integrity(&src, label)?;
     }
-    load(&dest, &schema, &dest_path, &src, label, opts, &budget).map(drop)
+    let opening = opens::begin(tracker_of(&dest, &schema), &budget, &dest_path)?;
+    load(&dest, &schema, &dest_path, &src, label, opts, &budget)?;
+    opening.completed();
+    Ok(())
 }

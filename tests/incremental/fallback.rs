@@ -340,3 +340,48 @@ fn a_symlink_at_the_journal_name_is_not_followed() {
     assert_eq!(py::scalar(&path, "PRAGMA integrity_check"), "ok");
     assert_eq!(python_total(&path), TOTAL);
 }
+
+/// A pool transaction that spills its cache and rolls back writes the original page 1 back,
+/// carrying the counter of an unrecorded commit before it. That write is no commit of the
+/// record's: the unrecorded commit's pages must still reach the file (they were lost).
+#[test]
+fn a_spilled_rollback_does_not_hide_a_bypassing_commit() {
+    let manager = diesel_sqlite_backup::SingletonManager::new();
+    let plain_uri = manager
+        .uri()
+        .replace("vfs=diesel-sqlite-backup-memdb", "vfs=memdb");
+    let pool = r2d2::Pool::builder()
+        .max_size(1)
+        .thread_pool(diesel_sqlite_backup::shared_thread_pool())
+        .build(manager)
+        .unwrap();
+    fill_ledger(&pool, 2_000);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doc.db");
+    pool.get().unwrap().save_as(&path).unwrap();
+    let mut plain = diesel_sqlite_backup::establish(&plain_uri).unwrap();
+    transfer(&mut plain, 2_000, 1.0, 1);
+    // Page 1 is journalled (the file grows) but never spilled (the b-tree holds it); the
+    // other pages spill into memory before the rollback.
+    pool.get()
+        .unwrap()
+        .batch_execute(
+            "PRAGMA cache_size = 5;
+             BEGIN;
+             INSERT INTO a SELECT id + 100000, 0, randomblob(250) FROM a;
+             ROLLBACK;
+             PRAGMA cache_size = -2000;",
+        )
+        .unwrap();
+    pool.get()
+        .unwrap()
+        .save_as_with(&path, incremental())
+        .unwrap();
+    assert_file_equals_memory(&pool, &path, "after a spilled rollback");
+    transfer(&mut pool.get().unwrap(), 2_000, 1.0, 2);
+    pool.get()
+        .unwrap()
+        .save_as_with(&path, incremental())
+        .unwrap();
+    assert_file_equals_memory(&pool, &path, "and the next save");
+}
