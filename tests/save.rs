@@ -431,3 +431,29 @@ fn save_over_a_file_another_process_uses_in_wal_mode_is_refused() {
     assert_eq!(tables_seen(&file), "oldt");
     assert!(temp_files(dir.path()).is_empty());
 }
+
+/// A power loss before an in-place save sealed its journal leaves a `-journal` whose first
+/// byte is zero: not hot, so every SQLite ignores it, and so must the next save (it used to
+/// take it for a journal in use and give up with Busy on every try). Likewise an empty one.
+#[test]
+fn a_journal_a_power_loss_left_unsealed_does_not_block_saves() {
+    for leftover in [vec![0u8; 4096], Vec::new()] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("doc.db");
+        filled_pool(10, 10).get().unwrap().save_as(&path).unwrap();
+        let journal = dir.path().join("doc.db-journal");
+        fs::write(&journal, &leftover).unwrap();
+        let pool = filled_pool(20, 10);
+        let mut conn = pool.get().unwrap();
+        conn.save_as_with(
+            &path,
+            BackupOptions::default().timeout(Duration::from_secs(60)),
+        )
+        .unwrap();
+        assert_eq!(notes_in_file(&path), 20);
+        assert!(
+            !journal.exists(),
+            "the ignored journal is left beside the new file"
+        );
+    }
+}

@@ -338,6 +338,7 @@ fn settle_logs(dest: &Path, budget: &Budget) -> Result<(), BackupError> {
     let settled = {
         let _waits = BudgetedBusyHandler::install(&db, budget, dest);
         db.exec("PRAGMA journal_mode=DELETE; SELECT count(*) FROM sqlite_schema;")
+            .and_then(|()| drop_unsealed_journal(&db, &logs[1]))
     };
     old.close()
         .map_err(|failure| budget.failed(dest, failure))?;
@@ -363,6 +364,27 @@ fn settle_logs(dest: &Path, budget: &Budget) -> Result<(), BackupError> {
         ));
     }
     Ok(())
+}
+
+/// Removes a `-journal` that is not hot (empty, or a zero first byte: `hasHotJournal` in
+/// SQLite's `pager.c`), such as a power loss leaves before a journal's header is sealed.
+/// Every SQLite ignores it, and none deletes it before its own next write; under the
+/// EXCLUSIVE lock taken here no writer of the file can be filling it right now.
+fn drop_unsealed_journal(db: &DbRef<'_>, journal: &Path) -> Result<(), SqliteFailure> {
+    use std::io::Read;
+    if fs::symlink_metadata(journal).is_err() {
+        return Ok(());
+    }
+    db.exec("BEGIN EXCLUSIVE; SELECT count(*) FROM sqlite_schema;")?;
+    let mut first = [0u8; 1];
+    let unsealed = match File::open(journal) {
+        Ok(mut f) => matches!(f.read(&mut first), Ok(0)) || first[0] == 0,
+        Err(_) => false,
+    };
+    if unsealed {
+        let _ = fs::remove_file(journal);
+    }
+    db.exec("COMMIT")
 }
 
 /// The folder `path` is in (`.` for a bare file name).
