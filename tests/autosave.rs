@@ -23,9 +23,14 @@ use diesel_sqlite_backup::{establish, memory_pool, Autosave, AutosaveOptions, Ba
 const MS: Duration = Duration::from_millis(1);
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// The invariant every committed state keeps: `total.n` is the number of rows of `item`.
+/// A `memory_pool()` holding the ledger.
 fn ledger_pool() -> common::Pool {
-    let pool = memory_pool().unwrap();
+    ledger(memory_pool().unwrap())
+}
+
+/// Gives `pool`'s database the ledger, whose invariant every committed state keeps:
+/// `total.n` is the number of rows of `item`.
+fn ledger(pool: common::Pool) -> common::Pool {
     pool.get()
         .unwrap()
         .batch_execute(

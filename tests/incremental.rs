@@ -13,6 +13,8 @@ mod fallback;
 mod py;
 #[path = "incremental/readers.rs"]
 mod readers;
+#[path = "incremental/restores.rs"]
+mod restores;
 #[allow(dead_code)]
 #[path = "wild/scripts.rs"]
 mod scripts;

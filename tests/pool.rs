@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{app, scalar};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel_sqlite_backup::{memory_pool, SingletonManager};
+use diesel_sqlite_backup::{memory_pool, shared_thread_pool, SingletonManager};
 use r2d2::ManageConnection;
 
 /// Connections on different threads see one database; two managers never share one.
@@ -149,6 +149,46 @@ fn has_broken_answers_at_once_while_another_connection_writes() {
         "waited for the writer's lock"
     );
     writer.batch_execute("COMMIT").unwrap();
+}
+
+/// Opening connections for a pool whose database is write-locked holds no thread of the shared
+/// scheduler: another pool still opens its connection, and the locked pool's own checkouts
+/// wait for the lock in their own threads.
+#[test]
+fn a_locked_pool_does_not_starve_other_pools() {
+    // A connect that waited for the lock would hold a shared thread this long, so every
+    // other pool's connect would queue behind it until its own checkout timeout (5 s).
+    let manager = SingletonManager::new().busy_timeout(Duration::from_secs(120));
+    let mut writer = manager.connect().unwrap();
+    writer
+        .batch_execute("CREATE TABLE t(x); BEGIN IMMEDIATE; INSERT INTO t VALUES (1);")
+        .unwrap();
+    // Queues three connects on the shared scheduler (two threads) before `memory_pool`'s.
+    let locked = r2d2::Pool::builder()
+        .max_size(3)
+        .thread_pool(shared_thread_pool())
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connection_timeout(Duration::from_secs(120))
+        .build_unchecked(manager);
+    let reader = std::thread::spawn({
+        let locked = locked.clone();
+        move || {
+            let mut c = locked.get().expect("checkout from the locked pool");
+            scalar(&mut c, "SELECT count(*) AS n FROM t")
+        }
+    });
+
+    let other = memory_pool().expect("a pool beside a locked one");
+    let mut c = other.get().expect("a checkout beside a locked pool");
+    c.batch_execute("CREATE TABLE u(y); INSERT INTO u VALUES (1);")
+        .unwrap();
+    assert!(!reader.is_finished(), "read through another's write lock");
+
+    writer.batch_execute("COMMIT").unwrap();
+    assert_eq!(reader.join().unwrap(), 1);
+    let mut conns: Vec<_> = (0..3).map(|_| locked.get().unwrap()).collect();
+    assert_eq!(scalar(&mut conns[2], "SELECT count(*) AS n FROM t"), 1);
 }
 
 /// Pooled connections wait for each other's locks instead of failing at once.

@@ -141,10 +141,28 @@ fn copy(
         failure,
     };
     dst.exec(DEST_PRAGMAS).map_err(sqlite)?;
+    lock_file(dst).map_err(|f| budget.failed(dest, f))?;
     let _src_waits = BudgetedBusyHandler::install(src, budget, &src.display_path(schema));
     let mut backup = RawBackup::new(dst, c"main", src, schema).map_err(sqlite)?;
     engine::run(&mut backup, opts, budget, dest)?;
     backup.finish().map_err(sqlite)
+}
+
+/// Takes the file's EXCLUSIVE lock (waiting in the busy handler with PENDING held, which turns
+/// new readers away) and keeps it for the backup, which releases it when it commits.
+///
+/// Lock order: a restore from this file into the pool holds the file's read lock while it
+/// waits for the pool database's write lock. `sqlite3_backup_step` locks its source (the pool
+/// database, read) before its destination: left to lock the file itself, the backup would
+/// wait for that restore while holding the read lock the restore waits for, and one of the
+/// two would wait out its whole budget. Locked here first, the file comes before the pool
+/// database, in the restore's order.
+fn lock_file(db: &DbRef<'_>) -> Result<(), SqliteFailure> {
+    // In EXCLUSIVE locking mode a connection keeps its lock after COMMIT; back in NORMAL
+    // mode, it lets go at the end of its next transaction (the backup's).
+    let locked = db.exec("PRAGMA locking_mode=EXCLUSIVE; BEGIN EXCLUSIVE; COMMIT;");
+    let normal = db.exec("PRAGMA locking_mode=NORMAL");
+    locked.and(normal)
 }
 
 /// The new baseline, if the file provably still is what the backup committed.

@@ -118,11 +118,20 @@ impl ManageConnection for SingletonManager {
     fn connect(&self) -> Result<SqliteConnection, Error> {
         self.ensure_keeper().map_err(Error::ConnectionError)?;
         let mut conn = SqliteConnection::establish(&self.uri).map_err(Error::ConnectionError)?;
+        // r2d2 runs this on the scheduler every pool of the crate shares (two threads), so it
+        // must never wait for this database's lock, or one locked pool would stall the
+        // connects of all others. Preparing the probe (cached for the checks on return) reads
+        // the schema, which needs the lock: try it without waiting. When the lock is taken,
+        // the connection's first statement loads the schema in the thread that checked it
+        // out, waiting up to the busy timeout; after that the probe prepares without a lock.
+        conn.batch_execute("PRAGMA busy_timeout = 0")
+            .map_err(Error::QueryError)?;
+        match raw::probe(&mut conn) {
+            Err(e) if !raw::is_lock_error(&e) => return Err(Error::QueryError(e)),
+            _ => {}
+        }
         conn.batch_execute(&self.busy_timeout_pragma())
             .map_err(Error::QueryError)?;
-        // Prepares (and caches) the probe now, while waiting for a lock is acceptable, so
-        // the checks on every checkout and return never need one.
-        raw::probe(&mut conn).map_err(Error::QueryError)?;
         Ok(conn)
     }
 
@@ -145,10 +154,12 @@ impl ManageConnection for SingletonManager {
     }
 }
 
-/// True when a raw transaction is open. The probe runs as a statement prepared in `connect`,
-/// which needs no lock, so this normally never waits (only if SQLite expired that statement,
-/// after a schema change, must it be prepared again, which can wait for another connection's
-/// write lock up to the busy timeout). A connection whose probe fails is discarded.
+/// True when a raw transaction is open. The probe runs as a statement prepared in `connect`
+/// or, if the database was locked then, after the connection's first statement loaded the
+/// schema, so this normally never waits (only if SQLite expired that statement, or the
+/// connection comes back without having loaded the schema, must it read the schema, which can
+/// wait for another connection's write lock up to the busy timeout, in the returning thread).
+/// A connection whose probe fails is discarded.
 fn left_in_transaction(conn: &mut SqliteConnection) -> bool {
     match raw::probe(conn) {
         Ok(Some(db)) => !db.autocommit(),

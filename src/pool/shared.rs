@@ -27,7 +27,9 @@ static SHARED: OnceLock<Arc<ScheduledThreadPool>> = OnceLock::new();
 /// which outlive the pool until its reaper next runs (up to 30 s): a test suite that builds a
 /// pool per test runs out of threads. Pass this one to pools you build yourself, and turn the
 /// reaper off (a [`SingletonManager`]'s database outlives its connections, so recycling them
-/// gains nothing), and a dropped pool leaves nothing running:
+/// gains nothing), and a dropped pool leaves nothing running. A [`SingletonManager`] never
+/// waits for its database's lock while it connects, so a locked pool cannot hold these threads
+/// (a manager of another kind that waits in `connect` can):
 ///
 /// ```
 /// use diesel_sqlite_backup::{shared_thread_pool, SingletonManager};

@@ -222,7 +222,7 @@ fn is_missing_probe(e: &diesel::result::Error) -> bool {
 }
 
 /// SQLite's BUSY and LOCKED reach Diesel only as message text.
-fn is_lock_error(e: &diesel::result::Error) -> bool {
+pub(crate) fn is_lock_error(e: &diesel::result::Error) -> bool {
     let text = e.to_string();
     text.contains("database is locked") || text.contains("database table is locked")
 }

@@ -12,7 +12,7 @@ mod owned;
 
 pub use bridge::init;
 pub(crate) use bridge::{
-    install_default_busy_handler, probe, raw_handle, with_lock_waits, HandleError,
+    install_default_busy_handler, is_lock_error, probe, raw_handle, with_lock_waits, HandleError,
 };
 pub(crate) use db::{failure_from_code, path_cstring, readonly_uri, DbRef, Storage};
 pub(crate) use memdb_file::SharedMemdbFile;

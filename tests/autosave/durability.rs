@@ -6,9 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diesel_sqlite_backup::{Autosave, AutosaveOptions};
+use diesel_sqlite_backup::{shared_thread_pool, Autosave, AutosaveOptions, SingletonManager};
 
-use super::{add_item, common, items_in, ledger_pool, MS};
+use super::{add_item, common, items_in, ledger, ledger_pool, MS, PATIENCE};
+
+const WRITERS: u32 = 2;
 
 /// Writers commit continuously; readers open the file in a loop, in this process and in a
 /// python3 child. Every state they see is one complete commit, and it only moves forward.
@@ -16,7 +18,18 @@ use super::{add_item, common, items_in, ledger_pool, MS};
 fn readers_in_a_loop_always_see_a_complete_commit() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("busy.db");
-    let pool = ledger_pool();
+    // A connection per writer, each held for the whole run: with fewer, a writer waits for
+    // one at checkout and fails once that outlasts the checkout timeout. A writer may wait
+    // for the lock while the other commits, so the busy timeout outlasts the run.
+    let pool = r2d2::Pool::builder()
+        .max_size(WRITERS)
+        .thread_pool(shared_thread_pool())
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connection_timeout(PATIENCE)
+        .build(SingletonManager::new().busy_timeout(PATIENCE))
+        .unwrap();
+    let pool = ledger(pool);
     let options = AutosaveOptions::default()
         .every(5 * MS)
         .quiet(Duration::ZERO);
@@ -31,7 +44,7 @@ fn readers_in_a_loop_always_see_a_complete_commit() {
         .spawn()
         .expect("python3");
     std::thread::scope(|s| {
-        for _ in 0..2 {
+        for _ in 0..WRITERS {
             s.spawn(|| {
                 let mut conn = pool.get().unwrap();
                 while !stop.load(Ordering::Relaxed) {
