@@ -32,9 +32,14 @@ use crate::error::{BackupError, SqliteFailure};
 use crate::raw::{path_cstring, DbRef, OwnedDb};
 
 /// The destination's settings while the backup writes it. Each spill of a full cache syncs
-/// the journal, so a larger cache means fewer syncs; 16 MiB keeps memory bounded. FULL
-/// syncs are SQLite's default, but the save's durability must not depend on a build flag.
-const DEST_PRAGMAS: &str = "PRAGMA cache_size=-16384; PRAGMA synchronous=FULL;";
+/// the journal, so a larger cache means fewer syncs; 16 MiB keeps memory bounded.
+///
+/// EXTRA, not FULL: a commit that shrinks the file truncates it *after* deleting the journal
+/// (`pager_end_transaction` in `pager.c`), and only EXTRA fsyncs the folder after that
+/// delete. At FULL a power loss can keep the truncation and lose the delete: the journal
+/// comes back hot, holding only the pages that were overwritten, and rolling it back
+/// leaves the cut pages as zeros (found by `tests/power_loss.rs`).
+const DEST_PRAGMAS: &str = "PRAGMA cache_size=-16384; PRAGMA synchronous=EXTRA;";
 
 /// What the file at the path is, as SQLite sees it, before the save.
 struct Existing {

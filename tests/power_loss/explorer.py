@@ -17,7 +17,8 @@ Each distinct state is then opened with this Python's own `sqlite3` (which rolls
 hot journal as any SQLite does) and must pass `integrity_check` and hold exactly the old
 or the new content; from the end marker on (the call has returned) only the new.
 
-Usage: explorer.py LOG FOLDER DBNAME [--long]. Prints one JSON object.
+Usage: explorer.py LOG FOLDER DBNAME [--long] [--initial DIR] (DIR: the folder's files
+before the child started). Prints one JSON object.
 """
 
 import hashlib
@@ -186,6 +187,17 @@ class Model:
         self.fds = {}
         self.fds_paths = {}
         self.stats = {"renames_onto": {}, "writes_to": {}, "fsyncs_of": {}}
+
+    def load(self, initial):
+        """Files the folder held before the child started, all durable."""
+        if initial is None:
+            return
+        for name in sorted(os.listdir(initial)):
+            ino = Inode()
+            with open(os.path.join(initial, name), "rb") as f:
+                ino.cur = bytearray(f.read())
+            self.ns[name] = ino
+        self.everything_durable()
 
     def everything_durable(self):
         for ino in self.ns.values():
@@ -494,11 +506,14 @@ def content_of(files, dbname, scratch):
 
 def main():
     log_path, folder, dbname = sys.argv[1:4]
-    long_mode = "--long" in sys.argv[4:]
+    rest = sys.argv[4:]
+    long_mode = "--long" in rest
+    initial = rest[rest.index("--initial") + 1] if "--initial" in rest else None
     with open(log_path, encoding="latin-1") as f:
         calls = parse(f.read())
     watched = [dbname, dbname + "-journal", dbname + "-wal"]
     model = Model(folder, cwd=os.getcwd())
+    model.load(initial)
     scratch = tempfile.mkdtemp(prefix="dsb-crash-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     result = {"calls": len(calls), "crash_points": 0, "states": 0, "bad": 0, "examples": []}
     try:
@@ -521,6 +536,7 @@ def main():
             raise Unsupported(f"the old state is not a database: {old[1]}")
         # The new content first: every call up to the end mark, all of it persisted.
         final_model = Model(folder, cwd=os.getcwd())
+        final_model.load(initial)
         for call in calls[: end + 1]:
             final_model.apply(*call)
         final = {n: bytes(final_model.ns[n].cur) for n in watched if n in final_model.ns}

@@ -16,10 +16,13 @@ use diesel_sqlite_backup::{
 pub const ROUTES: &[&str] = &[
     "save_as",
     "full_in_place",
+    "full_in_place_shrink",
+    "over_python_file",
     "incremental_update",
     "incremental_growth",
     "incremental_shrink",
     "autosave",
+    "autosave_start",
     "snapshot",
     "template_cache",
 ];
@@ -37,6 +40,39 @@ pub fn target(route: &str, dir: &Path, page_size: u32) -> std::path::PathBuf {
 
 fn cache(dir: &Path, page_size: u32) -> TemplateCache {
     TemplateCache::new(format!("power-loss-{page_size}")).dir(dir)
+}
+
+/// Files the parent makes before the child runs (they are the old version): `(route, dir,
+/// page size)`. A file written by Python's own SQLite, in UTF-16 and with its own page
+/// size, larger than what replaces it.
+pub fn prepare(route: &str, dir: &Path, page_size: u32) {
+    if route != "over_python_file" {
+        return;
+    }
+    let script = r#"
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1])
+con.execute("PRAGMA encoding='UTF-16le'")
+con.execute("PRAGMA page_size=%d" % int(sys.argv[2]))
+con.execute("CREATE TABLE doc (id INTEGER PRIMARY KEY, v INTEGER NOT NULL, body BLOB NOT NULL)")
+con.executemany("INSERT INTO doc VALUES (?, 0, randomblob(300))", [(i,) for i in range(int(sys.argv[3]))])
+con.commit()
+con.close()
+"#;
+    let other_size = if page_size == 65536 {
+        1024
+    } else {
+        page_size * 2
+    };
+    let rows = rows_for(other_size.max(page_size), 12);
+    let status = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(dir.join("doc.db"))
+        .arg(other_size.to_string())
+        .arg(rows.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 /// An attempt to open `dir/name`, which does not exist: a mark in the trace, nothing more.
@@ -126,6 +162,28 @@ pub fn run(route: &str, dir: &Path, page_size: u32) {
             conn.save_as_with(&file, incremental()).unwrap();
             end();
         }
+        "full_in_place_shrink" => {
+            let bigger = pool(page_size);
+            insert(&mut bigger.get().unwrap(), 100_000, rows_for(page_size, 8));
+            bigger.get().unwrap().save_as(&file).unwrap();
+            let smaller = pool(page_size);
+            begin();
+            smaller
+                .get()
+                .unwrap()
+                .save_as_with(&file, incremental())
+                .unwrap();
+            end();
+        }
+        "over_python_file" => {
+            let pool = pool(page_size);
+            begin();
+            pool.get()
+                .unwrap()
+                .save_as_with(&file, incremental())
+                .unwrap();
+            end();
+        }
         "incremental_update" | "incremental_growth" | "incremental_shrink" => {
             let pool = pool(page_size);
             let mut conn = pool.get().unwrap();
@@ -151,6 +209,19 @@ pub fn run(route: &str, dir: &Path, page_size: u32) {
             update(&mut pool.get().unwrap());
             begin();
             autosave.save_now().unwrap();
+            end();
+            autosave.stop().unwrap();
+        }
+        "autosave_start" => {
+            let bigger = pool(page_size);
+            insert(&mut bigger.get().unwrap(), 100_000, rows_for(page_size, 8));
+            bigger.get().unwrap().save_as(&file).unwrap();
+            let pool = pool(page_size);
+            let options = AutosaveOptions::default()
+                .every(Duration::from_secs(3600))
+                .on_error(|e| panic!("autosave failed: {e}"));
+            begin();
+            let autosave = Autosave::start(&pool, &file, options).unwrap();
             end();
             autosave.stop().unwrap();
         }
