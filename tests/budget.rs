@@ -3,54 +3,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{app, filled_pool, notes_in_file, scalar};
+use common::{app, filled_pool, notes_in_file, scalar, temp_files, LockHolder};
 use diesel::connection::SimpleConnection;
 use diesel_sqlite_backup::{
     establish, memory_pool, shared_thread_pool, BackupError, BackupExt, BackupOptions, CancelToken,
     SingletonManager, TEMP_SUFFIX,
 };
-
-/// A python3 child that holds an exclusive lock on `path` until it is killed.
-struct LockHolder(Child);
-
-impl LockHolder {
-    fn lock(path: &Path) -> LockHolder {
-        let script = format!(
-            "import sqlite3, time\n\
-             c = sqlite3.connect({path:?}, isolation_level=None)\n\
-             c.execute('BEGIN EXCLUSIVE')\n\
-             c.execute('CREATE TABLE IF NOT EXISTS held(x)')\n\
-             print('locked', flush=True)\n\
-             time.sleep(120)\n",
-            path = path.to_str().unwrap()
-        );
-        let mut child = Command::new("python3")
-            .args(["-c", &script])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "locked");
-        LockHolder(child)
-    }
-}
-
-impl Drop for LockHolder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn saved_database(dir: &Path, notes: usize) -> std::path::PathBuf {
     let path = dir.join("source.db");
@@ -248,4 +211,60 @@ fn dangling_link_gets_its_target_created() {
         .file_type()
         .is_symlink());
     assert_eq!(notes_in_file(&target), 4);
+}
+
+/// A save over a file whose `-journal` another process's open write transaction is using
+/// (Python: `BEGIN IMMEDIATE; INSERT`) waits for that writer within the budget, as every
+/// other lock wait does. It used to fail at once, saying it "gave up after 0ns": now, with
+/// 1 s, it gives up with Busy naming the file and `waited` the time really waited, and when
+/// the writer commits within the budget the save goes through.
+#[test]
+fn save_over_a_file_whose_journal_is_in_use_waits_within_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = saved_database(dir.path(), 10);
+    let pool = filled_pool(3, 10);
+    let holder = LockHolder::hold(
+        &path,
+        "BEGIN IMMEDIATE",
+        "INSERT INTO notebooks(title) VALUES ('uncommitted')",
+    );
+    let journal = dir.path().join("source.db-journal");
+    assert!(journal.exists(), "set-up: the writer has no journal");
+    let started = std::time::Instant::now();
+    let err = pool
+        .get()
+        .unwrap()
+        .save_as_with(
+            &path,
+            BackupOptions::default().timeout(Duration::from_secs(1)),
+        )
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    let BackupError::Busy {
+        path: busy, waited, ..
+    } = &err
+    else {
+        panic!("expected Busy, got {err:?}");
+    };
+    assert_eq!(busy, &path, "{err}");
+    assert!(!waited.is_zero(), "did not wait: {err}");
+    assert!(*waited <= elapsed, "waited {waited:?} > call {elapsed:?}");
+    assert_eq!(notes_in_file(&path), 10, "the old file was replaced");
+    assert!(temp_files(dir.path()).is_empty());
+
+    // The writer commits while the save waits for it (a generous budget: the wait is short).
+    let committer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        holder.commit();
+    });
+    pool.get()
+        .unwrap()
+        .save_as_with(
+            &path,
+            BackupOptions::default().timeout(Duration::from_secs(120)),
+        )
+        .unwrap();
+    committer.join().unwrap();
+    assert_eq!(notes_in_file(&path), 3);
+    assert!(!journal.exists());
 }

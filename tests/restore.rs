@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{app, filled_pool, scalar, Pool};
+use common::{app, filled_pool, pool_of, python, scalar, Pool};
 use diesel::connection::SimpleConnection;
 use diesel_sqlite_backup::{establish, memory_pool, BackupError, BackupExt, BackupOptions};
 
@@ -95,7 +95,7 @@ fn directory_is_refused() {
 }
 
 #[test]
-fn random_bytes_empty_and_short_files_are_refused() {
+fn random_bytes_and_short_files_are_refused() {
     let pool = precious();
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&str, Vec<u8>); 3] = [
@@ -105,7 +105,7 @@ fn random_bytes_empty_and_short_files_are_refused() {
                 .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
                 .collect(),
         ),
-        ("empty.db", Vec::new()),
+        ("fifty bytes.db", vec![0; 50]),
         ("short.db", b"SQLite format 3\0".to_vec()),
     ];
     for (name, bytes) in cases {
@@ -365,4 +365,130 @@ fn the_connections_cache_size_comes_back() {
     assert!(matches!(err, BackupError::Cancelled { .. }), "{err:?}");
     assert_eq!(cache(&mut conn), -5000);
     assert_eq!(app::note_count(&mut conn), 2_000);
+}
+
+/// Python's `sqlite3.connect()` leaves a zero-byte file, which SQLite, rusqlite and Python
+/// read as an empty database. Open loads it as one, the old data replaced by nothing (it
+/// used to be refused as shorter than a header), also into a pool whose pages are another
+/// size; the file is not written. So does a one-byte file, which SQLite's unix VFS reports
+/// as empty (a work-around for an old OS X file system). A missing file and other short
+/// files are still refused (above).
+#[test]
+fn a_zero_byte_file_loads_as_an_empty_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("new.db");
+    let connect = "import sqlite3, sys\nsqlite3.connect(sys.argv[1]).close()";
+    python(connect, &[file.to_str().unwrap()]);
+    assert_eq!(fs::metadata(&file).unwrap().len(), 0);
+    let one_byte = dir.path().join("one-byte.db");
+    fs::write(&one_byte, b"x").unwrap();
+    // A fresh pool, and pools holding 7 notes in pages of 4096 and of 1024 bytes.
+    let pool_with = |pages: Option<u32>| {
+        let pool = memory_pool().unwrap();
+        if let Some(size) = pages {
+            let mut c = pool.get().unwrap();
+            c.batch_execute(&format!("PRAGMA page_size = {size}"))
+                .unwrap();
+            app::migrate(&mut c);
+            app::fill(&mut c, "old", 7, 10);
+        }
+        pool
+    };
+    for pages in [None, Some(4096), Some(1024)] {
+        let what = format!("pool with pages {pages:?}");
+        for (file, verify) in [(&file, false), (&file, true), (&one_byte, false)] {
+            let pool = pool_with(pages);
+            let options = BackupOptions::default().verify_integrity(verify);
+            pool.get()
+                .unwrap()
+                .restore_from_with(file, options)
+                .unwrap_or_else(|e| panic!("{what}, {file:?}, verify {verify}: {e}"));
+            let mut c = pool.get().unwrap();
+            let schema = scalar(&mut c, "SELECT count(*) AS n FROM sqlite_schema");
+            assert_eq!(schema, 0, "{what}: the old data is still there");
+            app::migrate(&mut c);
+            app::fill(&mut c, "new", 2, 10);
+            assert_eq!(app::note_count(&mut c), 2, "{what}");
+        }
+    }
+    assert_eq!(
+        fs::metadata(&file).unwrap().len(),
+        0,
+        "the file was written"
+    );
+    assert_eq!(fs::read(&one_byte).unwrap(), b"x", "the file was written");
+}
+
+/// A file whose header's text-encoding field (bytes 56..60) says 4, 8 or 256: SQLite opens
+/// a main database by the field's low two bits, 0 meaning UTF-8, so Python, rusqlite and the
+/// `sqlite3` shell read it as UTF-8. Page 1 copied as it was left the field in the pool, whose
+/// connections had fixed UTF-8, and every statement on every connection failed from then on
+/// ("attached databases must use the same text encoding as main database"), later restores
+/// included. Now the pool holds the file's data, takes writes, and a later restore works.
+#[test]
+fn a_file_whose_encoding_field_sqlite_reads_as_utf8_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let later = saved_file(dir.path(), "later.db", 5);
+    for field in [4u32, 8, 256] {
+        let file = dir.path().join(format!("field-{field}.db"));
+        common::python_words_file(&file, Some(field));
+        assert_eq!(
+            common::python_reads_words(&file),
+            "50 UTF-8",
+            "field {field}"
+        );
+        for (used, verify) in [(false, false), (false, true), (true, false), (true, true)] {
+            let what = format!("field {field}, used {used}, verify {verify}");
+            let pool = pool_of(2);
+            if used {
+                app::migrate(&mut pool.get().unwrap());
+                app::fill(&mut pool.get().unwrap(), "old", 3, 10);
+            }
+            let options = BackupOptions::default().verify_integrity(verify);
+            pool.get()
+                .unwrap()
+                .restore_from_with(&file, options)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            common::assert_holds_words(&pool, &what);
+            pool.get().unwrap().restore_from(&later).expect(&what);
+            assert_eq!(app::note_count(&mut pool.get().unwrap()), 5, "{what}");
+        }
+    }
+}
+
+/// The same file copied into connections that are not a pool's (a file, `:memory:`), each of
+/// which has read a schema and so fixed its encoding: `backup_to` and `restore_from` bring
+/// page 1 in as SQLite reads it, and the connection keeps working.
+#[test]
+fn an_odd_encoding_field_reaches_other_connections_as_sqlite_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("field-4.db");
+    common::python_words_file(&file, Some(4));
+    let target = dir.path().join("target.db");
+    let used = |url: &str| {
+        let mut conn = establish(url).unwrap();
+        conn.batch_execute("CREATE TABLE old(x); INSERT INTO old VALUES (1);")
+            .unwrap();
+        conn
+    };
+    let mut dests = [
+        ("file, backup_to", used(target.to_str().unwrap()), true),
+        ("memory, backup_to", used(":memory:"), true),
+        ("memory, restore_from", used(":memory:"), false),
+    ];
+    for (what, dest, backup_to) in &mut dests {
+        if *backup_to {
+            let mut src = establish(file.to_str().unwrap()).unwrap();
+            src.backup_to(dest, BackupOptions::default())
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+        } else {
+            dest.restore_from(&file)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+        }
+        let sql = "SELECT count(*) AS n FROM words";
+        assert_eq!(scalar(dest, sql), common::PYTHON_WORDS, "{what}");
+        dest.batch_execute("INSERT INTO words(word) VALUES ('added')")
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(common::integrity_of(dest), "ok", "{what}");
+    }
 }

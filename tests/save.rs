@@ -391,8 +391,41 @@ fn save_over_a_file_with_a_stale_log_shows_the_saved_database() {
     }
 }
 
-/// A file another process has open in WAL mode cannot have its log settled: the save is
-/// refused with Busy and the old file stays as it was.
+/// A `-journal` that is not hot and that no writer holds, as `journal_mode=TRUNCATE` (empty)
+/// and `PERSIST` (zeroed header) leave one after every commit, even after they close: the
+/// save settles it the way SQLite itself removes one when a connection leaves those modes
+/// (under the file's RESERVED lock) and goes through. It used to fail with Busy, saying the
+/// journal was in use by another connection.
+#[test]
+fn save_over_a_file_with_a_leftover_journal_that_is_not_hot() {
+    for mode in ["TRUNCATE", "PERSIST"] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("doc.db");
+        let script = format!(
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('PRAGMA journal_mode={mode}')\n\
+             c.execute('CREATE TABLE oldt(x)'); c.execute('INSERT INTO oldt VALUES (1)')\n\
+             c.close()\n"
+        );
+        python(&script, &file);
+        let journal = dir.path().join("doc.db-journal");
+        assert!(journal.exists(), "{mode}: set-up left no journal");
+        let options = BackupOptions::default().timeout(Duration::from_secs(60));
+        filled_pool(3, 10)
+            .get()
+            .unwrap()
+            .save_as_with(&file, options)
+            .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert!(!journal.exists(), "{mode}: the old journal is still there");
+        assert_eq!(notes_in_file(&file), 3, "{mode}");
+        assert!(temp_files(dir.path()).is_empty(), "{mode}");
+    }
+}
+
+/// A file another process has open in WAL mode cannot have its log settled: the save waits
+/// for it within its budget, then is refused with Busy (`waited` the time really waited) and
+/// the old file stays as it was.
 #[test]
 fn save_over_a_file_another_process_uses_in_wal_mode_is_refused() {
     use std::io::{BufRead, BufReader};
@@ -428,6 +461,10 @@ fn save_over_a_file_another_process_uses_in_wal_mode_is_refused() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(err.is_busy(), "{err:?}");
+    let BackupError::Busy { waited, .. } = err else {
+        unreachable!()
+    };
+    assert!(!waited.is_zero(), "did not wait");
     assert_eq!(tables_seen(&file), "oldt");
     assert!(temp_files(dir.path()).is_empty());
 }

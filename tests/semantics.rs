@@ -6,7 +6,7 @@ mod common;
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use common::{app, filled_pool, integrity, notes_in_file, Pool};
+use common::{app, filled_pool, integrity, notes_in_file, LockHolder, Pool};
 use diesel::connection::SimpleConnection;
 use diesel_sqlite_backup::{
     establish, Backup, BackupError, BackupExt, BackupOptions, SingletonManager, StepResult,
@@ -359,4 +359,37 @@ fn a_copy_onto_its_own_database_is_refused() {
 /// Saves another database (2,000 notes) to `path`.
 fn fresh_pool_save(path: &std::path::Path) {
     pool_of(1).get().unwrap().save_as(path).unwrap();
+}
+
+/// `Backup::new` into a file another process holds locked (`BEGIN EXCLUSIVE`) comes back at
+/// once, as `sqlite3_backup_init` does, and `step` reports `StepResult::Busy` while the lock
+/// is held, as its documentation says. It used to wait inside `new` for the default budget
+/// (30 s, which its caller cannot change) and then fail. Once the lock is gone, the same
+/// handle copies everything.
+#[test]
+fn stepped_backup_into_a_file_another_process_locks_is_busy_at_step() {
+    let pool = pool_of(1);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target.db");
+    let holder = LockHolder::lock(&target);
+    let mut src = pool.get().unwrap();
+    let mut dst = establish(target.to_str().unwrap()).unwrap();
+    let mut backup = Backup::new(&mut src, &mut dst).unwrap();
+    for _ in 0..3 {
+        assert_eq!(backup.step(100).unwrap(), StepResult::Busy);
+    }
+    holder.commit();
+    let mut steps = 0;
+    loop {
+        steps += 1;
+        assert!(steps < 100_000, "never finished");
+        match backup.step(100).unwrap() {
+            StepResult::Done => break,
+            StepResult::More => {}
+            StepResult::Busy => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+    backup.finish().unwrap();
+    drop(dst);
+    assert_eq!(notes_in_file(&target), 2_000);
 }

@@ -5,20 +5,11 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use common::{app, filled_pool, notes_in_file, scalar, temp_files, Pool};
+use common::{app, filled_pool, notes_in_file, pool_of, scalar, temp_files};
 use diesel::connection::SimpleConnection;
 use diesel_sqlite_backup::{
-    establish, memory_pool, shared_thread_pool, BackupError, BackupExt, BackupOptions,
-    SingletonManager, Template,
+    establish, memory_pool, BackupError, BackupExt, BackupOptions, Template,
 };
-
-fn pool_of(size: u32) -> Pool {
-    r2d2::Pool::builder()
-        .max_size(size)
-        .thread_pool(shared_thread_pool())
-        .build(SingletonManager::new())
-        .unwrap()
-}
 
 /// Bytes from one pool load into another: every pooled connection sees them, and the pool
 /// is writable afterwards.
@@ -36,8 +27,8 @@ fn round_trip_through_bytes_into_another_pool() {
     assert_eq!(app::note_count(&mut conns[2]), 305);
 }
 
-/// Empty, garbage, header-only, truncated and bad-magic bytes are refused with a clear
-/// error; the data stays, the pool stays usable, and the caller's bytes are not modified.
+/// Garbage, header-only, truncated and bad-magic bytes are refused with a clear error; the
+/// data stays, the pool stays usable, and the caller's bytes are not modified.
 #[test]
 fn hostile_bytes_are_refused_and_keep_the_data() {
     let good = filled_pool(50, 100)
@@ -49,7 +40,6 @@ fn hostile_bytes_are_refused_and_keep_the_data() {
     let mut bad_magic = good.clone();
     bad_magic[..6].copy_from_slice(b"SQLXte");
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("empty", Vec::new()),
         (
             "garbage",
             (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect(),
@@ -296,4 +286,81 @@ fn image_sqlite_may_only_read_is_refused() {
     );
     app::fill(&mut pool.get().unwrap(), "writable", 1, 1);
     assert_eq!(app::note_count(&mut pool.get().unwrap()), 8);
+}
+
+/// No bytes are what SQLite reads as an empty database (a zero-byte file), so they load as
+/// one: the old data is replaced by nothing and the pool stays usable (they used to be
+/// refused as shorter than a header). A template from them holds an empty database.
+#[test]
+fn empty_bytes_load_as_an_empty_database() {
+    for (used, verify) in [(false, false), (true, false), (true, true)] {
+        let what = format!("used {used}, verify {verify}");
+        let pool = if used {
+            filled_pool(7, 10)
+        } else {
+            memory_pool().unwrap()
+        };
+        pool.get()
+            .unwrap()
+            .restore_from_bytes_with(&[], BackupOptions::default().verify_integrity(verify))
+            .expect(&what);
+        let mut conn = pool.get().unwrap();
+        assert_eq!(
+            scalar(&mut conn, "SELECT count(*) AS n FROM sqlite_schema"),
+            0,
+            "{what}"
+        );
+        app::migrate(&mut conn);
+        app::fill(&mut conn, "new", 2, 10);
+        assert_eq!(app::note_count(&mut conn), 2, "{what}");
+    }
+    let mut conn = Template::from_bytes(&[]).unwrap().connection().unwrap();
+    assert_eq!(
+        scalar(&mut conn, "SELECT count(*) AS n FROM sqlite_schema"),
+        0
+    );
+}
+
+/// Bytes whose header's text-encoding field (bytes 56..60) says 4, 8 or 256, which SQLite,
+/// Python and rusqlite read as UTF-8 (SQLite takes the field's low two bits, 0 meaning
+/// UTF-8). Copied as they were, they left every pooled connection failing every statement
+/// ("attached databases must use the same text encoding as main database"), later restores
+/// included. Now the pool holds the data, the field as SQLite reads it, and stays usable.
+#[test]
+fn bytes_whose_encoding_field_sqlite_reads_as_utf8_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let later = filled_pool(5, 10).get().unwrap().snapshot().unwrap();
+    for field in [4u32, 8, 256] {
+        let file = dir.path().join(format!("field-{field}.db"));
+        let bytes = common::python_words_file(&file, Some(field));
+        assert_eq!(
+            common::python_reads_words(&file),
+            "50 UTF-8",
+            "field {field}"
+        );
+        for (used, verify) in [(false, false), (false, true), (true, false), (true, true)] {
+            let what = format!("field {field}, used {used}, verify {verify}");
+            let pool = pool_of(2);
+            if used {
+                app::migrate(&mut pool.get().unwrap());
+                app::fill(&mut pool.get().unwrap(), "old", 3, 10);
+            }
+            let options = BackupOptions::default().verify_integrity(verify);
+            pool.get()
+                .unwrap()
+                .restore_from_bytes_with(&bytes, options)
+                .expect(&what);
+            common::assert_holds_words(&pool, &what);
+            pool.get().unwrap().restore_from_bytes(&later).expect(&what);
+            assert_eq!(app::note_count(&mut pool.get().unwrap()), 5, "{what}");
+        }
+        let template = Template::from_bytes(&bytes).expect("template");
+        let mut conn = template.connection().unwrap();
+        assert_eq!(
+            scalar(&mut conn, "SELECT count(*) AS n FROM words"),
+            common::PYTHON_WORDS,
+            "field {field}: template connection"
+        );
+        common::assert_holds_words(&template.pool().unwrap(), "template pool");
+    }
 }

@@ -8,9 +8,11 @@
 //!   that holds pages; `VACUUM INTO` rewrites a file source with the destination's page size
 //!   (it keeps an in-memory source's page size whatever it is asked, so those are copied row
 //!   by row instead);
-//! - **WAL header**: page 1 of a WAL-mode file says "WAL", which makes memdb unreadable. The
-//!   crate's own memdb databases rewrite it as they write page 1 (`raw::memdb_vfs`); any other
-//!   memdb destination gets the copy through one of those first.
+//! - **page 1's header**: page 1 of a WAL-mode file says "WAL", which makes memdb unreadable,
+//!   and an encoding field SQLite never writes (4, read as UTF-8) fails every connection that
+//!   already fixed its encoding. The crate's own memdb databases rewrite both as they write
+//!   page 1 (`raw::memdb_vfs`); other destinations that would keep them get the copy through
+//!   one of those first.
 //!
 //! Every decision comes from SQLite's own view of both databases (`PRAGMA`s), read by the
 //! caller under the locks the copy then keeps. A conversion costs a second copy in memory
@@ -31,9 +33,15 @@ use crate::raw::{memdb, DbRef, OwnedDb, Storage};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Plan {
     Direct,
-    Reencode { page_size: i64, encoding: String },
-    Repage { page_size: i64 },
-    Unwal,
+    Reencode {
+        page_size: i64,
+        encoding: String,
+    },
+    Repage {
+        page_size: i64,
+    },
+    /// Page 1's header needs the rewrite the crate's memdb makes (see the module's notes).
+    FixHeader,
 }
 
 /// SQLite's view of one database.
@@ -42,22 +50,42 @@ struct Facts {
     pages: i64,
     wal: bool,
     encoding: String,
+    /// The header's encoding field says something else than the encoding SQLite read from it.
+    odd_encoding_field: bool,
 }
 
 fn facts(db: &DbRef<'_>, schema: &CStr) -> Result<Facts, SqliteFailure> {
     let quoted = quote(schema);
     let mode = db.query_column(&format!("PRAGMA {quoted}.journal_mode"))?;
+    let pages = db.query_i64(&format!("PRAGMA {quoted}.page_count"))?;
+    // The connection's encoding: every schema of a connection shares it.
+    let encoding = db
+        .query_column("PRAGMA encoding")?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    // A database without a file of its own (`:memory:`) was written by SQLite, in its encoding.
+    let field = db
+        .file_header(schema)
+        .ok()
+        .map(|(h, _)| u32::from_be_bytes([h[56], h[57], h[58], h[59]]));
     Ok(Facts {
         page_size: db.query_i64(&format!("PRAGMA {quoted}.page_size"))?,
-        pages: db.query_i64(&format!("PRAGMA {quoted}.page_count"))?,
+        pages,
         wal: mode.first().is_some_and(|m| m.eq_ignore_ascii_case("wal")),
-        // The connection's encoding: every schema of a connection shares it.
-        encoding: db
-            .query_column("PRAGMA encoding")?
-            .into_iter()
-            .next()
-            .unwrap_or_default(),
+        odd_encoding_field: pages > 0
+            && field.is_some_and(|f| f != 0 && f != encoding_code(&encoding)),
+        encoding,
     })
+}
+
+/// The header's code for an encoding `PRAGMA encoding` names.
+fn encoding_code(name: &str) -> u32 {
+    match name.to_ascii_lowercase().as_str() {
+        "utf-16le" => 2,
+        "utf-16be" => 3,
+        _ => 1,
+    }
 }
 
 /// `schema` as a quoted SQL identifier.
@@ -93,8 +121,10 @@ pub(crate) fn plan(
         }
     } else if repage {
         Plan::Repage { page_size }
-    } else if from.wal && storage == Storage::Memdb {
-        Plan::Unwal
+    } else if (from.wal && storage == Storage::Memdb)
+        || (from.odd_encoding_field && storage != Storage::PatchedMemdb)
+    {
+        Plan::FixHeader
     } else {
         Plan::Direct
     })
@@ -142,7 +172,7 @@ pub(crate) fn stage(
             let _ = src.exec(&format!("PRAGMA {schema}.page_size={original}"));
             vacuum.map_err(sqlite)?;
         }
-        Plan::Unwal => {
+        Plan::FixHeader => {
             let dst = staged.db();
             let mut backup = RawBackup::new(&dst, c"main", src, src_schema).map_err(sqlite)?;
             let mut whole = BackupOptions::default().pages_per_step(0);

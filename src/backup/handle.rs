@@ -82,8 +82,9 @@ impl<'a> RawBackup<'a> {
         }
     }
 
-    /// The crate's memdb rewrites WAL version bytes as page 1 reaches the database, but the
-    /// destination connection's own page cache still holds page 1 as the backup copied it.
+    /// The crate's memdb rewrites WAL version bytes and odd encoding fields as page 1 reaches
+    /// the database, but the destination connection's own page cache still holds page 1 as the
+    /// backup copied it.
     /// Its pages are all clean and unpinned once the copy has committed, so releasing them
     /// makes its next read take page 1 from the database.
     fn forget_cached_header(&self) {
@@ -163,15 +164,44 @@ pub enum StepResult {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Backup<'a> {
-    // Dropped first: the destination is rolled back before the Open ends.
-    raw: RawBackup<'a>,
-    dest_path: PathBuf,
-    /// Into a pool's database: an Open, under way until done or dropped (autosaves wait).
-    opening: Option<crate::incremental::opens::Opening>,
+    state: State<'a>,
+}
+
+enum State<'a> {
+    /// Not started yet: a lock another connection holds kept one of the connections from
+    /// reading its schema, which the crate needs to reach its handle.
+    Waiting(Waiting<'a>),
+    Started {
+        // Dropped first: the destination is rolled back before the Open ends.
+        raw: RawBackup<'a>,
+        dest_path: PathBuf,
+        /// Into a pool's database: an Open, under way until done or dropped (autosaves wait).
+        opening: Option<crate::incremental::opens::Opening>,
+    },
+}
+
+/// A started copy: the backup, the destination's name, and the Open it is.
+type Started<'a> = (
+    RawBackup<'a>,
+    PathBuf,
+    Option<crate::incremental::opens::Opening>,
+);
+
+struct Waiting<'a> {
+    src: &'a mut SqliteConnection,
+    src_schema: String,
+    dst: &'a mut SqliteConnection,
+    dst_schema: String,
 }
 
 impl<'a> Backup<'a> {
     /// Starts copying `src`'s `main` database over `dst`'s `main` database.
+    ///
+    /// Like `sqlite3_backup_init`, this adds no wait of its own (a connection's own busy
+    /// timeout still applies): a lock another connection holds is reported by
+    /// [`step`](Self::step) as [`StepResult::Busy`]. When such a lock keeps a connection from
+    /// reading its schema (a fresh connection to a file another connection writes), the copy
+    /// starts, and the checks below run, at the first step that gets past it.
     ///
     /// # Errors
     /// - [`BackupError::SourceInWriteTransaction`] or [`BackupError::DestinationInUse`] if
@@ -179,7 +209,8 @@ impl<'a> Backup<'a> {
     /// - [`BackupError::SameFile`] if both are connections to one pool's database: the copy
     ///   could only wait for itself.
     /// - [`BackupError::InvalidInput`] if `dst` cannot take `src` page for page (a
-    ///   different page size or text encoding); [`BackupExt::backup_to`] converts those.
+    ///   different page size or text encoding, or a header the destination would keep that
+    ///   SQLite never writes); [`BackupExt::backup_to`] converts those.
     ///
     /// [`BackupExt::backup_to`]: crate::BackupExt::backup_to
     pub fn new(
@@ -196,12 +227,118 @@ impl<'a> Backup<'a> {
         dst: &'a mut SqliteConnection,
         dst_schema: &str,
     ) -> Result<Self, BackupError> {
+        let mut waiting = Waiting {
+            src,
+            src_schema: src_schema.to_owned(),
+            dst,
+            dst_schema: dst_schema.to_owned(),
+        };
+        let state = match waiting.start()? {
+            Some((raw, dest_path, opening)) => State::Started {
+                raw,
+                dest_path,
+                opening,
+            },
+            None => State::Waiting(waiting),
+        };
+        Ok(Backup { state })
+    }
+
+    /// Copies up to `pages` pages; zero or less copies all that remain. A copy that has not
+    /// started yet (see [`new`](Self::new)) starts first: `Busy` while a lock still keeps it
+    /// from starting, and the errors of `new` when it cannot start.
+    pub fn step(&mut self, pages: i32) -> Result<StepResult, BackupError> {
+        if let State::Waiting(waiting) = &mut self.state {
+            match waiting.start()? {
+                Some((raw, dest_path, opening)) => {
+                    self.state = State::Started {
+                        raw,
+                        dest_path,
+                        opening,
+                    }
+                }
+                None => return Ok(StepResult::Busy),
+            }
+        }
+        let State::Started {
+            raw,
+            dest_path,
+            opening,
+        } = &mut self.state
+        else {
+            unreachable!("started above");
+        };
+        let pages = if pages <= 0 { -1 } else { pages };
+        match raw.step(pages) {
+            Ok(StepOutcome::Done) => {
+                if let Some(opening) = opening.take() {
+                    opening.completed();
+                }
+                Ok(StepResult::Done)
+            }
+            Ok(StepOutcome::More) => Ok(StepResult::More),
+            Ok(StepOutcome::Busy(_)) => Ok(StepResult::Busy),
+            Err(failure) => Err(BackupError::Sqlite {
+                op: Operation::Backup,
+                path: dest_path.clone(),
+                failure,
+            }),
+        }
+    }
+
+    /// Pages remaining and total, as of the last step (both 0 before the copy started).
+    pub fn progress(&self) -> Progress {
+        match &self.state {
+            State::Started { raw, .. } => raw.progress(),
+            State::Waiting(_) => Progress {
+                remaining: 0,
+                page_count: 0,
+            },
+        }
+    }
+
+    /// Releases the backup and reports any error SQLite kept from the steps.
+    ///
+    /// `Ok` means no step failed, not that the copy is complete: a backup finished before
+    /// [`step`](Self::step) returned [`StepResult::Done`] (for example right after a
+    /// [`StepResult::Busy`]) is cancelled and its destination rolled back. Check the last
+    /// step's result, or that `progress().remaining` is 0, to know the copy completed.
+    pub fn finish(self) -> Result<(), BackupError> {
+        let State::Started { raw, dest_path, .. } = self.state else {
+            return Ok(()); // never started: nothing was written
+        };
+        raw.finish().map_err(|failure| BackupError::Sqlite {
+            op: Operation::Backup,
+            path: dest_path,
+            failure,
+        })
+    }
+}
+
+impl<'a> Waiting<'a> {
+    /// Checks both connections and initialises the backup, without waiting for any lock:
+    /// `None` when a lock kept a connection's handle out of reach.
+    fn start(&mut self) -> Result<Option<Started<'a>>, BackupError> {
         let op = Operation::Backup;
-        let budget = super::budget::Budget::new(op, super::DEFAULT_TIMEOUT, None);
-        let src = super::handle(src, &budget)?;
-        let dst = super::handle(dst, &budget)?;
-        let src_schema = super::checks::schema(&src, src_schema, op)?;
-        let dst_schema = super::checks::schema(&dst, dst_schema, op)?;
+        // A budget that is spent at once: the handle lookup gives up at the first busy lock.
+        let budget = super::budget::Budget::new(op, std::time::Duration::ZERO, None);
+        let handles = super::handle(self.src, &budget)
+            .map(|db| db.as_ptr())
+            .and_then(|src| Ok((src, super::handle(self.dst, &budget)?.as_ptr())));
+        let (src, dst) = match handles {
+            Ok(handles) => handles,
+            Err(e) if e.is_busy() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let (Some(src), Some(dst)) = (NonNull::new(src), NonNull::new(dst)) else {
+            return Err(BackupError::NotBackupCapable { op });
+        };
+        // SAFETY: both are the open handles of the connections `Backup::with_schemas`
+        // borrowed mutably for 'a, which its signature keeps borrowed while the Backup lives:
+        // for 'a they stay open, are used on this thread only, and Diesel cannot use them.
+        let (src, dst) = unsafe { (DbRef::<'a>::from_raw(src), DbRef::<'a>::from_raw(dst)) };
+        let src_schema = super::checks::schema(&src, &self.src_schema, op)?;
+        let dst_schema = super::checks::schema(&dst, &self.dst_schema, op)?;
         super::checks::source_not_writing(&src, &src_schema, op)?;
         super::checks::distinct_databases(&src, &src_schema, &dst, &dst_schema, op)?;
         let dest_path = super::checks::dest_idle(&dst, &dst_schema, op)?;
@@ -220,7 +357,12 @@ impl<'a> Backup<'a> {
             });
         }
         let tracker = crate::incremental::tracker_of(&dst, &dst_schema);
-        let opening = crate::incremental::opens::begin(tracker, &budget, &dest_path)?;
+        let opening = match crate::incremental::opens::begin(tracker, &budget, &dest_path) {
+            Ok(opening) => opening,
+            // An autosave is saving this database right now: the next step tries again.
+            Err(e) if e.is_busy() => return Ok(None),
+            Err(e) => return Err(e),
+        };
         let raw = RawBackup::new(&dst, &dst_schema, &src, &src_schema).map_err(|failure| {
             BackupError::Sqlite {
                 op,
@@ -228,50 +370,6 @@ impl<'a> Backup<'a> {
                 failure,
             }
         })?;
-        Ok(Backup {
-            raw,
-            dest_path,
-            opening: Some(opening),
-        })
-    }
-
-    /// Copies up to `pages` pages; zero or less copies all that remain.
-    pub fn step(&mut self, pages: i32) -> Result<StepResult, BackupError> {
-        let pages = if pages <= 0 { -1 } else { pages };
-        match self.raw.step(pages) {
-            Ok(StepOutcome::Done) => {
-                if let Some(opening) = self.opening.take() {
-                    opening.completed();
-                }
-                Ok(StepResult::Done)
-            }
-            Ok(StepOutcome::More) => Ok(StepResult::More),
-            Ok(StepOutcome::Busy(_)) => Ok(StepResult::Busy),
-            Err(failure) => Err(BackupError::Sqlite {
-                op: Operation::Backup,
-                path: self.dest_path.clone(),
-                failure,
-            }),
-        }
-    }
-
-    /// Pages remaining and total, as of the last step.
-    pub fn progress(&self) -> Progress {
-        self.raw.progress()
-    }
-
-    /// Releases the backup and reports any error SQLite kept from the steps.
-    ///
-    /// `Ok` means no step failed, not that the copy is complete: a backup finished before
-    /// [`step`](Self::step) returned [`StepResult::Done`] (for example right after a
-    /// [`StepResult::Busy`]) is cancelled and its destination rolled back. Check the last
-    /// step's result, or that `progress().remaining` is 0, to know the copy completed.
-    pub fn finish(self) -> Result<(), BackupError> {
-        let path = self.dest_path;
-        self.raw.finish().map_err(|failure| BackupError::Sqlite {
-            op: Operation::Backup,
-            path,
-            failure,
-        })
+        Ok(Some((raw, dest_path, Some(opening))))
     }
 }

@@ -12,6 +12,7 @@ mod options;
 mod reencode;
 pub(crate) mod restore;
 mod save;
+mod settle;
 mod temp_file;
 
 use std::ffi::CStr;
@@ -72,16 +73,16 @@ pub trait BackupExt {
     /// the rename is allowed).
     /// A `-wal` or `-journal` the old file left behind (SQLite pairs logs with files by name,
     /// and would replay it over the new file) is settled first by opening the old file with
-    /// SQLite; if another connection still uses it, the save fails with
-    /// [`BackupError::Busy`] and replaces nothing.
+    /// SQLite; while another connection still uses it, the save waits within
+    /// [`BackupOptions::timeout`], then fails with [`BackupError::Busy`] and replaces nothing.
     ///
     /// # Errors
     /// - [`BackupError::SourceInWriteTransaction`] if this connection has uncommitted writes:
     ///   they would never be saved, so the call refuses at once.
     /// - [`BackupError::SameFile`] if `path` is the source database's own file.
     /// - [`BackupError::Busy`] if another connection kept the source locked (or kept
-    ///   restarting the copy) past [`BackupOptions::timeout`], or still uses the old file's
-    ///   WAL or journal.
+    ///   restarting the copy), or still used the old file's WAL or journal, past
+    ///   [`BackupOptions::timeout`].
     /// - [`BackupError::UnknownSchema`], [`BackupError::InvalidInput`] (a directory, no file
     ///   name), [`BackupError::Io`] (cannot create, write, sync or rename), or
     ///   [`BackupError::Sqlite`] for anything else SQLite reports.
@@ -136,7 +137,8 @@ pub trait BackupExt {
     /// the crate's own touches it, so this process's locks on it stay intact. It is read
     /// inside one read transaction kept until the copy ends, and every check is SQLite's
     /// view under that lock: before anything is replaced the file must be a regular file
-    /// with a header whose page count fits its length and a schema SQLite can parse; with
+    /// with a header whose page count fits its length and a schema SQLite can parse, or
+    /// empty (zero bytes, which SQLite reads as an empty database, and so does this); with
     /// [`BackupOptions::verify_integrity`] it must also pass `PRAGMA integrity_check`. A WAL
     /// file is read with its `-wal`. A hot journal left by a crashed writer is rolled back
     /// first, as every SQLite client does (this writes the file). The copy runs in one
@@ -268,9 +270,10 @@ pub trait BackupExt {
     /// header says WAL is read from a copy.
     ///
     /// # Errors
-    /// [`BackupError::InvalidDatabase`] for empty, short, truncated, non-SQLite or corrupt
-    /// bytes (errors name them `<snapshot bytes>`), and otherwise as
-    /// [`restore_from_with`](Self::restore_from_with).
+    /// [`BackupError::InvalidDatabase`] for short, truncated, non-SQLite or corrupt bytes
+    /// (errors name them `<snapshot bytes>`), and otherwise as
+    /// [`restore_from_with`](Self::restore_from_with). No bytes at all are not an error: they
+    /// load as an empty database, as a zero-byte file does.
     ///
     /// ```
     /// use diesel::RunQueryDsl;

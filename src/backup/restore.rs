@@ -91,7 +91,9 @@ fn file_baseline(src: &DbRef<'_>, path: &Path, before: Option<FileId>) -> Option
         .map(|p| u64::from(p) * u64::from(parsed.page_size))
         == Some(len);
     let rollback = super::header::is_rollback_mode(&header);
-    if before != Some(after) || after.size != len || !exact || !rollback {
+    // Page 1 then differs from the file's (see `raw::memdb_vfs`).
+    let rewritten = crate::raw::memdb::page1_needs_rewrite(&header);
+    if before != Some(after) || after.size != len || !exact || !rollback || rewritten {
         return None;
     }
     Some(Baseline {
@@ -223,8 +225,12 @@ fn check_file(db: &DbRef<'_>, path: &Path) -> Result<(), BackupError> {
 
 /// A header and the length of what it describes: long enough, and consistent. In WAL mode the
 /// newest pages may live in the -wal file, so the length says nothing; `Header` skips the
-/// check for WAL sources.
+/// check for WAL sources. Zero bytes are no header at all: SQLite reads them as an empty
+/// database (the file `sqlite3_open` leaves), and so does a restore.
 pub(crate) fn check_header(bytes: &[u8], len: u64, label: &Path) -> Result<(), BackupError> {
+    if len == 0 {
+        return Ok(());
+    }
     let Some(header) = bytes.first_chunk::<100>().filter(|_| len >= 100) else {
         return Err(BackupError::invalid_db(
             OP,

@@ -15,7 +15,7 @@ use super::header::{self, Header};
 use super::options::BackupOptions;
 use super::temp_file::{self, LockedTemp};
 use super::{checks, same_file};
-use crate::error::{BackupError, Operation, SqliteFailure};
+use crate::error::{BackupError, Operation};
 use crate::incremental::{
     self,
     tracker::{self, Baseline, FileId},
@@ -161,7 +161,7 @@ pub(crate) fn replace_atomically(
     dest.keep_permissions(&temp, op)?;
     let io = |action, source| BackupError::io(op, &dest.path, action, source);
     temp.as_file().sync_all().map_err(|e| io("fsync", e))?;
-    settle_logs(&dest.path, budget)?;
+    super::settle::settle_logs(&dest.path, budget)?;
     let held = incremental::replaced::hold(&dest.path, budget)?;
     temp.persist(&dest.path).map_err(|e| io("rename", e))?;
     if let Some(held) = held {
@@ -298,93 +298,6 @@ impl Destination {
             None => Ok(()),
         }
     }
-}
-
-/// A `-wal` or `-journal` beside the destination belongs to the old file, and SQLite pairs
-/// logs with files by name: after the rename it would replay the old log over the new file.
-/// So the old file is first opened with SQLite, which recovers it (checkpoints a WAL, rolls a
-/// hot journal back) and, switched to rollback-journal mode, deletes its log. A destination
-/// that another connection still uses cannot be settled within the budget: the save then
-/// fails with Busy and replaces nothing. Only metadata is read through `std::fs`.
-fn settle_logs(dest: &Path, budget: &Budget) -> Result<(), BackupError> {
-    let log = |suffix: &str| {
-        let mut name = dest.as_os_str().to_owned();
-        name.push(suffix);
-        PathBuf::from(name)
-    };
-    let logs = [log("-wal"), log("-journal")];
-    let present = || logs.iter().any(|l| fs::symlink_metadata(l).is_ok());
-    if !present() {
-        return Ok(());
-    }
-    let op = budget.op();
-    if fs::symlink_metadata(dest).is_err() {
-        return Err(BackupError::InvalidInput {
-            op,
-            path: dest.to_path_buf(),
-            reason: "a -journal or -wal lies beside the destination but its database file is \
-                     gone; SQLite would replay it over the new file, so remove it first"
-                .into(),
-        });
-    }
-    let name = path_cstring(dest).ok_or_else(|| BackupError::InvalidInput {
-        op,
-        path: dest.to_path_buf(),
-        reason: "path contains a NUL byte".into(),
-    })?;
-    let old = OwnedDb::open(&name, ffi::SQLITE_OPEN_READWRITE)
-        .map_err(|failure| budget.failed(dest, failure))?;
-    let db = old.db();
-    let settled = {
-        let _waits = BudgetedBusyHandler::install(&db, budget, dest);
-        db.exec("PRAGMA journal_mode=DELETE; SELECT count(*) FROM sqlite_schema;")
-            .and_then(|()| drop_unsealed_journal(&db, &logs[1]))
-    };
-    old.close()
-        .map_err(|failure| budget.failed(dest, failure))?;
-    match settled {
-        // The old file is not a database: its logs cannot belong to anything worth keeping.
-        Err(f) if matches!(f.code, ffi::SQLITE_NOTADB | ffi::SQLITE_CORRUPT) => {
-            for l in &logs {
-                let _ = fs::remove_file(l);
-            }
-        }
-        Err(failure) => return Err(budget.failed(dest, failure)),
-        Ok(()) => {}
-    }
-    if present() {
-        return Err(budget.gave_up(
-            dest,
-            SqliteFailure {
-                code: ffi::SQLITE_BUSY,
-                extended_code: ffi::SQLITE_BUSY,
-                message: "the old file's -wal or -journal is still in use by another connection"
-                    .into(),
-            },
-        ));
-    }
-    Ok(())
-}
-
-/// Removes a `-journal` that is not hot (empty, or a zero first byte: `hasHotJournal` in
-/// SQLite's `pager.c`), such as a power loss leaves before a journal's header is sealed.
-/// Every SQLite ignores it, and none deletes it before its own next write; under the
-/// EXCLUSIVE lock taken here no writer of the file can be filling it right now.
-fn drop_unsealed_journal(db: &DbRef<'_>, journal: &Path) -> Result<(), SqliteFailure> {
-    use std::io::Read;
-    if fs::symlink_metadata(journal).is_err() {
-        return Ok(());
-    }
-    db.exec("BEGIN EXCLUSIVE; SELECT count(*) FROM sqlite_schema;")?;
-    let mut first = [0u8; 1];
-    let unsealed = match File::open(journal) {
-        Ok(mut f) => matches!(f.read(&mut first), Ok(0)) || first[0] == 0,
-        Err(_) => false,
-    };
-    if unsealed {
-        let _ = fs::remove_file(journal);
-    }
-    db.exec("COMMIT")
 }
 
 /// The folder `path` is in (`.` for a bare file name).

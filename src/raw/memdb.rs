@@ -11,8 +11,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// A URI no other database in this process uses. The leading `/` makes memdb share the
 /// database between every connection that opens the same name. It names the crate's memdb
-/// shim, which keeps WAL version numbers out of page 1 (see `memdb_vfs`), and plain memdb
-/// only if the shim could not be registered.
+/// shim, which keeps WAL version numbers and encoding fields SQLite never writes out of
+/// page 1 (see `memdb_vfs`), and plain memdb only if the shim could not be registered.
 pub(crate) fn unique_uri(label: &str) -> String {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let vfs = super::memdb_vfs::name().unwrap_or(c"memdb");
@@ -50,5 +50,38 @@ pub(crate) fn mark_rollback(image: &mut [u8]) {
         for byte in versions.iter_mut().filter(|b| **b == 2) {
             *byte = 1;
         }
+    }
+}
+
+/// Header bytes 56..60: the text encoding, 1 (UTF-8), 2 (UTF-16le) or 3 (UTF-16be), or 0 in a
+/// database that never had a schema.
+const ENCODING_FIELD: std::ops::Range<usize> = 56..60;
+
+/// What SQLite reads from an encoding field it never writes (4, 8, 256, ...), if the image
+/// has one. Opening a main database, SQLite takes the field's low two bits, 0 there meaning
+/// UTF-8 (`sqlite3InitOne`), so every reader opens such a file; but a connection that already
+/// fixed its encoding compares those bits with its own, and a 4 fails a UTF-8 connection
+/// ("attached databases must use the same text encoding as main database").
+pub(crate) fn encoding_as_read(image: &[u8]) -> Option<u32> {
+    let field = u32::from_be_bytes(image.get(ENCODING_FIELD)?.try_into().ok()?);
+    match (field, field & 3) {
+        (0..=3, _) => None,
+        (_, 0) => Some(1),
+        (_, low) => Some(low),
+    }
+}
+
+/// True when page 1 in `image` says WAL or carries an encoding field SQLite never writes:
+/// connections sharing a memdb database fail on either.
+pub(crate) fn page1_needs_rewrite(image: &[u8]) -> bool {
+    says_wal(image) || encoding_as_read(image).is_some()
+}
+
+/// Rewrites what [`page1_needs_rewrite`] finds to what SQLite itself makes of it: the
+/// rollback-journal versions, and the encoding SQLite reads from the field.
+pub(crate) fn rewrite_page1(image: &mut [u8]) {
+    mark_rollback(image);
+    if let Some(encoding) = encoding_as_read(image) {
+        image[ENCODING_FIELD].copy_from_slice(&encoding.to_be_bytes());
     }
 }

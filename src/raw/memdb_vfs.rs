@@ -1,4 +1,5 @@
-//! `memdb`, with one change: page 1 is never written with the WAL version numbers.
+//! `memdb`, with one change: page 1 is never written with the WAL version numbers, nor with
+//! a text-encoding field SQLite never writes.
 //!
 //! A database file in WAL mode carries 2 in header bytes 18 and 19. SQLite's backup API copies
 //! page 1 verbatim, so copying a WAL-mode source into a memdb database writes those bytes, and
@@ -7,6 +8,12 @@
 //! database those bytes can only mean "rollback journal" (1). This VFS is memdb itself, under
 //! another name; only `xWrite` differs, rewriting a 2 in bytes 18 or 19 of page 1 to 1. That is
 //! the same change `PRAGMA journal_mode=DELETE` makes to a WAL file's header.
+//!
+//! Likewise the encoding field (bytes 56..60): a file whose field says 4 opens as UTF-8
+//! everywhere, but a pool's connections have fixed their encoding and compare the field's low
+//! bits with it, so every statement would fail. The field is written as the value SQLite reads
+//! from it (`memdb::encoding_as_read`), which a copy only brings in when the source
+//! connection read the file in the pool's encoding (the copy converts any other).
 //!
 //! Files are memdb's own objects: the shim only swaps their method table for a copy of memdb's
 //! whose `xWrite`, `xTruncate` and `xClose` are ours, so locking, sharing by name, size limits
@@ -286,9 +293,9 @@ unsafe extern "C" fn write(
         let mut data = data;
         if offset == 0 {
             let page = std::slice::from_raw_parts(data.cast::<u8>(), amount.max(0) as usize);
-            if super::memdb::says_wal(page) {
+            if super::memdb::page1_needs_rewrite(page) {
                 fixed = page.to_vec();
-                super::memdb::mark_rollback(&mut fixed);
+                super::memdb::rewrite_page1(&mut fixed);
                 data = fixed.as_ptr().cast();
             }
         }

@@ -24,6 +24,158 @@ pub fn filled_pool(notes: usize, body_len: usize) -> Pool {
     pool
 }
 
+/// A pool of `size` connections on one empty shared database, on the crate's shared
+/// scheduler.
+pub fn pool_of(size: u32) -> Pool {
+    r2d2::Pool::builder()
+        .max_size(size)
+        .thread_pool(diesel_sqlite_backup::shared_thread_pool())
+        .build(SingletonManager::new())
+        .unwrap()
+}
+
+/// Runs `python3 -c script args...` to completion and returns its standard output; panics
+/// with its standard error if it fails.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python3 failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Rows in the table `words` of the files [`python_words_file`] makes.
+pub const PYTHON_WORDS: i64 = 50;
+
+/// A UTF-8 database file written and closed by Python's `sqlite3` module: [`PYTHON_WORDS`]
+/// rows of non-ASCII text in `words(id, word)`, with an index on `word`. With `encoding_field`,
+/// the header's text-encoding field (bytes 56..60) is then overwritten with that value, as
+/// other writers or bit rot may leave it. Returns the file's bytes.
+pub fn python_words_file(path: &Path, encoding_field: Option<u32>) -> Vec<u8> {
+    python(
+        "import sqlite3, sys\n\
+         c = sqlite3.connect(sys.argv[1])\n\
+         c.execute('CREATE TABLE words(id INTEGER PRIMARY KEY, word TEXT NOT NULL)')\n\
+         c.execute('CREATE INDEX words_word ON words(word)')\n\
+         c.executemany('INSERT INTO words(word) VALUES (?)', [('Grüße %d' % i,) for i in range(50)])\n\
+         c.commit()\n\
+         c.close()\n",
+        &[path.to_str().unwrap()],
+    );
+    let mut bytes = std::fs::read(path).unwrap();
+    if let Some(field) = encoding_field {
+        bytes[56..60].copy_from_slice(&field.to_be_bytes());
+        std::fs::write(path, &bytes).unwrap();
+    }
+    bytes
+}
+
+/// How a fresh Python process reads a [`python_words_file`]: its row count and encoding.
+pub fn python_reads_words(path: &Path) -> String {
+    python(
+        "import sqlite3, sys\n\
+         c = sqlite3.connect(sys.argv[1])\n\
+         n = c.execute(\"SELECT count(*) FROM words WHERE word LIKE 'Grüße %'\").fetchone()[0]\n\
+         print(n, c.execute('PRAGMA encoding').fetchone()[0])\n",
+        &[path.to_str().unwrap()],
+    )
+}
+
+/// Two connections of `pool` at once (where it has two) read the rows of a
+/// [`python_words_file`], one writes and the other sees it, `integrity_check` passes, and
+/// page 1's encoding field is UTF-8's (1), as SQLite itself writes it.
+pub fn assert_holds_words(pool: &Pool, what: &str) {
+    use diesel::connection::SimpleConnection;
+    use diesel_sqlite_backup::BackupExt;
+    let sql = "SELECT count(*) AS n FROM words WHERE word LIKE 'Grüße %'";
+    let mut a = pool.get().unwrap();
+    let mut other = (pool.max_size() >= 2).then(|| pool.get().unwrap());
+    assert_eq!(scalar(&mut a, sql), PYTHON_WORDS, "{what}");
+    if let Some(b) = other.as_mut() {
+        assert_eq!(scalar(b, sql), PYTHON_WORDS, "{what}");
+    }
+    a.batch_execute("INSERT INTO words(word) VALUES ('added')")
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let b: &mut SqliteConnection = match other.as_mut() {
+        Some(b) => b,
+        None => &mut a,
+    };
+    let all = scalar(b, "SELECT count(*) AS n FROM words");
+    assert_eq!(all, PYTHON_WORDS + 1, "{what}");
+    assert_eq!(integrity_of(b), "ok", "{what}");
+    let image = b.snapshot().unwrap();
+    assert_eq!(image[56..60], 1u32.to_be_bytes(), "{what}: encoding field");
+}
+
+/// A python3 child holding a transaction open on a database file, in rollback-journal mode,
+/// until it is told to commit or is killed (on drop).
+pub struct LockHolder(std::process::Child);
+
+impl LockHolder {
+    /// Holds an EXCLUSIVE lock on `path` (`BEGIN EXCLUSIVE`), creating the file if need be.
+    pub fn lock(path: &Path) -> LockHolder {
+        Self::hold(
+            path,
+            "BEGIN EXCLUSIVE",
+            "CREATE TABLE IF NOT EXISTS held(x)",
+        )
+    }
+
+    /// Runs `begin`, then `write`, on `path` and keeps that transaction open.
+    pub fn hold(path: &Path, begin: &str, write: &str) -> LockHolder {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let script = "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('PRAGMA journal_mode=DELETE')\n\
+             c.execute(sys.argv[2])\n\
+             c.execute(sys.argv[3])\n\
+             print('locked', flush=True)\n\
+             if sys.stdin.readline().strip() == 'commit':\n\
+             \x20   c.execute('COMMIT')\n";
+        let mut child = Command::new("python3")
+            .args(["-c", script, path.to_str().unwrap(), begin, write])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+        LockHolder(child)
+    }
+
+    /// Commits the transaction and waits for the child to exit.
+    pub fn commit(mut self) {
+        use std::io::Write;
+        let mut stdin = self.0.stdin.take().unwrap();
+        stdin.write_all(b"commit\n").unwrap();
+        drop(stdin);
+        assert!(
+            self.0.wait().unwrap().success(),
+            "the holder failed to commit"
+        );
+    }
+}
+
+impl Drop for LockHolder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Opens a database file with a plain connection and counts its notes.
 pub fn notes_in_file(path: &Path) -> i64 {
     let mut conn = establish(path.to_str().unwrap()).expect("open saved file");

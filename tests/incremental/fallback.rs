@@ -122,22 +122,25 @@ fn plain_connections_fall_back_to_full() {
 }
 
 /// A load that converts (a WAL file, another text encoding) leaves no baseline: the next
-/// incremental save is full, and the file then equals memory, in rollback mode.
+/// incremental save is full, and the file then equals memory, in rollback mode. So does a
+/// load whose page 1 the pool rewrote (an encoding field of 4, which SQLite reads as UTF-8).
 #[test]
 fn restore_with_conversion_leaves_no_baseline() {
     if !alone("fallback::restore_with_conversion_leaves_no_baseline") {
         return;
     }
-    for kind in ["wal", "utf16"] {
+    for kind in ["wal", "utf16", "encoding field 4"] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("doc.db");
         py::run(
             "con = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
              if sys.argv[2] == 'wal': con.execute('PRAGMA journal_mode=WAL')\n\
-             else: con.execute(\"PRAGMA encoding='UTF-16le'\")\n\
+             elif sys.argv[2] == 'utf16': con.execute(\"PRAGMA encoding='UTF-16le'\")\n\
              con.execute('CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)')\n\
              con.execute('WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 3000) INSERT INTO t SELECT i, hex(randomblob(100)) FROM n')\n\
-             con.close()",
+             con.close()\n\
+             if sys.argv[2] == 'encoding field 4':\n\
+             \x20   f = open(sys.argv[1], 'r+b'); f.seek(56); f.write((4).to_bytes(4, 'big')); f.close()",
             &[path.to_str().unwrap(), kind],
         );
         let pool = memory_pool().unwrap();

@@ -12,7 +12,7 @@ use super::routes::{Limits, Route};
 /// SQLite: they exercise indexes, views and virtual tables, not just the stored rows.
 fn probes(kind: &str) -> &'static [&'static str] {
     match kind {
-        k if k.starts_with("page_size:") => &[
+        k if k.starts_with("page_size:") || k.starts_with("encoding_field:") => &[
             "SELECT count(*) AS n FROM rows_ WHERE label >= 'label 03'",
             "SELECT sum(length(b)) AS n FROM rows_",
         ],
@@ -32,6 +32,7 @@ fn probes(kind: &str) -> &'static [&'static str] {
         "rtree" => &[
             "SELECT count(*) AS n FROM boxes WHERE minx >= 100 AND maxx <= 400 AND miny >= 200 AND maxy <= 700",
         ],
+        "empty" => &[],
         other => panic!("no probes for {other}"),
     }
 }
@@ -88,6 +89,25 @@ fn page_size_8192() {
 #[test]
 fn page_size_65536() {
     readable_file("page_size:65536");
+}
+
+/// The zero-byte file Python's `sqlite3.connect()` leaves: every SQLite reads it as an
+/// empty database, so the Open routes load it as one.
+#[test]
+fn zero_byte_file() {
+    readable_file("empty");
+}
+
+/// A header whose text-encoding field says 4 (or 8), which SQLite reads as UTF-8 (the low two
+/// bits, 0 meaning UTF-8): copied as it was, it broke every connection of the pool.
+#[test]
+fn encoding_field_4() {
+    readable_file("encoding_field:4");
+}
+
+#[test]
+fn encoding_field_8() {
+    readable_file("encoding_field:8");
 }
 
 /// A writer killed (SIGKILL) mid-transaction after its one-page cache spilled changed pages

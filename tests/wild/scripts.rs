@@ -63,10 +63,15 @@ except sqlite3.OperationalError as e:
 "#;
 
 /// Builds a finished, closed database file `argv[1]` of kind `argv[2]` (`page_size:N`,
-/// `utf16le`, `utf16be`, `fts5`, `fts4`, `rtree`). Deterministic content.
+/// `utf16le`, `utf16be`, `fts5`, `fts4`, `rtree`, `empty`: the zero-byte file `connect`
+/// leaves, `encoding_field:N`: `page_size:4096`'s content with N written into the header's
+/// text-encoding field afterwards). Deterministic content.
 pub const MAKE_FILE: &str = r#"
 path, kind = sys.argv[1], sys.argv[2]
 con = sqlite3.connect(path, isolation_level=None)
+if kind == 'empty':
+    con.close()
+    raise SystemExit(0)
 # Page size and encoding first: both are fixed once the file has its first page.
 if kind.startswith('page_size:'):
     con.execute('PRAGMA page_size=%d' % int(kind.split(':')[1]))
@@ -74,8 +79,7 @@ elif kind in ('utf16le', 'utf16be'):
     con.execute("PRAGMA encoding='%s'" % {'utf16le': 'UTF-16le', 'utf16be': 'UTF-16be'}[kind])
 con.execute('PRAGMA journal_mode=DELETE')
 con.execute('PRAGMA user_version=7')
-if kind.startswith('page_size:'):
-    want = int(kind.split(':')[1])
+if kind.startswith(('page_size:', 'encoding_field:')):
     con.execute('CREATE TABLE rows_(id INTEGER PRIMARY KEY, label TEXT NOT NULL, n REAL, b BLOB)')
     con.execute('CREATE INDEX rows_label ON rows_(label)')
     con.execute('BEGIN')
@@ -84,8 +88,9 @@ if kind.startswith('page_size:'):
                     ('label %04d %s' % (i, 'p' * (i % 300)), i / 7.0, bytes([i % 256]) * (i % 50)))
     con.execute('COMMIT')
     con.execute('DELETE FROM rows_ WHERE id % 5 = 0')
-    got = con.execute('PRAGMA page_size').fetchone()[0]
-    assert got == want, (got, want)
+    if kind.startswith('page_size:'):
+        got, want = con.execute('PRAGMA page_size').fetchone()[0], int(kind.split(':')[1])
+        assert got == want, (got, want)
 elif kind in ('utf16le', 'utf16be'):
     con.execute('CREATE TABLE words(id INTEGER PRIMARY KEY, word TEXT NOT NULL, lang TEXT)')
     con.execute('CREATE INDEX words_word ON words(word)')
@@ -130,6 +135,12 @@ elif kind == 'rtree':
 else:
     raise SystemExit('unknown kind ' + kind)
 con.close()
+if kind.startswith('encoding_field:'):
+    with open(path, 'r+b') as f:
+        f.seek(56)
+        f.write(int(kind.split(':')[1]).to_bytes(4, 'big'))
+    enc = sqlite3.connect(path).execute('PRAGMA encoding').fetchone()[0]
+    assert enc == 'UTF-8', enc
 "#;
 
 /// A writer that dies mid-transaction: commits a table, copies the file to `argv[1].pre`,
