@@ -56,6 +56,23 @@ fn strace_available() -> bool {
     found()
 }
 
+/// A temporary folder, left on disk when `DSB_KEEP_TRACES` is set (to run the explorer by hand).
+struct KeptIfAsked(Option<tempfile::TempDir>);
+
+impl KeptIfAsked {
+    fn path(&self) -> &Path {
+        self.0.as_ref().unwrap().path()
+    }
+}
+
+impl Drop for KeptIfAsked {
+    fn drop(&mut self) {
+        if std::env::var_os("DSB_KEEP_TRACES").is_some() {
+            let _ = self.0.take().map(tempfile::TempDir::keep);
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Explored {
     crash_points: u64,
@@ -67,6 +84,13 @@ struct Explored {
 /// Records `route` at `page_size` and explores its crash states.
 fn explore(route: &str, page_size: u32) -> Explored {
     let dir = tempfile::tempdir().unwrap();
+    if std::env::var_os("DSB_KEEP_TRACES").is_some() {
+        eprintln!(
+            "{route} at {page_size}: trace and files kept in {}",
+            dir.path().display()
+        );
+    }
+    let dir = KeptIfAsked(Some(dir));
     let files = dir.path().join("files");
     std::fs::create_dir(&files).unwrap();
     let log = dir.path().join("trace.log");
@@ -102,7 +126,9 @@ fn explore(route: &str, page_size: u32) -> Explored {
         .arg(EXPLORER)
         .arg(&log)
         .arg(&files)
-        .arg(db.file_name().unwrap());
+        .arg(db.file_name().unwrap())
+        .arg("--initial")
+        .arg(&initial);
     if std::env::var_os("DSB_LONG").is_some() {
         explorer.arg("--long");
     }
@@ -133,12 +159,15 @@ fn explore(route: &str, page_size: u32) -> Explored {
     let renames = field("renames_onto");
     let journal = field("journal_writes");
     match route {
-        "save_as" | "snapshot" | "template_cache" => {
+        "save_as" | "save_as_over_hot_journal" | "snapshot" | "template_cache" => {
             assert_eq!(renames, 1, "{route}: expected a rename: {report}")
         }
         _ => assert_eq!(renames, 0, "{route}: expected a save in place: {report}"),
     }
-    if !matches!(route, "save_as" | "snapshot" | "template_cache") {
+    if !matches!(
+        route,
+        "save_as" | "save_as_over_hot_journal" | "snapshot" | "template_cache"
+    ) {
         assert!(journal > 0, "{route}: no journal written: {report}");
     }
     assert!(
@@ -186,7 +215,12 @@ fn explore_routes(routes: &[&str]) {
 #[cfg(target_os = "linux")]
 #[test]
 fn renames_survive_power_loss() {
-    explore_routes(&["save_as", "snapshot", "template_cache"]);
+    explore_routes(&[
+        "save_as",
+        "save_as_over_hot_journal",
+        "snapshot",
+        "template_cache",
+    ]);
 }
 
 #[cfg(target_os = "linux")]
@@ -194,6 +228,8 @@ fn renames_survive_power_loss() {
 fn saves_in_place_survive_power_loss() {
     explore_routes(&[
         "full_in_place",
+        "full_in_place_shrink",
+        "over_python_file",
         "incremental_update",
         "incremental_growth",
         "incremental_shrink",
@@ -210,6 +246,7 @@ fn autosave_survives_power_loss() {
 fn every_route_is_explored() {
     let mut named: Vec<&str> = [
         "save_as",
+        "save_as_over_hot_journal",
         "snapshot",
         "template_cache",
         "full_in_place",

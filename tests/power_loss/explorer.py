@@ -248,7 +248,7 @@ class Model:
             ino = self.ns.get(entry)
             if ino is None:
                 if "O_CREAT" not in flags:
-                    raise Unsupported(f"open of {entry} not in the model")
+                    raise Unsupported(f"open of {entry} not in the model ({sorted(self.ns)})")
                 ino = Inode()
                 self.ns[entry] = ino
                 self.dir_op(("link", entry, ino))

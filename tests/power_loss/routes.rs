@@ -15,6 +15,7 @@ use diesel_sqlite_backup::{
 /// Every route that writes a user's file, by the name the test and the child share.
 pub const ROUTES: &[&str] = &[
     "save_as",
+    "save_as_over_hot_journal",
     "full_in_place",
     "full_in_place_shrink",
     "over_python_file",
@@ -46,6 +47,9 @@ fn cache(dir: &Path, page_size: u32) -> TemplateCache {
 /// page size)`. A file written by Python's own SQLite, in UTF-16 and with its own page
 /// size, larger than what replaces it.
 pub fn prepare(route: &str, dir: &Path, page_size: u32) {
+    if route == "save_as_over_hot_journal" {
+        return python_hot_journal(&dir.join("doc.db"), page_size);
+    }
     if route != "over_python_file" {
         return;
     }
@@ -73,6 +77,37 @@ con.close()
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// A file Python's SQLite was writing when it died: its transaction spilled pages into the
+/// file, and its `-journal` is hot.
+fn python_hot_journal(path: &Path, page_size: u32) {
+    let script = r#"
+import os, sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("PRAGMA page_size=%d" % int(sys.argv[2]))
+con.execute("CREATE TABLE doc (id INTEGER PRIMARY KEY, v INTEGER NOT NULL, body BLOB NOT NULL)")
+con.execute("BEGIN")
+con.executemany("INSERT INTO doc VALUES (?, 0, randomblob(300))", [(i,) for i in range(int(sys.argv[3]))])
+con.execute("COMMIT")
+con.execute("PRAGMA cache_size=1")
+con.execute("BEGIN")
+con.execute("UPDATE doc SET v = 1, body = randomblob(300)")
+os._exit(0)
+"#;
+    let status = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .arg(page_size.to_string())
+        .arg(rows_for(page_size, 8).to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let journal = path.with_file_name("doc.db-journal");
+    assert!(
+        std::fs::metadata(journal).is_ok_and(|m| m.len() > 0),
+        "no hot journal"
+    );
 }
 
 /// An attempt to open `dir/name`, which does not exist: a mark in the trace, nothing more.
@@ -150,6 +185,12 @@ pub fn run(route: &str, dir: &Path, page_size: u32) {
             update(&mut conn);
             begin();
             conn.save_as(&file).unwrap();
+            end();
+        }
+        "save_as_over_hot_journal" => {
+            let pool = pool(page_size);
+            begin();
+            pool.get().unwrap().save_as(&file).unwrap();
             end();
         }
         "full_in_place" => {
