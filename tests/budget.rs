@@ -3,54 +3,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{app, filled_pool, notes_in_file, scalar};
+use common::{app, filled_pool, notes_in_file, scalar, LockHolder};
 use diesel::connection::SimpleConnection;
 use diesel_sqlite_backup::{
     establish, memory_pool, shared_thread_pool, BackupError, BackupExt, BackupOptions, CancelToken,
     SingletonManager, TEMP_SUFFIX,
 };
-
-/// A python3 child that holds an exclusive lock on `path` until it is killed.
-struct LockHolder(Child);
-
-impl LockHolder {
-    fn lock(path: &Path) -> LockHolder {
-        let script = format!(
-            "import sqlite3, time\n\
-             c = sqlite3.connect({path:?}, isolation_level=None)\n\
-             c.execute('BEGIN EXCLUSIVE')\n\
-             c.execute('CREATE TABLE IF NOT EXISTS held(x)')\n\
-             print('locked', flush=True)\n\
-             time.sleep(120)\n",
-            path = path.to_str().unwrap()
-        );
-        let mut child = Command::new("python3")
-            .args(["-c", &script])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "locked");
-        LockHolder(child)
-    }
-}
-
-impl Drop for LockHolder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn saved_database(dir: &Path, notes: usize) -> std::path::PathBuf {
     let path = dir.join("source.db");

@@ -137,3 +137,43 @@ while time.time() < end:
 print("ok", reads)
 "#
 }
+
+/// A python3 child that holds `BEGIN EXCLUSIVE` on the database file at `path` (an existing
+/// database) until dropped, then rolls back: nothing is written, no journal is left.
+pub struct LockHolder(std::process::Child);
+
+impl LockHolder {
+    pub fn lock(path: &Path) -> LockHolder {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let script = format!(
+            "import sqlite3, sys\n\
+             c = sqlite3.connect({path:?}, isolation_level=None)\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             print('locked', flush=True)\n\
+             sys.stdin.read()\n\
+             c.execute('ROLLBACK')\n",
+            path = path.to_str().unwrap()
+        );
+        let mut child = Command::new("python3")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+        LockHolder(child)
+    }
+}
+
+impl Drop for LockHolder {
+    /// Closes the child's stdin, which makes it roll back and exit.
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
