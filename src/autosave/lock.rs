@@ -1,5 +1,6 @@
-//! One autosave per file: an exclusive `flock` on `<file>-autosave.lock` beside it, held for
-//! as long as the autosave saves there.
+//! One autosave per file: an exclusive `flock` on `<file>-autosave.lock` beside it (a
+//! shortened name when that one would be too long), held for as long as the autosave saves
+//! there.
 //!
 //! `flock` locks belong to an open file description, so two autosaves in one process exclude
 //! each other as two processes do, and the kernel drops the lock of a killed process. The
@@ -9,13 +10,31 @@
 //! a taker checks, once it holds the lock, that the name still leads to the file it locked.
 //! Symbolic links are followed and the folder is made canonical first, so every spelling of
 //! one file meets at one lock.
+//!
+//! Hard links are names of their own, with lock files of their own. Within this process a
+//! registry of the files autosaves serve catches them (same device and inode); across
+//! processes nothing does.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use crate::error::{BackupError, Operation};
 
 const OP: Operation = Operation::Autosave;
+
+const SUFFIX: &str = "-autosave.lock";
+/// The longest file name (bytes) on Linux and most file systems.
+const NAME_MAX: usize = 255;
+
+/// The files autosaves of this process serve, as the names they locked. Compared by device
+/// and inode at each check rather than keyed by them: a save by rename gives the name a new
+/// inode, and the old one may be another file by then.
+static SERVED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn served() -> MutexGuard<'static, Vec<PathBuf>> {
+    SERVED.lock().unwrap_or_else(|poison| poison.into_inner())
+}
 
 /// The lock on one autosave target; released (and its file removed) when dropped.
 #[derive(Debug)]
@@ -23,31 +42,64 @@ pub(crate) struct TargetLock {
     /// The lock file, and our open description holding the lock (`None`: a file system
     /// without `flock`, where no lock can be had).
     held: Option<(PathBuf, File)>,
+    /// Our entry in [`SERVED`].
+    target: PathBuf,
 }
 
 impl TargetLock {
     /// Takes the lock of `target` (an absolute path), or fails with
-    /// [`BackupError::AlreadyAutosaving`] when another autosave holds it.
+    /// [`BackupError::AlreadyAutosaving`] when another autosave holds it, or serves the same
+    /// file under another name in this process.
     pub(crate) fn acquire(target: &Path) -> Result<TargetLock, BackupError> {
-        let key = key_of(target);
+        let resolved = resolve(target);
+        // Held until our entry is in, so two starts on two links cannot both pass.
+        let mut served = served();
+        if served
+            .iter()
+            .any(|s| crate::backup::same_file(s, &resolved))
+        {
+            return Err(BackupError::AlreadyAutosaving {
+                op: OP,
+                path: target.to_path_buf(),
+            });
+        }
+        let held = hold(&key_of(&resolved), target)?;
+        served.push(resolved.clone());
         Ok(TargetLock {
-            held: hold(&key, target)?,
+            held,
+            target: resolved,
         })
     }
 
-    /// True when `a` and `b` are one file to lock (two spellings of it).
+    /// True when `a` and `b` are one file to lock: two spellings of it, or two hard links.
     pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
-        key_of(a) == key_of(b)
+        let (a, b) = (resolve(a), resolve(b));
+        key_of(&a) == key_of(&b) || crate::backup::same_file(&a, &b)
     }
 }
 
-/// The lock file of `target`: beside the file its links lead to, in its canonical folder.
-fn key_of(target: &Path) -> PathBuf {
+/// The file `target`'s links lead to, in its canonical folder.
+fn resolve(target: &Path) -> PathBuf {
     let resolved = crate::backup::follow_links(target).unwrap_or_else(|_| target.into());
-    let resolved = crate::incremental::tracker::canonical(&resolved).unwrap_or(resolved);
-    let mut key = resolved.into_os_string();
-    key.push("-autosave.lock");
-    PathBuf::from(key)
+    crate::incremental::tracker::canonical(&resolved).unwrap_or(resolved)
+}
+
+/// The lock file of a resolved target: `<name>-autosave.lock` beside it, or, when that name
+/// would be too long, the shortened name temporary files use (the same in every process).
+fn key_of(resolved: &Path) -> PathBuf {
+    let Some(name) = resolved.file_name() else {
+        let mut key = resolved.as_os_str().to_os_string();
+        key.push(SUFFIX);
+        return key.into();
+    };
+    let mut lock = match name.len() + SUFFIX.len() > NAME_MAX {
+        true => crate::backup::short_name(&name.to_string_lossy())
+            .into_owned()
+            .into(),
+        false => name.to_os_string(),
+    };
+    lock.push(SUFFIX);
+    resolved.with_file_name(lock)
 }
 
 #[cfg(unix)]
@@ -105,6 +157,10 @@ fn hold(_: &Path, _: &Path) -> Result<Option<(PathBuf, File)>, BackupError> {
 
 impl Drop for TargetLock {
     fn drop(&mut self) {
+        let mut served = served();
+        if let Some(i) = served.iter().position(|s| *s == self.target) {
+            served.swap_remove(i);
+        }
         #[cfg(unix)]
         if let Some((path, file)) = self.held.take() {
             // Removed while still held, so no one can take a lock on a name about to vanish

@@ -14,7 +14,7 @@ mod worker;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -24,7 +24,7 @@ use worker::{Retarget, Shared, Stop, Worker};
 
 use crate::backup::{handle_for, save_from};
 use crate::error::{BackupError, Operation};
-use crate::incremental::{self, tracker::Tracker};
+use crate::incremental::{self, opens::Flush, tracker::Tracker};
 use crate::pool::SingletonManager;
 use crate::raw::{failure_from_code, path_cstring, OwnedDb};
 
@@ -47,10 +47,11 @@ use crate::raw::{failure_from_code, path_cstring, OwnedDb};
 /// # Never over another document
 /// - **One autosave per file.** An autosave holds an exclusive `flock` on
 ///   `<file>-autosave.lock` beside its file for as long as it saves there (the lock file is
-///   removed when it stops; one a killed process left is taken over). A second
+///   removed when it stops; one a killed process left is taken over; a name too long for
+///   the suffix gets a shortened one, the same in every process). A second
 ///   [`start`](Autosave::start) on the same file, in this process or another, fails with
-///   [`BackupError::AlreadyAutosaving`] and writes nothing. On file systems without `flock`
-///   there is no lock.
+///   [`BackupError::AlreadyAutosaving`] and writes nothing; in this process that includes
+///   the same file under another name (a hard link: same device and inode).
 /// - **An Open stops it.** After another database is opened into the autosaved database
 ///   ([`restore_from`](crate::BackupExt::restore_from),
 ///   [`restore_from_bytes`](crate::BackupExt::restore_from_bytes),
@@ -63,6 +64,22 @@ use crate::raw::{failure_from_code, path_cstring, OwnedDb};
 ///   [`resume`](Autosave::resume) to overwrite the old file after all. An Open waits, within
 ///   its own budget, for a save under way to end, so no save mixes the two documents.
 ///   Opens before `start` do not count.
+/// - **An Open saves first.** Before an Open replaces the database, the autosave saves the
+///   commits made before it to its file, within the Open's budget, so a commit made just
+///   before an Open is not lost. If that save fails (the file is locked, the folder is
+///   gone), the Open fails with [`BackupError::Busy`] naming the file, or with the save's
+///   error, and the database keeps its document and the commits; the autosave retries as
+///   usual. When the autosave is already waiting after an earlier Open, there is nothing to
+///   save and the Open goes ahead.
+///
+/// # Limits
+/// - **Hard links across processes.** Another process's autosave to a hard link of the
+///   file (another name, so another lock file) is not noticed; the two overwrite each other.
+/// - **No `flock`.** On file systems without `flock` there is no lock file, so autosaves in
+///   two processes are not kept apart there.
+/// - **Opens on the autosave's own thread** (from `on_error` or `save_options`) fail with
+///   [`BackupError::InvalidInput`]: the autosave cannot save the commits before them while
+///   it runs the callback.
 ///
 /// ```
 /// use std::time::Duration;
@@ -139,6 +156,10 @@ impl Autosave {
         drop(first);
 
         let shared = Arc::new(Shared::new(1, path.clone(), accepted));
+        if let Some(t) = &tracker {
+            let flush: Weak<dyn Flush> = Arc::downgrade(&shared) as _;
+            t.opens.register(flush);
+        }
         let worker = Worker {
             db,
             path,
@@ -154,6 +175,7 @@ impl Autosave {
             .spawn({
                 let shared = Arc::clone(&shared);
                 move || {
+                    let _ = shared.thread.set(std::thread::current().id());
                     let _exit = shared.on_exit();
                     worker.run(&shared)
                 }

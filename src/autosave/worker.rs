@@ -5,14 +5,19 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread::ThreadId;
 use std::time::Instant;
+
+use libsqlite3_sys as ffi;
 
 use super::lock::TargetLock;
 use super::options::AutosaveOptions;
 use super::schedule::Schedule;
+use crate::backup::budget::Budget;
 use crate::backup::save_from;
-use crate::error::{BackupError, Operation};
+use crate::error::{BackupError, Operation, SqliteFailure};
+use crate::incremental::opens::Flush;
 use crate::incremental::tracker::Tracker;
 use crate::raw::OwnedDb;
 
@@ -24,6 +29,8 @@ pub(crate) struct Shared {
     /// Wakes `save_now` callers: a ticket was answered.
     answered: Condvar,
     pub(crate) saves: AtomicU64,
+    /// The autosave's thread, once started.
+    pub(crate) thread: OnceLock<ThreadId>,
 }
 
 struct State {
@@ -46,6 +53,59 @@ struct State {
     stop: Option<Stop>,
     /// The thread has ended (stopped, or died): nobody will answer new tickets.
     gone: bool,
+}
+
+impl State {
+    /// The result of the save that answered `ticket`, once there is one.
+    fn answer(&self, ticket: u64) -> Option<Result<(), BackupError>> {
+        (self.answered >= ticket).then(|| match &self.last_error {
+            Some(e) if self.answered_ok < ticket => Err(e.duplicate()),
+            _ => Ok(()),
+        })
+    }
+}
+
+/// Before an Open replaces the database: the commits made so far go to the file first, as a
+/// `save_now` waiting within the Open's budget, so an Open right after a commit loses
+/// nothing. When that save fails, so does the Open, and the database keeps its document.
+impl Flush for Shared {
+    fn flush(&self, budget: &Budget) -> Result<(), BackupError> {
+        if self.thread.get() == Some(&std::thread::current().id()) {
+            return Err(BackupError::InvalidInput {
+                op: budget.op(),
+                path: self.path(),
+                reason: "an Open into the autosaved database on the autosave's own thread \
+                         (from on_error or save_options) cannot wait for the autosave to \
+                         save the commits made before it"
+                    .into(),
+            });
+        }
+        let ticket = self.ask();
+        let mut attempt = 0;
+        loop {
+            {
+                let state = self.lock();
+                match state.answer(ticket) {
+                    // Nothing to save to: the database holds an Open not yet accepted.
+                    Some(Err(BackupError::DocumentOpened { .. })) => return Ok(()),
+                    Some(answer) => return answer,
+                    None if state.gone => return Ok(()), // stopped: its last save is done
+                    None => {}
+                }
+            }
+            if !budget.wait(attempt) {
+                let failure = SqliteFailure {
+                    code: ffi::SQLITE_BUSY,
+                    extended_code: ffi::SQLITE_BUSY,
+                    message: "the autosave could not save the commits made before this Open \
+                              to its file in time; the database keeps them"
+                        .into(),
+                };
+                return Err(budget.gave_up(&self.path(), failure));
+            }
+            attempt += 1;
+        }
+    }
 }
 
 /// A new target for the thread: saves go there from its next save on.
@@ -83,6 +143,7 @@ impl Shared {
             wake: Condvar::new(),
             answered: Condvar::new(),
             saves: AtomicU64::new(saves),
+            thread: OnceLock::new(),
         }
     }
 
@@ -95,11 +156,12 @@ impl Shared {
     /// Asks the thread for a save and waits for its answer. `None` when the thread has
     /// ended without answering.
     pub(crate) fn save_now(&self) -> Option<Result<(), BackupError>> {
+        let ticket = self.ask();
         let mut state = self.lock();
-        state.requested += 1;
-        let ticket = state.requested;
-        self.wake.notify_all();
-        while state.answered < ticket {
+        loop {
+            if let Some(answer) = state.answer(ticket) {
+                return Some(answer);
+            }
             if state.gone {
                 return None;
             }
@@ -108,10 +170,14 @@ impl Shared {
                 .wait(state)
                 .unwrap_or_else(|poison| poison.into_inner());
         }
-        Some(match &state.last_error {
-            Some(e) if state.answered_ok < ticket => Err(e.duplicate()),
-            _ => Ok(()),
-        })
+    }
+
+    /// Hands the thread a ticket for a save of every commit so far, and returns it.
+    fn ask(&self) -> u64 {
+        let mut state = self.lock();
+        state.requested += 1;
+        self.wake.notify_all();
+        state.requested
     }
 
     /// Marks the thread ended when dropped, even by a panic, and wakes every waiter.

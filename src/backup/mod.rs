@@ -26,6 +26,7 @@ pub use options::{BackupOptions, Progress, DEFAULT_PAGES_PER_STEP, DEFAULT_TIMEO
 pub(crate) use save::{follow_links, replace_atomically, save_from};
 #[cfg(unix)]
 pub(crate) use temp_file::lock as file_lock;
+pub(crate) use temp_file::stem as short_name;
 pub use temp_file::TEMP_SUFFIX;
 
 use crate::error::{BackupError, Operation};
@@ -408,7 +409,7 @@ fn copy(
     Ok(())
 }
 /// True when both paths name the same existing file.
-fn same_file(a: &Path, b: &Path) -> bool {
+pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;

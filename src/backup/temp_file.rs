@@ -127,9 +127,10 @@ pub(crate) fn remove_abandoned(dir: &Path, file_name: &str) {
 /// and must stay within the usual 255-byte limit on a file name.
 const LONGEST_STEM: usize = 200;
 
-/// The destination's name as its temporary files carry it: the name itself, or for a long
-/// one its first bytes and a hash of the whole (FNV-1a, stable across builds).
-fn stem(file_name: &str) -> std::borrow::Cow<'_, str> {
+/// The destination's name as its temporary files (and an autosave's lock file) carry it: the
+/// name itself, or for a long one its first bytes and a hash of the whole (FNV-1a, stable
+/// across builds).
+pub(crate) fn stem(file_name: &str) -> std::borrow::Cow<'_, str> {
     if file_name.len() <= LONGEST_STEM {
         return file_name.into();
     }

@@ -8,9 +8,12 @@
 //! Open could otherwise copy part of the new document over the old file (a stepped backup
 //! restarts on a changed source and copies the new content). Only autosaves take part:
 //! explicit saves never wait here. Each side waits for the other within its own budget.
+//!
+//! Before an Open replaces the database, each autosave of it saves the commits made so far
+//! to its file (a [`Flush`] it registered), so none is lost with the old document.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use libsqlite3_sys as ffi;
 
@@ -18,9 +21,27 @@ use crate::backup::budget::Budget;
 use crate::error::{BackupError, SqliteFailure};
 use crate::incremental::tracker::Tracker;
 
-#[derive(Debug, Default)]
+/// Gets the commits made so far into a file before an Open replaces them: an autosave,
+/// which registers itself (this layer knows nothing of autosaves).
+pub(crate) trait Flush: Send + Sync {
+    /// Returns once the commits made before the call are saved, or there is nothing to save
+    /// them to; waits within `budget`, and fails when they could not be saved.
+    fn flush(&self, budget: &Budget) -> Result<(), BackupError>;
+}
+
+#[derive(Default)]
 pub(crate) struct Opens {
     state: Mutex<State>,
+    /// The autosaves of this database; gone ones are skipped.
+    flushes: Mutex<Vec<Weak<dyn Flush>>>,
+}
+
+impl std::fmt::Debug for Opens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opens")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -85,17 +106,40 @@ impl Opens {
     pub(crate) fn completed(&self) -> u64 {
         self.lock().completed
     }
+
+    /// Has `flush` run before every Open from now on, for as long as it lives.
+    pub(crate) fn register(&self, flush: Weak<dyn Flush>) {
+        let mut flushes = self.flushes.lock().unwrap_or_else(|p| p.into_inner());
+        flushes.retain(|f| f.strong_count() > 0);
+        flushes.push(flush);
+    }
+
+    /// Runs every registered flush, within `budget`.
+    fn flush(&self, budget: &Budget) -> Result<(), BackupError> {
+        let live: Vec<_> = {
+            let flushes = self.flushes.lock().unwrap_or_else(|p| p.into_inner());
+            flushes.iter().filter_map(Weak::upgrade).collect()
+        };
+        live.iter().try_for_each(|f| f.flush(budget))
+    }
 }
 
 /// Starts an Open into the database `path` names, if it has a write record (`tracker`):
-/// waits within `budget` while an autosave saves. Counted only if
-/// [`Opening::completed`] is called.
+/// has its autosaves save the commits made so far, then waits within `budget` while an
+/// autosave saves. Counted only if [`Opening::completed`] is called.
+///
+/// Called while the Open's destination connection holds no lock (its callers check
+/// `checks::dest_idle` first and lock the destination only afterwards). That order is what
+/// keeps the flush from deadlocking: the autosave's save takes the database's read lock
+/// through its own connection and waits for Opens under way, so the Open must neither hold
+/// the database nor count as under way while it waits for the save.
 pub(crate) fn begin(
     tracker: Option<Arc<Tracker>>,
     budget: &Budget,
     path: &Path,
 ) -> Result<Opening, BackupError> {
     if let Some(t) = &tracker {
+        t.opens.flush(budget)?;
         t.opens.enter(false, budget, path)?;
     }
     Ok(Opening {

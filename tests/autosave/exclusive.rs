@@ -300,3 +300,123 @@ fn backup_to_and_the_stepped_handle_are_opens() {
     autosave.stop().unwrap();
     assert_eq!(items_in(&old), 3);
 }
+
+/// Items in the pool's database.
+fn items_in_pool(pool: &super::common::Pool) -> i64 {
+    let sql = "SELECT count(*) AS n FROM item";
+    super::common::scalar(&mut pool.get().unwrap(), sql)
+}
+
+/// An Open right after a commit first has the autosave save that commit to the old file
+/// (the Open used to wait only for a save under way, so a commit still in its quiet period
+/// was in neither the old file nor memory afterwards).
+#[test]
+fn an_open_first_saves_the_commits_before_it_to_the_old_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, opened) = (dir.path().join("old.db"), dir.path().join("opened.db"));
+    document(&opened, 5);
+    let bytes = ledger_pool().get().unwrap().snapshot().unwrap();
+    let pool = ledger_pool();
+    let quiet = AutosaveOptions::default().on_error(|_| {}); // the default quiet period
+    let autosave = Autosave::start(&pool, &old, quiet).unwrap();
+    add_item(&mut pool.get().unwrap());
+    pool.get().unwrap().restore_from(&opened).unwrap();
+    assert_eq!(items_in(&old), 1, "the commit before the Open was lost");
+    assert_eq!(items_in_pool(&pool), 5);
+    // The same for bytes, once the app has said the old file is to follow.
+    autosave.resume();
+    add_item(&mut pool.get().unwrap());
+    pool.get().unwrap().restore_from_bytes(&bytes).unwrap();
+    assert_eq!(
+        items_in(&old),
+        6,
+        "the commit before the second Open was lost"
+    );
+    assert_eq!(items_in_pool(&pool), 0);
+    let err = autosave.stop().unwrap_err();
+    assert!(matches!(err, BackupError::DocumentOpened { .. }), "{err}");
+    assert_eq!(items_in(&old), 6);
+}
+
+/// When the commits before an Open cannot reach the old file (another process holds it
+/// locked), the Open fails with `Busy` naming that file within its own budget, and the pool
+/// keeps the old document with the commit, which the autosave saves once the file is free.
+#[test]
+fn an_open_whose_commits_cannot_be_saved_fails_and_keeps_them() {
+    use diesel_sqlite_backup::BackupOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let (old, opened) = (dir.path().join("old.db"), dir.path().join("opened.db"));
+    document(&opened, 5);
+    let pool = ledger_pool();
+    let autosave =
+        Autosave::start(&pool, &old, AutosaveOptions::default().on_error(|_| {})).unwrap();
+    let holder = super::common::LockHolder::lock(&old);
+    add_item(&mut pool.get().unwrap());
+    let short = BackupOptions::default().timeout(300 * MS);
+    let err = pool
+        .get()
+        .unwrap()
+        .restore_from_with(&opened, short)
+        .unwrap_err();
+    assert!(err.is_busy(), "{err}");
+    assert_eq!(err.path(), Some(old.as_path()), "{err}");
+    assert_eq!(items_in_pool(&pool), 1, "the old document was not kept");
+    drop(holder);
+    autosave.save_now().unwrap();
+    assert_eq!(items_in(&old), 1);
+    pool.get().unwrap().restore_from(&opened).unwrap();
+    assert_eq!(items_in_pool(&pool), 5);
+    autosave.resume();
+    autosave.stop().unwrap();
+    assert_eq!(items_in(&old), 5);
+}
+
+/// A hard link is another name for the same file, so another lock file: `start` on it is
+/// refused while an autosave in this process serves the file.
+#[test]
+fn a_hard_link_to_a_served_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (real, hard) = (dir.path().join("real.db"), dir.path().join("hard.db"));
+    let first = Autosave::start(&ledger_pool(), &real, fast()).unwrap();
+    std::fs::hard_link(&real, &hard).unwrap();
+    let other = ledger_pool();
+    add_item(&mut other.get().unwrap());
+    let err = Autosave::start(&other, &hard, fast()).unwrap_err();
+    assert!(
+        matches!(err, BackupError::AlreadyAutosaving { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("hard.db"), "names the path: {err}");
+    assert_eq!(items_in(&real), 0, "the refused start wrote");
+    // Retargeting onto a hard link of its own file goes on saving there.
+    first.retarget(&hard).unwrap();
+    first.stop().unwrap();
+    let again = Autosave::start(&other, &hard, fast()).unwrap();
+    assert_eq!(items_in(&real), 1);
+    again.stop().unwrap();
+}
+
+/// A name too long for `<name>-autosave.lock` (past NAME_MAX, 255 bytes) still gets a lock:
+/// a shorter name for the lock file, the same for every autosave of that file.
+#[test]
+fn a_long_file_name_gets_a_shorter_lock_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("{}.db", "n".repeat(242)); // 245 bytes: SQLite's -journal still fits
+    let file = dir.path().join(&name);
+    let pool = ledger_pool();
+    let autosave = Autosave::start(&pool, &file, fast()).unwrap();
+    let err = Autosave::start(&ledger_pool(), &file, fast()).unwrap_err();
+    assert!(
+        matches!(err, BackupError::AlreadyAutosaving { .. }),
+        "{err}"
+    );
+    add_item(&mut pool.get().unwrap());
+    autosave.save_now().unwrap();
+    assert_eq!(items_in(&file), 1);
+    autosave.stop().unwrap();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, [name], "litter left");
+}

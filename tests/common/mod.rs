@@ -117,7 +117,7 @@ pub fn assert_holds_words(pool: &Pool, what: &str) {
 }
 
 /// A python3 child holding a transaction open on a database file, in rollback-journal mode,
-/// until it is told to commit or is killed (on drop).
+/// until it is told to commit, or rolls back when dropped.
 pub struct LockHolder(std::process::Child);
 
 impl LockHolder {
@@ -170,8 +170,10 @@ impl LockHolder {
 }
 
 impl Drop for LockHolder {
+    /// Closes the child's stdin: it exits without committing, so its transaction rolls back
+    /// and leaves no journal behind.
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        drop(self.0.stdin.take());
         let _ = self.0.wait();
     }
 }
@@ -289,3 +291,4 @@ while time.time() < end:
 print("ok", reads)
 "#
 }
+
