@@ -54,14 +54,31 @@ pub(crate) fn copy_logically(
     result.and(restored)
 }
 
+/// True when `db` is in defensive mode (`SQLITE_DBCONFIG_DEFENSIVE`).
+fn defensive(db: &DbRef<'_>) -> bool {
+    let mut on: c_int = 0;
+    // SAFETY: an open handle (DbRef's invariant); with -1 SQLite only reads the setting and
+    // writes it to the int* we pass, which points at a live local.
+    unsafe {
+        ffi::sqlite3_db_config(
+            db.as_ptr(),
+            ffi::SQLITE_DBCONFIG_DEFENSIVE,
+            -1 as c_int,
+            &mut on as *mut c_int,
+        )
+    };
+    on != 0
+}
+
 fn in_transaction(
     src: &DbRef<'_>,
     src_schema: &CStr,
     dst: &DbRef<'_>,
 ) -> Result<(), SqliteFailure> {
-    // SQLite ignores writable_schema=ON silently in defensive mode; the schema rows would then
-    // be refused half-way, so refuse up front.
-    if dst.query_i64("PRAGMA writable_schema")? != 1 {
+    // In defensive mode the schema rows would be refused half-way, so refuse up front. Newer
+    // SQLite ignores writable_schema=ON there; older versions (3.40) report it on and refuse
+    // the writes, hence the direct question too.
+    if defensive(dst) || dst.query_i64("PRAGMA writable_schema")? != 1 {
         return Err(refused(
             "the destination refuses PRAGMA writable_schema (defensive mode?)".into(),
         ));
