@@ -494,3 +494,23 @@ fn a_journal_a_power_loss_left_unsealed_does_not_block_saves() {
         );
     }
 }
+
+/// A file replaced by rename keeps its RESERVED lock only while it is a stale copy: a file
+/// with another hard link lives on under that name, and its writers must not be locked out
+/// (found by the adversarial review).
+#[cfg(unix)]
+#[test]
+fn a_replaced_file_with_another_name_stays_writable_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.db");
+    let b = dir.path().join("b.db");
+    filled_pool(3, 10).get().unwrap().save_as(&a).unwrap();
+    fs::hard_link(&a, &b).unwrap();
+    filled_pool(5, 10).get().unwrap().save_as(&a).unwrap();
+    let mut other = establish(b.to_str().unwrap()).unwrap();
+    other
+        .batch_execute("PRAGMA busy_timeout=0; DELETE FROM notes;")
+        .expect("the other name of the replaced file is writable");
+    assert_eq!(notes_in_file(&a), 5);
+    assert_eq!(notes_in_file(&b), 0);
+}

@@ -45,7 +45,7 @@ pub(crate) struct Held {
 /// writing it: replacing a file under a writer would pair its journal with the new file.
 pub(crate) fn hold(dest: &Path, budget: &Budget) -> Result<Option<Held>, BackupError> {
     let size = match std::fs::metadata(dest) {
-        Ok(meta) if meta.is_file() => meta.len(),
+        Ok(meta) if meta.is_file() && !has_other_names(&meta) => meta.len(),
         _ => return Ok(None),
     };
     let Some(name) = path_cstring(dest) else {
@@ -69,6 +69,20 @@ pub(crate) fn hold(dest: &Path, budget: &Budget) -> Result<Option<Held>, BackupE
         }
     }
     Ok(Some(Held { _file: file, size }))
+}
+
+/// A file with another hard link lives on under that name after the rename: it is no stale
+/// copy but a database in use, and holding its RESERVED lock would lock its writers out.
+fn has_other_names(meta: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::MetadataExt::nlink(meta) > 1
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        false
+    }
 }
 
 /// Keeps `held` (the rename happened) for the rest of the process.
