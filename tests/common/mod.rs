@@ -291,4 +291,3 @@ while time.time() < end:
 print("ok", reads)
 "#
 }
-
