@@ -58,7 +58,11 @@ pub(crate) fn settle_logs(dest: &Path, budget: &Budget) -> Result<(), BackupErro
             Ok(()) => None,
         };
         if !present() {
-            return Ok(());
+            // SQLite deletes a log without syncing the folder. Were the rename that follows
+            // durable and the delete not, a power loss would pair the old file's hot journal
+            // with the new file, and the next SQLite would roll old pages into it.
+            return crate::incremental::save::sync_dir(dest)
+                .map_err(|e| BackupError::io(op, dest, "fsync directory", e));
         }
         let failure = in_use.unwrap_or_else(|| SqliteFailure {
             code: ffi::SQLITE_BUSY,

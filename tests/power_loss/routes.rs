@@ -68,7 +68,7 @@ con.close()
     } else {
         page_size * 2
     };
-    let rows = rows_for(other_size.max(page_size), 12);
+    let rows = rows_for(other_size, 12);
     let status = std::process::Command::new("python3")
         .args(["-c", script])
         .arg(dir.join("doc.db"))
