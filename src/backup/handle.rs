@@ -150,11 +150,11 @@ pub enum StepResult {
 ///
 /// ```
 /// use diesel::{Connection, RunQueryDsl, SqliteConnection};
-/// use diesel_sqlite_backup::{establish, Backup, StepResult};
+/// use diesel_sqlite_backup::{Backup, StepResult};
 ///
-/// let mut src = establish(":memory:")?;
+/// let mut src = SqliteConnection::establish(":memory:")?;
 /// diesel::sql_query("CREATE TABLE t(x)").execute(&mut src)?;
-/// let mut dst = establish(":memory:")?;
+/// let mut dst = SqliteConnection::establish(":memory:")?;
 /// let mut backup = Backup::new(&mut src, &mut dst)?;
 /// while backup.step(1)? != StepResult::Done {
 ///     println!("{} of {} pages left", backup.progress().remaining, backup.progress().page_count);
@@ -198,8 +198,8 @@ impl<'a> Backup<'a> {
     ) -> Result<Self, BackupError> {
         let op = Operation::Backup;
         let budget = super::budget::Budget::new(op, super::DEFAULT_TIMEOUT, None);
-        let src = super::handle(src, &budget)?;
-        let dst = super::handle(dst, &budget)?;
+        let src = crate::raw::raw_handle(src);
+        let dst = crate::raw::raw_handle(dst);
         let src_schema = super::checks::schema(&src, src_schema, op)?;
         let dst_schema = super::checks::schema(&dst, dst_schema, op)?;
         super::checks::source_not_writing(&src, &src_schema, op)?;
