@@ -169,6 +169,37 @@ fn save_through_a_symlink_replaces_the_target() {
 }
 
 /// The connection's own uncommitted writes never reach a file: save_as refuses at once.
+/// Two saves to one path at once: one waits for the old file's RESERVED lock while the other
+/// renames its file over the path (and keeps the old file's lock for good). The waiting save
+/// goes on with the file now at the path. It used to wait its whole budget for the replaced
+/// file and fail with Busy (the template cache's concurrent builders met this).
+#[test]
+fn a_save_waiting_for_a_file_another_save_replaced_goes_on_with_the_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doc.db");
+    let pool = filled_pool(3, 10);
+    pool.get().unwrap().save_as(&path).unwrap();
+    // Holds the old file's RESERVED lock, as the other save does once it renamed.
+    let mut other_saver = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+    other_saver.batch_execute("BEGIN IMMEDIATE").unwrap();
+    std::thread::scope(|s| {
+        let waiting = s.spawn(|| {
+            // Budget and hang guard: the wrong behaviour waits all of it.
+            let options = BackupOptions::default().timeout(Duration::from_secs(30));
+            pool.get().unwrap().save_as_with(&path, options)
+        });
+        // Gives the save time to reach the lock; only decides whether the old bug is caught.
+        std::thread::sleep(Duration::from_millis(300));
+        let other = dir.path().join("other.db");
+        let mut c = SqliteConnection::establish(other.to_str().unwrap()).unwrap();
+        c.batch_execute("CREATE TABLE other(x)").unwrap();
+        drop(c);
+        fs::rename(&other, &path).unwrap();
+        waiting.join().unwrap().unwrap();
+    });
+    assert_eq!(notes_in_file(&path), 3);
+}
+
 #[test]
 fn save_inside_own_write_transaction_is_refused_and_writes_nothing() {
     let pool = filled_pool(10, 10);
