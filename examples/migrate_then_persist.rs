@@ -8,7 +8,7 @@ mod common;
 
 use diesel::prelude::*;
 use diesel_migrations::MigrationHarness;
-use diesel_sqlite_backup::{establish, memory_pool, BackupExt};
+use diesel_sqlite_backup::{memory_pool, BackupExt};
 
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let path = common::output_path(1, "migrated.db")?;
@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     println!("persisted to {}", path.display());
 
     // The file carries Diesel's migration table, so nothing is pending when it is opened.
-    let mut file = establish(path.to_str().ok_or("path is not UTF-8")?)?;
+    let mut file = SqliteConnection::establish(path.to_str().ok_or("path is not UTF-8")?)?;
     let pending = file.pending_migrations(common::MIGRATIONS)?;
     println!("pending migrations in the file: {}", pending.len());
     assert!(pending.is_empty());

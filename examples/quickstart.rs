@@ -9,7 +9,7 @@ mod common;
 use common::{notebooks, notes, NewNote};
 use diesel::prelude::*;
 use diesel_migrations::MigrationHarness;
-use diesel_sqlite_backup::{establish, memory_pool, BackupExt};
+use diesel_sqlite_backup::{memory_pool, BackupExt};
 
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let path = common::output_path(1, "notes.db")?;
@@ -28,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     conn.save_as(&path)?;
     println!("saved the in-memory database to {}", path.display());
 
-    let mut file = establish(path.to_str().ok_or("path is not UTF-8")?)?;
+    let mut file = SqliteConnection::establish(path.to_str().ok_or("path is not UTF-8")?)?;
     let rows: Vec<(String, String)> = notes::table
         .inner_join(notebooks::table)
         .select((notebooks::title, notes::title))

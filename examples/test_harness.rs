@@ -11,6 +11,7 @@ mod common;
 use std::sync::LazyLock;
 use std::time::Instant;
 
+use diesel::{Connection, SqliteConnection};
 use diesel_migrations::MigrationHarness;
 use diesel_sqlite_backup::{KeepOnPanic, Template, TemplateCache};
 
@@ -60,7 +61,7 @@ fn main() {
     }
 
     let started = Instant::now();
-    let mut scratch = diesel_sqlite_backup::establish(":memory:").expect("connection");
+    let mut scratch = SqliteConnection::establish(":memory:").expect("connection");
     scratch
         .run_pending_migrations(common::MIGRATIONS)
         .expect("migrate");

@@ -163,13 +163,10 @@ pub enum BackupError {
         reason: String,
     },
 
-    /// The connection was opened before this crate's one-time set-up ran, so
-    /// its raw handle cannot be reached.
-    #[error(
-        "{op}: this SqliteConnection cannot do backups because it was opened before \
-         diesel_sqlite_backup::init() ran; open it with diesel_sqlite_backup::establish, \
-         a SingletonManager pool, or call diesel_sqlite_backup::init() before opening it"
-    )]
+    /// Never returned: every `SqliteConnection` supports [`BackupExt`](crate::BackupExt),
+    /// however it was opened. Kept so that code matching on it still compiles.
+    #[deprecated(note = "never returned: every SqliteConnection supports BackupExt")]
+    #[error("{op}: this SqliteConnection cannot do backups")]
     NotBackupCapable {
         /// What was being done.
         op: Operation,
@@ -334,6 +331,7 @@ impl BackupError {
                 path: path.clone(),
                 reason: reason.clone(),
             },
+            #[allow(deprecated)]
             E::NotBackupCapable { op } => E::NotBackupCapable { op: *op },
             E::AlreadyAutosaving { op, path } => E::AlreadyAutosaving {
                 op: *op,

@@ -20,24 +20,20 @@ pub use pool::{
     memory_pool, shared_thread_pool, ReentrancyCheck, SingletonManager, DEFAULT_BUSY_TIMEOUT,
     DEFAULT_CHECKOUT_TIMEOUT,
 };
+#[allow(deprecated)]
 pub use raw::init;
 pub use snapshot::Snapshot;
 pub use template::{KeepOnPanic, Keepable, Template, TemplateCache};
 
 use diesel::{Connection, ConnectionResult, SqliteConnection};
 
-/// Opens a plain Diesel connection (a file path, `:memory:`, or a `file:` URI) that supports
-/// [`BackupExt`].
+/// Opens a plain Diesel connection: exactly `SqliteConnection::establish(url)`.
 ///
-/// ```
-/// use diesel_sqlite_backup::{establish, BackupExt};
-///
-/// let dir = tempfile::tempdir()?;
-/// let mut conn = establish(dir.path().join("app.db").to_str().unwrap())?;
-/// conn.save_as(dir.path().join("copy.db"))?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
+/// Every `SqliteConnection` supports [`BackupExt`], however it was opened, so this is no
+/// longer needed.
+#[deprecated(
+    note = "use diesel::SqliteConnection::establish: every SqliteConnection supports BackupExt"
+)]
 pub fn establish(url: &str) -> ConnectionResult<SqliteConnection> {
-    init();
     SqliteConnection::establish(url)
 }

@@ -17,8 +17,8 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
-use diesel::SqliteConnection;
-use diesel_sqlite_backup::{establish, memory_pool, Autosave, AutosaveOptions, BackupError};
+use diesel::{Connection, SqliteConnection};
+use diesel_sqlite_backup::{memory_pool, Autosave, AutosaveOptions, BackupError};
 
 const MS: Duration = Duration::from_millis(1);
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -54,7 +54,7 @@ fn add_item(conn: &mut SqliteConnection) {
 
 /// (items, total) in a saved file, after checking it is a sound database.
 fn ledger_in(path: &Path) -> (i64, i64) {
-    let mut c = establish(path.to_str().unwrap()).unwrap();
+    let mut c = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
     // An incremental save holds the file's exclusive lock while it writes in place.
     c.batch_execute("PRAGMA busy_timeout = 60000").unwrap();
     assert_eq!(common::integrity_of(&mut c), "ok");

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use common::{app, filled_pool, notes_in_file, scalar, temp_files, LockHolder};
 use diesel::connection::SimpleConnection;
+use diesel::{Connection, SqliteConnection};
 use diesel_sqlite_backup::{
-    establish, memory_pool, shared_thread_pool, BackupError, BackupExt, BackupOptions, CancelToken,
+    memory_pool, shared_thread_pool, BackupError, BackupExt, BackupOptions, CancelToken,
     SingletonManager, TEMP_SUFFIX,
 };
 
@@ -25,15 +26,15 @@ fn saved_database(dir: &Path, notes: usize) -> std::path::PathBuf {
     path
 }
 
-/// A fresh connection to a file another process holds locked: the schema load inside the
-/// crate's handle lookup waits within the budget, and the error names the file and the time
-/// really waited (it used to fail at once, naming `:memory:`, with 0 ns).
+/// A fresh connection to a file another process holds locked: its first read waits within
+/// the budget, and the error names the file and the time really waited (it used to fail at
+/// once, naming `:memory:`, with 0 ns).
 #[test]
 fn fresh_connection_to_a_locked_file_waits_and_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = saved_database(dir.path(), 10);
     let _lock = LockHolder::lock(&path);
-    let mut fresh = establish(path.to_str().unwrap()).unwrap();
+    let mut fresh = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
     let pool = memory_pool().unwrap();
     let started = std::time::Instant::now();
     let err = fresh
@@ -187,10 +188,10 @@ fn cancelled_save_leaves_the_old_file_and_no_temp_file() {
 fn temp_schema_can_be_saved_before_first_use() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("temp.db");
-    let mut conn = establish(":memory:").unwrap();
+    let mut conn = SqliteConnection::establish(":memory:").unwrap();
     conn.save_as_with(&dest, BackupOptions::default().schema("temp"))
         .unwrap();
-    let mut file = establish(dest.to_str().unwrap()).unwrap();
+    let mut file = SqliteConnection::establish(dest.to_str().unwrap()).unwrap();
     assert_eq!(
         scalar(&mut file, "SELECT count(*) AS n FROM sqlite_schema"),
         0

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::scalar;
 use diesel::connection::SimpleConnection;
-use diesel::Connection;
-use diesel_sqlite_backup::{establish, BackupExt, BackupOptions, SingletonManager};
+use diesel::{Connection, SqliteConnection};
+use diesel_sqlite_backup::{BackupExt, BackupOptions, SingletonManager};
 
 const ACCOUNTS: i64 = 50;
 const TOTAL: i64 = ACCOUNTS * 1_000;
@@ -77,7 +77,8 @@ fn saves_are_consistent_snapshots_under_transfers() {
                         )
                         .unwrap();
                         assert_eq!(common::integrity(&file), "ok");
-                        let mut saved = establish(file.to_str().unwrap()).unwrap();
+                        let mut saved =
+                            SqliteConnection::establish(file.to_str().unwrap()).unwrap();
                         let total = scalar(&mut saved, "SELECT sum(balance) AS n FROM accounts");
                         assert_eq!(
                             total,

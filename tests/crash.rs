@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::app;
 use diesel::connection::SimpleConnection;
-use diesel_sqlite_backup::{establish, BackupExt, TEMP_SUFFIX};
+use diesel::{Connection, SqliteConnection};
+use diesel_sqlite_backup::{BackupExt, TEMP_SUFFIX};
 
 const CHILD: &str = "DSB_CRASH_CHILD";
 
@@ -56,7 +57,7 @@ fn inspect(dest: &Path) -> (String, i64) {
         "ok",
         "torn destination after a kill"
     );
-    let mut c = establish(dest.to_str().unwrap()).unwrap();
+    let mut c = SqliteConnection::establish(dest.to_str().unwrap()).unwrap();
     #[derive(diesel::QueryableByName)]
     struct Label {
         #[diesel(sql_type = diesel::sql_types::Text)]

@@ -264,7 +264,8 @@ fn autosave_survives_a_kill_and_carries_on() {
 
 /// Notes in a database file, through a plain connection.
 fn notes_in(path: &Path) -> i64 {
-    let mut c = diesel_sqlite_backup::establish(path.to_str().unwrap()).unwrap();
+    use diesel::{Connection, SqliteConnection};
+    let mut c = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
     // The example's incremental saves hold the file's exclusive lock while they write.
     diesel::connection::SimpleConnection::batch_execute(&mut c, "PRAGMA busy_timeout = 60000")
         .unwrap();

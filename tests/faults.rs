@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::{app, filled_pool, temp_files};
 use diesel::connection::SimpleConnection;
-use diesel_sqlite_backup::{establish, BackupError, BackupExt, BackupOptions};
+use diesel::{Connection, SqliteConnection};
+use diesel_sqlite_backup::{BackupError, BackupExt, BackupOptions};
 
 /// The child for `disk_full_fails_cleanly`: saves under a file-size limit.
 #[test]
@@ -178,7 +179,7 @@ fn lock_child() {
     let Ok(path) = std::env::var("DSB_LOCK_CHILD") else {
         return;
     };
-    let mut c = establish(&path).unwrap();
+    let mut c = SqliteConnection::establish(&path).unwrap();
     c.batch_execute("BEGIN EXCLUSIVE; INSERT INTO notebooks(title) VALUES ('locked');")
         .unwrap();
     println!("locked");

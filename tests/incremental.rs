@@ -26,6 +26,7 @@ mod support;
 mod common;
 
 use diesel::connection::SimpleConnection;
+use diesel::{Connection, SqliteConnection};
 use diesel_sqlite_backup::{memory_pool, BackupExt};
 use support::*;
 
@@ -122,7 +123,7 @@ fn every_kind_of_change_leaves_the_file_equal_to_memory() {
     // A long-lived reader keeps its parsed schema while the file's schema cookie holds: it
     // reads now, at the file's cookie, and the first step brings memory's cookie to exactly
     // that value with more tables.
-    let mut reader = diesel_sqlite_backup::establish(path.to_str().unwrap()).unwrap();
+    let mut reader = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
     let version = "SELECT schema_version AS n FROM pragma_schema_version";
     let gap = scalar(&mut reader, version) - scalar(&mut pool.get().unwrap(), version);
     assert!(gap > 0, "the file's schema cookie is ahead of memory's");

@@ -6,12 +6,13 @@ mod common;
 
 use common::{app, filled_pool, scalar};
 use diesel::connection::SimpleConnection;
+use diesel::Connection;
 use diesel::SqliteConnection;
-use diesel_sqlite_backup::{establish, Backup, BackupError, BackupExt, BackupOptions, StepResult};
+use diesel_sqlite_backup::{Backup, BackupError, BackupExt, BackupOptions, StepResult};
 
 /// CPython's fixture: `foo(key)` holding 3 and 4.
 fn cpython_source() -> SqliteConnection {
-    let mut cx = establish(":memory:").unwrap();
+    let mut cx = SqliteConnection::establish(":memory:").unwrap();
     cx.batch_execute("CREATE TABLE foo (key INTEGER); INSERT INTO foo (key) VALUES (3), (4);")
         .unwrap();
     cx
@@ -34,27 +35,27 @@ fn apsw_busy_destination_gives_busy_from_step() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("dest.db");
     let url = file.to_str().unwrap();
-    establish(url)
+    SqliteConnection::establish(url)
         .unwrap()
         .batch_execute("CREATE TABLE old(x); INSERT INTO old VALUES (1);")
         .unwrap();
     let mut src = cpython_source();
-    let mut locker = establish(url).unwrap();
+    let mut locker = SqliteConnection::establish(url).unwrap();
     locker.batch_execute("BEGIN EXCLUSIVE").unwrap();
     for _ in 0..3 {
-        let mut dst = establish(url).unwrap();
+        let mut dst = SqliteConnection::establish(url).unwrap();
         let mut backup = Backup::new(&mut src, &mut dst).unwrap();
         assert_eq!(backup.step(-1).unwrap(), StepResult::Busy);
         backup.finish().unwrap();
     }
     locker.batch_execute("ROLLBACK").unwrap();
-    let mut dst = establish(url).unwrap();
+    let mut dst = SqliteConnection::establish(url).unwrap();
     let mut backup = Backup::new(&mut src, &mut dst).unwrap();
     assert_eq!(backup.step(-1).unwrap(), StepResult::Done);
     backup.finish().unwrap();
     assert_foo(&mut dst);
     drop((dst, locker));
-    assert_foo(&mut establish(url).unwrap());
+    assert_foo(&mut SqliteConnection::establish(url).unwrap());
 }
 
 /// CPython `test_bad_target_in_transaction`: a destination with its own transaction open is
@@ -62,7 +63,7 @@ fn apsw_busy_destination_gives_busy_from_step() {
 #[test]
 fn cpython_bad_target_in_transaction() {
     let mut src = cpython_source();
-    let mut bck = establish(":memory:").unwrap();
+    let mut bck = SqliteConnection::establish(":memory:").unwrap();
     bck.batch_execute(
         "CREATE TABLE bar (key INTEGER); BEGIN; INSERT INTO bar (key) VALUES (3), (4);",
     )
@@ -80,7 +81,7 @@ fn cpython_bad_target_in_transaction() {
 #[test]
 fn cpython_progress_all_pages_at_once() {
     let mut src = cpython_source();
-    let mut bck = establish(":memory:").unwrap();
+    let mut bck = SqliteConnection::establish(":memory:").unwrap();
     let mut journal = Vec::new();
     let options = BackupOptions::default()
         .pages_per_step(0)
@@ -98,8 +99,8 @@ fn a_copy_of_zero_pages_leaves_an_empty_database() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("full.db");
     filled_pool(5, 10).get().unwrap().save_as(&file).unwrap();
-    let mut empty = establish(":memory:").unwrap();
-    let mut dst = establish(file.to_str().unwrap()).unwrap();
+    let mut empty = SqliteConnection::establish(":memory:").unwrap();
+    let mut dst = SqliteConnection::establish(file.to_str().unwrap()).unwrap();
     let mut backup = Backup::new(&mut empty, &mut dst).unwrap();
     assert_eq!(backup.step(1).unwrap(), StepResult::Done);
     backup.finish().unwrap();

@@ -8,7 +8,8 @@ use std::path::Path;
 
 use common::{app, filled_pool, pool_of, python, scalar, Pool};
 use diesel::connection::SimpleConnection;
-use diesel_sqlite_backup::{establish, memory_pool, BackupError, BackupExt, BackupOptions};
+use diesel::{Connection, SqliteConnection};
+use diesel_sqlite_backup::{memory_pool, BackupError, BackupExt, BackupOptions};
 
 /// A pool whose data must survive every failed restore: 7 notes.
 fn precious() -> Pool {
@@ -203,7 +204,7 @@ fn page_size_mismatch_into_empty_and_non_empty_memory() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("small-pages.db");
     {
-        let mut c = establish(file.to_str().unwrap()).unwrap();
+        let mut c = SqliteConnection::establish(file.to_str().unwrap()).unwrap();
         c.batch_execute("PRAGMA page_size = 1024; VACUUM;").unwrap();
         app::migrate(&mut c);
         app::fill(&mut c, "small", 400, 300);
@@ -236,7 +237,7 @@ fn page_size_mismatch_into_empty_and_non_empty_memory() {
 fn wal_file_with_uncheckpointed_rows_restores_all_rows() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("wal.db");
-    let mut writer = establish(file.to_str().unwrap()).unwrap();
+    let mut writer = SqliteConnection::establish(file.to_str().unwrap()).unwrap();
     writer
         .batch_execute("PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;")
         .unwrap();
@@ -329,7 +330,7 @@ fn restoring_a_connections_own_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("own.db");
     filled_pool(3, 10).get().unwrap().save_as(&file).unwrap();
-    let mut conn = establish(file.to_str().unwrap()).unwrap();
+    let mut conn = SqliteConnection::establish(file.to_str().unwrap()).unwrap();
     let err = conn
         .restore_from_with(
             &file,
@@ -466,7 +467,7 @@ fn an_odd_encoding_field_reaches_other_connections_as_sqlite_reads_it() {
     common::python_words_file(&file, Some(4));
     let target = dir.path().join("target.db");
     let used = |url: &str| {
-        let mut conn = establish(url).unwrap();
+        let mut conn = SqliteConnection::establish(url).unwrap();
         conn.batch_execute("CREATE TABLE old(x); INSERT INTO old VALUES (1);")
             .unwrap();
         conn
@@ -478,7 +479,7 @@ fn an_odd_encoding_field_reaches_other_connections_as_sqlite_reads_it() {
     ];
     for (what, dest, backup_to) in &mut dests {
         if *backup_to {
-            let mut src = establish(file.to_str().unwrap()).unwrap();
+            let mut src = SqliteConnection::establish(file.to_str().unwrap()).unwrap();
             src.backup_to(dest, BackupOptions::default())
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
         } else {

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::{app, filled_pool, integrity, notes_in_file, scalar, temp_files};
 use diesel::connection::SimpleConnection;
-use diesel::prelude::*;
-use diesel_sqlite_backup::{establish, BackupError, BackupExt, BackupOptions, SingletonManager};
+use diesel::{Connection, SqliteConnection};
+use diesel_sqlite_backup::{BackupError, BackupExt, BackupOptions, SingletonManager};
 
 /// A save holds every committed row and passes integrity_check.
 #[test]
@@ -119,7 +119,7 @@ fn save_interrupted_mid_copy_leaves_the_old_file() {
 fn save_onto_the_source_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("self.db");
-    let mut conn = establish(file.to_str().unwrap()).unwrap();
+    let mut conn = SqliteConnection::establish(file.to_str().unwrap()).unwrap();
     app::migrate(&mut conn);
     let before = fs::read(&file).unwrap();
     let other_spelling = dir.path().join(".").join("self.db");
@@ -169,6 +169,37 @@ fn save_through_a_symlink_replaces_the_target() {
 }
 
 /// The connection's own uncommitted writes never reach a file: save_as refuses at once.
+/// Two saves to one path at once: one waits for the old file's RESERVED lock while the other
+/// renames its file over the path (and keeps the old file's lock for good). The waiting save
+/// goes on with the file now at the path. It used to wait its whole budget for the replaced
+/// file and fail with Busy (the template cache's concurrent builders met this).
+#[test]
+fn a_save_waiting_for_a_file_another_save_replaced_goes_on_with_the_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doc.db");
+    let pool = filled_pool(3, 10);
+    pool.get().unwrap().save_as(&path).unwrap();
+    // Holds the old file's RESERVED lock, as the other save does once it renamed.
+    let mut other_saver = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+    other_saver.batch_execute("BEGIN IMMEDIATE").unwrap();
+    std::thread::scope(|s| {
+        let waiting = s.spawn(|| {
+            // Budget and hang guard: the wrong behaviour waits all of it.
+            let options = BackupOptions::default().timeout(Duration::from_secs(30));
+            pool.get().unwrap().save_as_with(&path, options)
+        });
+        // Gives the save time to reach the lock; only decides whether the old bug is caught.
+        std::thread::sleep(Duration::from_millis(300));
+        let other = dir.path().join("other.db");
+        let mut c = SqliteConnection::establish(other.to_str().unwrap()).unwrap();
+        c.batch_execute("CREATE TABLE other(x)").unwrap();
+        drop(c);
+        fs::rename(&other, &path).unwrap();
+        waiting.join().unwrap().unwrap();
+    });
+    assert_eq!(notes_in_file(&path), 3);
+}
+
 #[test]
 fn save_inside_own_write_transaction_is_refused_and_writes_nothing() {
     let pool = filled_pool(10, 10);
@@ -216,7 +247,7 @@ fn save_inside_a_read_transaction_works() {
 fn save_picks_the_schema() {
     let dir = tempfile::tempdir().unwrap();
     let attached = dir.path().join("attached.db");
-    let mut conn = establish(":memory:").unwrap();
+    let mut conn = SqliteConnection::establish(":memory:").unwrap();
     conn.batch_execute(&format!(
         "ATTACH '{}' AS side; CREATE TABLE side.s(x); INSERT INTO side.s VALUES (7);
          CREATE TEMP TABLE t(y); INSERT INTO t VALUES (1), (2);",
@@ -227,13 +258,13 @@ fn save_picks_the_schema() {
     let side_copy = dir.path().join("side.db");
     conn.save_as_with(&side_copy, BackupOptions::default().schema("side"))
         .unwrap();
-    let mut c = establish(side_copy.to_str().unwrap()).unwrap();
+    let mut c = SqliteConnection::establish(side_copy.to_str().unwrap()).unwrap();
     assert_eq!(scalar(&mut c, "SELECT x AS n FROM s"), 7);
 
     let temp_copy = dir.path().join("temp.db");
     conn.save_as_with(&temp_copy, BackupOptions::default().schema("temp"))
         .unwrap();
-    let mut c = establish(temp_copy.to_str().unwrap()).unwrap();
+    let mut c = SqliteConnection::establish(temp_copy.to_str().unwrap()).unwrap();
     assert_eq!(scalar(&mut c, "SELECT count(*) AS n FROM t"), 2);
 
     let err = conn
@@ -245,64 +276,6 @@ fn save_picks_the_schema() {
     assert!(
         matches!(err, BackupError::UnknownSchema { ref schema, .. } if schema == "nope"),
         "{err}"
-    );
-}
-
-/// A connection opened before the crate's set-up gets a clear error, not a crash.
-/// Runs in its own process so that no other test has called `init()` yet.
-#[test]
-fn connection_opened_before_init_is_not_backup_capable() {
-    if !common::in_own_process("connection_opened_before_init_is_not_backup_capable") {
-        return;
-    }
-    let mut early = SqliteConnection::establish(":memory:").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let err = early.save_as(dir.path().join("x.db")).unwrap_err();
-    assert!(matches!(err, BackupError::NotBackupCapable { .. }), "{err}");
-    assert!(err.to_string().contains("init()"), "{err}");
-    // After init, new connections work.
-    diesel_sqlite_backup::init();
-    let mut late = SqliteConnection::establish(":memory:").unwrap();
-    late.save_as(dir.path().join("y.db")).unwrap();
-}
-
-/// Probes of other connections made while a save's own probe runs (here from Diesel's
-/// instrumentation hooks, on every query event) neither hijack nor clear its handle: the
-/// file holds the saving connection's database.
-#[test]
-fn nested_probes_from_instrumentation_do_not_confuse_the_handle() {
-    use diesel::connection::InstrumentationEvent;
-    let mut a = establish(":memory:").unwrap();
-    a.batch_execute("CREATE TABLE a_only(x)").unwrap();
-    let mut b = establish(":memory:").unwrap();
-    b.batch_execute("CREATE TABLE b_only(x)").unwrap();
-    let probes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = probes.clone();
-    a.set_instrumentation(move |event: InstrumentationEvent<'_>| {
-        if matches!(
-            event,
-            InstrumentationEvent::StartQuery { .. } | InstrumentationEvent::FinishQuery { .. }
-        ) {
-            // Reaches b's raw handle, which runs b's own probe.
-            diesel_sqlite_backup::Template::from_connection(&mut b).unwrap();
-            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("a.db");
-    a.save_as(&file).unwrap();
-    assert!(
-        probes.load(std::sync::atomic::Ordering::Relaxed) > 0,
-        "the hook never ran"
-    );
-    let mut saved = establish(file.to_str().unwrap()).unwrap();
-    assert_eq!(
-        scalar(
-            &mut saved,
-            "SELECT count(*) AS n FROM sqlite_schema WHERE name = 'a_only'"
-        ),
-        1,
-        "saved another connection's database"
     );
 }
 
@@ -507,7 +480,7 @@ fn a_replaced_file_with_another_name_stays_writable_there() {
     filled_pool(3, 10).get().unwrap().save_as(&a).unwrap();
     fs::hard_link(&a, &b).unwrap();
     filled_pool(5, 10).get().unwrap().save_as(&a).unwrap();
-    let mut other = establish(b.to_str().unwrap()).unwrap();
+    let mut other = SqliteConnection::establish(b.to_str().unwrap()).unwrap();
     other
         .batch_execute("PRAGMA busy_timeout=0; DELETE FROM notes;")
         .expect("the other name of the replaced file is writable");

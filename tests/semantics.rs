@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::{app, filled_pool, integrity, notes_in_file, LockHolder, Pool};
 use diesel::connection::SimpleConnection;
+use diesel::{Connection, SqliteConnection};
 use diesel_sqlite_backup::{
-    establish, Backup, BackupError, BackupExt, BackupOptions, SingletonManager, StepResult,
+    Backup, BackupError, BackupExt, BackupOptions, SingletonManager, StepResult,
 };
 
 /// Pooled connections wait up to this long for a lock on their own: a call that ignored its
@@ -233,7 +234,7 @@ fn finish_after_busy_is_clean() {
     let (mut writer, mut src) = (pool.get().unwrap(), pool.get().unwrap());
     hold_write_lock(&mut writer, "w");
     src.batch_execute("PRAGMA busy_timeout = 0").unwrap();
-    let mut dst = establish(":memory:").unwrap();
+    let mut dst = SqliteConnection::establish(":memory:").unwrap();
     let mut backup = Backup::new(&mut src, &mut dst).unwrap();
     assert_eq!(backup.step(10).unwrap(), StepResult::Busy);
     backup.finish().unwrap();
@@ -260,7 +261,7 @@ fn backup_to_a_destination_in_use() {
     let mut src = pool.get().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("shared.db");
-    let mut dest = establish(target.to_str().unwrap()).unwrap();
+    let mut dest = SqliteConnection::establish(target.to_str().unwrap()).unwrap();
     dest.batch_execute("CREATE TABLE other(x); BEGIN; SELECT * FROM other;")
         .unwrap();
     let err = src
@@ -269,7 +270,7 @@ fn backup_to_a_destination_in_use() {
     assert!(matches!(err, BackupError::DestinationInUse { .. }), "{err}");
     dest.batch_execute("COMMIT").unwrap();
 
-    let mut holder = establish(target.to_str().unwrap()).unwrap();
+    let mut holder = SqliteConnection::establish(target.to_str().unwrap()).unwrap();
     holder
         .batch_execute("BEGIN IMMEDIATE; INSERT INTO other VALUES (1);")
         .unwrap();
@@ -315,7 +316,7 @@ fn a_copy_onto_its_own_database_is_refused() {
     assert!(matches!(err, BackupError::SameFile { .. }), "{err}");
     // A plain-memdb connection to it has no name SQLite will tell (README: use `uri()`):
     // the copy cannot be recognised, and waits out its budget instead of hanging.
-    let mut bypass = establish(&plain_memdb).unwrap();
+    let mut bypass = SqliteConnection::establish(&plain_memdb).unwrap();
     assert_eq!(app::note_count(&mut bypass), 500, "the same database");
     let err = a
         .backup_to(
@@ -328,9 +329,9 @@ fn a_copy_onto_its_own_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("one.db");
     a.save_as(&file).unwrap();
-    let mut first = establish(file.to_str().unwrap()).unwrap();
+    let mut first = SqliteConnection::establish(file.to_str().unwrap()).unwrap();
     let other_name = dir.path().join(".").join("one.db");
-    let mut second = establish(other_name.to_str().unwrap()).unwrap();
+    let mut second = SqliteConnection::establish(other_name.to_str().unwrap()).unwrap();
     // Files are not compared by path (a connection may hold a file since renamed over):
     // two connections to one file wait out the budget instead.
     let err = first
@@ -346,7 +347,7 @@ fn a_copy_onto_its_own_database_is_refused() {
     let newer = dir.path().join("newer.db");
     fresh_pool_save(&newer);
     std::fs::rename(&newer, &file).unwrap();
-    let mut on_new = establish(file.to_str().unwrap()).unwrap();
+    let mut on_new = SqliteConnection::establish(file.to_str().unwrap()).unwrap();
     first.backup_to(&mut on_new, opts()).unwrap();
     assert_eq!(app::note_count(&mut on_new), 500, "the old file's rows");
 
@@ -373,7 +374,7 @@ fn stepped_backup_into_a_file_another_process_locks_is_busy_at_step() {
     let target = dir.path().join("target.db");
     let holder = LockHolder::lock(&target);
     let mut src = pool.get().unwrap();
-    let mut dst = establish(target.to_str().unwrap()).unwrap();
+    let mut dst = SqliteConnection::establish(target.to_str().unwrap()).unwrap();
     let mut backup = Backup::new(&mut src, &mut dst).unwrap();
     for _ in 0..3 {
         assert_eq!(backup.step(100).unwrap(), StepResult::Busy);

@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use common::{app, filled_pool, notes_in_file, pool_of, scalar, temp_files};
 use diesel::connection::SimpleConnection;
-use diesel_sqlite_backup::{
-    establish, memory_pool, BackupError, BackupExt, BackupOptions, Template,
-};
+use diesel::{Connection, SqliteConnection};
+use diesel_sqlite_backup::{memory_pool, BackupError, BackupExt, BackupOptions, Template};
 
 /// Bytes from one pool load into another: every pooled connection sees them, and the pool
 /// is writable afterwards.
@@ -69,7 +68,7 @@ fn hostile_bytes_are_refused_and_keep_the_data() {
 /// An image with another page size is converted into a pool that already holds data.
 #[test]
 fn page_size_mismatch_into_a_non_empty_pool() {
-    let mut source = establish(":memory:").unwrap();
+    let mut source = SqliteConnection::establish(":memory:").unwrap();
     source.batch_execute("PRAGMA page_size = 8192").unwrap();
     app::migrate(&mut source);
     app::fill(&mut source, "big pages", 40, 500);
@@ -89,7 +88,7 @@ fn page_size_mismatch_into_a_non_empty_pool() {
 /// Attached and temp schemas can be snapshotted by name.
 #[test]
 fn attached_and_temp_schemas() {
-    let mut conn = establish(":memory:").unwrap();
+    let mut conn = SqliteConnection::establish(":memory:").unwrap();
     conn.batch_execute(
         "ATTACH ':memory:' AS aux; CREATE TABLE aux.t(x); INSERT INTO aux.t VALUES (1), (2);
          CREATE TEMP TABLE scratch(y); INSERT INTO scratch VALUES (3);",
@@ -203,7 +202,7 @@ fn snapshots_under_concurrent_transfers_hold_one_state() {
 fn wal_file_snapshot_holds_the_committed_rows() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("wal.db");
-    let mut conn = establish(file.to_str().unwrap()).unwrap();
+    let mut conn = SqliteConnection::establish(file.to_str().unwrap()).unwrap();
     conn.batch_execute("PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;")
         .unwrap();
     app::migrate(&mut conn);

@@ -7,6 +7,7 @@ use std::sync::LazyLock;
 
 use common::{app, scalar};
 use diesel::connection::SimpleConnection;
+use diesel::{Connection, SqliteConnection};
 use diesel_migrations::MigrationHarness;
 use diesel_sqlite_backup::{BackupError, BackupExt, KeepOnPanic, Template, TemplateCache};
 
@@ -211,7 +212,7 @@ fn keep_on_panic_saves_the_failed_database() {
         .unwrap_or_else(|| panic!("no message in:\n{stderr}"));
     let path = line.split("sqlite3 ").nth(1).unwrap().trim();
     assert!(path.starts_with(dir.path().to_str().unwrap()), "{line}");
-    let mut kept = diesel_sqlite_backup::establish(path).unwrap();
+    let mut kept = SqliteConnection::establish(path).unwrap();
     assert_eq!(app::note_count(&mut kept), 7, "the committed rows are kept");
     assert_eq!(
         scalar(

@@ -5,11 +5,11 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use diesel::SqliteConnection;
+use diesel::{Connection, SqliteConnection};
 use diesel_migrations::{
     embed_migrations, EmbeddedMigrations, FileBasedMigrations, MigrationHarness,
 };
-use diesel_sqlite_backup::{establish, Template, TemplateCache};
+use diesel_sqlite_backup::{Template, TemplateCache};
 
 use crate::report::{fmt, Goal};
 
@@ -61,7 +61,7 @@ fn measure(
         (
             "migrate from scratch",
             per_op(50, || {
-                let mut c = establish(":memory:").unwrap();
+                let mut c = SqliteConnection::establish(":memory:").unwrap();
                 migrate(&mut c).unwrap();
             }),
         ),
@@ -72,9 +72,9 @@ fn measure(
             }),
         ),
         (
-            "establish + Template::copy_into (backup API)",
+            "SqliteConnection::establish + Template::copy_into (backup API)",
             per_op(2_000, || {
-                let mut c = establish(":memory:").unwrap();
+                let mut c = SqliteConnection::establish(":memory:").unwrap();
                 template.copy_into(&mut c).unwrap();
             }),
         ),

@@ -22,7 +22,7 @@ use lock::TargetLock;
 pub use options::{AutosaveOptions, DEFAULT_EVERY, DEFAULT_QUIET};
 use worker::{Retarget, Shared, Stop, Worker};
 
-use crate::backup::{handle_for, save_from};
+use crate::backup::save_from;
 use crate::error::{BackupError, Operation};
 use crate::incremental::{self, opens::Flush, tracker::Tracker};
 use crate::pool::SingletonManager;
@@ -405,7 +405,7 @@ fn open_private(pool: &r2d2::Pool<SingletonManager>) -> Result<OwnedDb, BackupEr
         op,
         source: Box::new(e),
     })?;
-    let db = handle_for(&mut conn, op)?;
+    let db = crate::raw::raw_handle(&mut conn);
     let name = db.filename(c"main").unwrap_or_default();
     let vfs = db.vfs_name(c"main");
     let target = path_cstring(Path::new(&name));

@@ -178,9 +178,8 @@ pub(crate) fn is_busy(failure: &SqliteFailure) -> bool {
 }
 
 /// Replaces a connection's busy handler with one that waits within `budget`, for as long as
-/// the guard lives; the connection's previous `busy_timeout` comes back on drop, or, where it
-/// had none, the crate's open-time handler (which waits only inside the crate's own calls).
-/// A custom handler installed with `sqlite3_busy_handler` by other code is not restored:
+/// the guard lives; the connection's previous `busy_timeout` comes back on drop (none where it
+/// was 0). A custom handler installed with `sqlite3_busy_handler` by other code is not restored:
 /// SQLite gives no way to read one back.
 pub(crate) struct BudgetedBusyHandler<'d, 'a> {
     db: &'d DbRef<'a>,
@@ -224,12 +223,8 @@ impl<'d, 'a> BudgetedBusyHandler<'d, 'a> {
 
 impl Drop for BudgetedBusyHandler<'_, '_> {
     fn drop(&mut self) {
-        if self.previous_ms > 0 {
-            self.db.set_busy_timeout(self.previous_ms);
-        } else {
-            // SAFETY: the handle is open for as long as the guard's borrow.
-            unsafe { crate::raw::install_default_busy_handler(self.db.as_ptr()) };
-        }
+        // 0 removes the handler: the connection gives up at once again, as before the call.
+        self.db.set_busy_timeout(self.previous_ms);
     }
 }
 

@@ -11,7 +11,7 @@ use super::super::options::BackupOptions;
 use super::super::restore::begin_read;
 use super::try_load;
 use crate::error::Operation;
-use crate::raw::{self, batch_vfs, memdb, memdb_vfs, readonly_uri, OwnedDb};
+use crate::raw::{batch_vfs, memdb, memdb_vfs, readonly_uri, OwnedDb};
 
 /// A rollback-mode file of `page_size`-byte pages holding a table and an index.
 fn source_file(dir: &Path, page_size: u32, rows: u32) -> PathBuf {
@@ -44,7 +44,6 @@ fn open_source(path: &Path) -> OwnedDb {
 
 /// A fresh pool database: a keeper and a second connection to it.
 fn fresh_pool() -> (OwnedDb, OwnedDb) {
-    raw::init();
     let uri = memdb::unique_uri("fresh-load-test");
     (
         memdb::open_keeper(&uri, None).unwrap(),

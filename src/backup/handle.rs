@@ -151,11 +151,11 @@ pub enum StepResult {
 ///
 /// ```
 /// use diesel::{Connection, RunQueryDsl, SqliteConnection};
-/// use diesel_sqlite_backup::{establish, Backup, StepResult};
+/// use diesel_sqlite_backup::{Backup, StepResult};
 ///
-/// let mut src = establish(":memory:")?;
+/// let mut src = SqliteConnection::establish(":memory:")?;
 /// diesel::sql_query("CREATE TABLE t(x)").execute(&mut src)?;
-/// let mut dst = establish(":memory:")?;
+/// let mut dst = SqliteConnection::establish(":memory:")?;
 /// let mut backup = Backup::new(&mut src, &mut dst)?;
 /// while backup.step(1)? != StepResult::Done {
 ///     println!("{} of {} pages left", backup.progress().remaining, backup.progress().page_count);
@@ -320,22 +320,17 @@ impl<'a> Waiting<'a> {
     /// `None` when a lock kept a connection's handle out of reach.
     fn start(&mut self) -> Result<Option<Started<'a>>, BackupError> {
         let op = Operation::Backup;
-        // A budget that is spent at once: the handle lookup gives up at the first busy lock.
+        // A budget that is spent at once: a stepped copy never waits here (see `new`).
         let budget = super::budget::Budget::new(op, std::time::Duration::ZERO, None);
-        let handles = super::handle(self.src, &budget)
-            .map(|db| db.as_ptr())
-            .and_then(|src| Ok((src, super::handle(self.dst, &budget)?.as_ptr())));
-        let (src, dst) = match handles {
-            Ok(handles) => handles,
-            Err(e) if e.is_busy() => return Ok(None),
-            Err(e) => return Err(e),
-        };
+        let src = crate::raw::raw_handle(self.src).as_ptr();
+        let dst = crate::raw::raw_handle(self.dst).as_ptr();
         let (Some(src), Some(dst)) = (NonNull::new(src), NonNull::new(dst)) else {
-            return Err(BackupError::NotBackupCapable { op });
+            unreachable!("raw_handle never returns null");
         };
         // SAFETY: both are the open handles of the connections `Backup::with_schemas`
         // borrowed mutably for 'a, which its signature keeps borrowed while the Backup lives:
-        // for 'a they stay open, are used on this thread only, and Diesel cannot use them.
+        // for 'a they stay open, are used on this thread only, and Diesel cannot use them
+        // (the conditions `raw::raw_handle` argues, for the whole borrow).
         let (src, dst) = unsafe { (DbRef::<'a>::from_raw(src), DbRef::<'a>::from_raw(dst)) };
         let src_schema = super::checks::schema(&src, &self.src_schema, op)?;
         let dst_schema = super::checks::schema(&dst, &self.dst_schema, op)?;

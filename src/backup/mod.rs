@@ -30,7 +30,7 @@ pub(crate) use temp_file::stem as short_name;
 pub use temp_file::TEMP_SUFFIX;
 
 use crate::error::{BackupError, Operation};
-use crate::raw::{self, DbRef, HandleError};
+use crate::raw::{self, DbRef};
 use crate::snapshot::Snapshot;
 use budget::Budget;
 
@@ -39,9 +39,8 @@ use budget::Budget;
 /// Implemented for `SqliteConnection`, so it works on a pooled connection through
 /// `PooledConnection`'s `Deref`: `pool.get()?.save_as(path)?`.
 ///
-/// The connection must be backup-capable: opened by [`establish`](crate::establish), by a
-/// [`SingletonManager`](crate::SingletonManager), or after [`init`](crate::init). Others
-/// fail with [`BackupError::NotBackupCapable`].
+/// Every connection supports it, however it was opened: `SqliteConnection::establish`,
+/// diesel's own r2d2 `ConnectionManager`, a [`SingletonManager`](crate::SingletonManager).
 pub trait BackupExt {
     /// Saves this connection's `main` database to `path`, atomically replacing any file
     /// there. Same as [`save_as_with`](Self::save_as_with) with default options.
@@ -89,9 +88,10 @@ pub trait BackupExt {
     ///   [`BackupError::Sqlite`] for anything else SQLite reports.
     ///
     /// ```
-    /// use diesel_sqlite_backup::{establish, BackupExt, BackupOptions};
+    /// use diesel::{Connection, SqliteConnection};
+    /// use diesel_sqlite_backup::{BackupExt, BackupOptions};
     ///
-    /// let mut conn = establish(":memory:")?;
+    /// let mut conn = SqliteConnection::establish(":memory:")?;
     /// let dir = tempfile::tempdir()?;
     /// let mut steps = 0;
     /// conn.save_as_with(
@@ -180,12 +180,12 @@ pub trait BackupExt {
     ///   the deadline.
     ///
     /// ```
-    /// use diesel::RunQueryDsl;
-    /// use diesel_sqlite_backup::{establish, BackupExt, BackupOptions};
+    /// use diesel::{Connection, RunQueryDsl, SqliteConnection};
+    /// use diesel_sqlite_backup::{BackupExt, BackupOptions};
     ///
-    /// let mut src = establish(":memory:")?;
+    /// let mut src = SqliteConnection::establish(":memory:")?;
     /// diesel::sql_query("CREATE TABLE t(x)").execute(&mut src)?;
-    /// let mut dest = establish(":memory:")?;
+    /// let mut dest = SqliteConnection::establish(":memory:")?;
     /// src.backup_to(&mut dest, BackupOptions::default())?;
     /// diesel::sql_query("SELECT x FROM t").execute(&mut dest)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -234,9 +234,10 @@ pub trait BackupExt {
     ///   budget; [`BackupError::Cancelled`]; [`BackupError::UnknownSchema`].
     ///
     /// ```
-    /// use diesel_sqlite_backup::{establish, BackupExt, BackupOptions};
+    /// use diesel::{Connection, SqliteConnection};
+    /// use diesel_sqlite_backup::{BackupExt, BackupOptions};
     ///
-    /// let mut conn = establish(":memory:")?;
+    /// let mut conn = SqliteConnection::establish(":memory:")?;
     /// let mut reports = 0;
     /// let snapshot = conn.snapshot_with(BackupOptions::default().on_progress(|_| reports += 1))?;
     /// assert!(reports >= 1);
@@ -277,10 +278,10 @@ pub trait BackupExt {
     /// load as an empty database, as a zero-byte file does.
     ///
     /// ```
-    /// use diesel::RunQueryDsl;
-    /// use diesel_sqlite_backup::{establish, memory_pool, BackupExt, BackupOptions};
+    /// use diesel::{Connection, RunQueryDsl, SqliteConnection};
+    /// use diesel_sqlite_backup::{memory_pool, BackupExt, BackupOptions};
     ///
-    /// let mut source = establish(":memory:")?;
+    /// let mut source = SqliteConnection::establish(":memory:")?;
     /// diesel::sql_query("CREATE TABLE t(x)").execute(&mut source)?;
     /// let bytes = source.snapshot()?.into_vec();
     /// let pool = memory_pool()?;
@@ -319,9 +320,9 @@ impl BackupExt for SqliteConnection {
         mut options: BackupOptions<'_>,
     ) -> Result<(), BackupError> {
         let budget = options.budget(Operation::Backup);
-        let src = handle(self, &budget)?;
+        let src = raw::raw_handle(self);
         let src_schema = checks::schema(&src, &options.schema, budget.op())?;
-        let dst = handle(dest, &budget)?;
+        let dst = raw::raw_handle(dest);
         copy(&src, &src_schema, &dst, &mut options, &budget)
     }
 
@@ -338,32 +339,6 @@ impl BackupExt for SqliteConnection {
     }
 }
 
-/// The raw handle of `conn`. A lock its schema load meets (a fresh connection to a file
-/// another connection is writing) is waited for within `budget`.
-pub(crate) fn handle<'c>(
-    conn: &'c mut SqliteConnection,
-    budget: &Budget,
-) -> Result<DbRef<'c>, BackupError> {
-    let waits =
-        |attempt: u32, busy: &DbRef<'_>| budget.wait_for(attempt, || busy.display_path(c"main"));
-    match raw::with_lock_waits(&waits, || raw::raw_handle(conn)) {
-        Ok(db) => Ok(db),
-        Err(HandleError::NotCapable) => Err(BackupError::NotBackupCapable { op: budget.op() }),
-        Err(HandleError::Busy) => Err(budget.gave_up(
-            Path::new(":memory:"),
-            raw::failure_from_code(libsqlite3_sys::SQLITE_BUSY),
-        )),
-    }
-}
-
-/// The raw handle of `conn`, waiting up to [`DEFAULT_TIMEOUT`] for a lock its schema load meets.
-pub(crate) fn handle_for(
-    conn: &mut SqliteConnection,
-    op: Operation,
-) -> Result<DbRef<'_>, BackupError> {
-    handle(conn, &Budget::new(op, DEFAULT_TIMEOUT, None))
-}
-
 /// Copies a raw source's `main` database over `dest`'s `main` database, converting it first
 /// where the destination cannot take it page for page.
 pub(crate) fn copy_between(
@@ -373,7 +348,7 @@ pub(crate) fn copy_between(
     op: Operation,
 ) -> Result<(), BackupError> {
     let budget = options.budget(op);
-    let dst = handle(dest, &budget)?;
+    let dst = raw::raw_handle(dest);
     copy(src, c"main", &dst, options, &budget)
 }
 

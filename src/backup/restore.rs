@@ -31,7 +31,7 @@ pub(crate) fn restore_from(
     opts: &mut BackupOptions<'_>,
 ) -> Result<(), BackupError> {
     let budget = opts.budget(OP);
-    let dest = super::handle(conn, &budget)?;
+    let dest = crate::raw::raw_handle(conn);
     let schema = checks::schema(&dest, &opts.schema, OP)?;
     let dest_path = checks::dest_idle(&dest, &schema, OP)?;
     check_regular_file(path)?;

@@ -33,7 +33,7 @@ pub(crate) fn save_as(
     opts: &mut BackupOptions<'_>,
 ) -> Result<(), BackupError> {
     let budget = opts.budget(Operation::Save);
-    let src = super::handle(conn, &budget)?;
+    let src = crate::raw::raw_handle(conn);
     save_from(&src, path, opts, &budget)
 }
 

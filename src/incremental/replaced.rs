@@ -22,6 +22,7 @@ use libsqlite3_sys as ffi;
 
 use crate::backup::budget::{is_busy, Budget};
 use crate::error::BackupError;
+use crate::incremental::tracker::FileId;
 use crate::raw::{path_cstring, OwnedDb};
 
 /// The most replaced files whose lock this process keeps.
@@ -43,32 +44,61 @@ pub(crate) struct Held {
 /// finish. `Ok(None)` when there is nothing to hold: no file, or one this process cannot open
 /// for writing (a lock needs a writable descriptor). `Busy` when another connection keeps
 /// writing it: replacing a file under a writer would pair its journal with the new file.
+/// When the file at `dest` is replaced meanwhile (another save renamed over it, and keeps the
+/// old file's RESERVED for good), the wait goes on with the new file.
 pub(crate) fn hold(dest: &Path, budget: &Budget) -> Result<Option<Held>, BackupError> {
+    let mut attempt = 0;
+    loop {
+        match try_hold(dest, budget, &mut attempt)? {
+            Attempt::Held(held) => return Ok(held),
+            Attempt::Replaced => continue,
+        }
+    }
+}
+
+enum Attempt {
+    Held(Option<Held>),
+    /// The file at `dest` is no longer the one opened.
+    Replaced,
+}
+
+fn try_hold(dest: &Path, budget: &Budget, attempt: &mut u32) -> Result<Attempt, BackupError> {
     let size = match std::fs::metadata(dest) {
         Ok(meta) if meta.is_file() && !has_other_names(&meta) => meta.len(),
-        _ => return Ok(None),
+        _ => return Ok(Attempt::Held(None)),
     };
+    let id = |f: FileId| (f.dev, f.ino);
+    let before = FileId::of(dest).map(id);
     let Some(name) = path_cstring(dest) else {
-        return Ok(None);
+        return Ok(Attempt::Held(None));
     };
     let Ok(file) = OwnedDb::open(&name, ffi::SQLITE_OPEN_READWRITE) else {
-        return Ok(None);
+        return Ok(Attempt::Held(None));
     };
     if file.db().is_readonly(c"main") {
-        return Ok(None);
+        return Ok(Attempt::Held(None));
     }
+    // Compared by stat only: `before` may already name a newer file than the one opened,
+    // which costs one needless retry at worst.
+    let replaced = || before.is_some() && FileId::of(dest).map(id) != before;
     for level in [ffi::SQLITE_LOCK_SHARED, ffi::SQLITE_LOCK_RESERVED] {
-        let mut attempt = 0;
         loop {
             match file.db().lock_file(c"main", level) {
                 Ok(()) => break,
-                Err(f) if is_busy(&f) && budget.wait(attempt) => attempt += 1,
-                Err(f) if is_busy(&f) => return Err(budget.gave_up(dest, f)),
+                Err(f) if is_busy(&f) => {
+                    if !budget.wait(*attempt) {
+                        return Err(budget.gave_up(dest, f));
+                    }
+                    *attempt += 1;
+                    if replaced() {
+                        return Ok(Attempt::Replaced);
+                    }
+                }
                 Err(f) => return Err(budget.failed(dest, f)),
             }
         }
     }
-    Ok(Some(Held { _file: file, size }))
+    Ok(Attempt::Held(Some(Held { _file: file, size })))
 }
 
 /// A file with another hard link lives on under that name after the rename: it is no stale

@@ -52,7 +52,6 @@ pub struct SingletonManager {
 impl SingletonManager {
     /// A manager for a fresh, empty in-memory database no other manager can see.
     pub fn new() -> Self {
-        raw::init();
         SingletonManager {
             uri: memdb::unique_uri("pool"),
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
@@ -120,16 +119,8 @@ impl ManageConnection for SingletonManager {
         let mut conn = SqliteConnection::establish(&self.uri).map_err(Error::ConnectionError)?;
         // r2d2 runs this on the scheduler every pool of the crate shares (two threads), so it
         // must never wait for this database's lock, or one locked pool would stall the
-        // connects of all others. Preparing the probe (cached for the checks on return) reads
-        // the schema, which needs the lock: try it without waiting. When the lock is taken,
-        // the connection's first statement loads the schema in the thread that checked it
-        // out, waiting up to the busy timeout; after that the probe prepares without a lock.
-        conn.batch_execute("PRAGMA busy_timeout = 0")
-            .map_err(Error::QueryError)?;
-        match raw::probe(&mut conn) {
-            Err(e) if !raw::is_lock_error(&e) => return Err(Error::QueryError(e)),
-            _ => {}
-        }
+        // connects of all others: nothing here reads the database. The connection's first
+        // statement loads the schema, in the thread that checked it out.
         conn.batch_execute(&self.busy_timeout_pragma())
             .map_err(Error::QueryError)?;
         Ok(conn)
@@ -154,18 +145,9 @@ impl ManageConnection for SingletonManager {
     }
 }
 
-/// True when a raw transaction is open. The probe runs as a statement prepared in `connect`
-/// or, if the database was locked then, after the connection's first statement loaded the
-/// schema, so this normally never waits (only if SQLite expired that statement, or the
-/// connection comes back without having loaded the schema, must it read the schema, which can
-/// wait for another connection's write lock up to the busy timeout, in the returning thread).
-/// A connection whose probe fails is discarded.
+/// True when a raw transaction is open; asks SQLite directly, so it never waits for a lock.
 fn left_in_transaction(conn: &mut SqliteConnection) -> bool {
-    match raw::probe(conn) {
-        Ok(Some(db)) => !db.autocommit(),
-        Ok(None) => false,
-        Err(_) => true,
-    }
+    !raw::raw_handle(conn).autocommit()
 }
 
 impl SingletonManager {

@@ -10,10 +10,9 @@ mod memdb_file;
 pub(crate) mod memdb_vfs;
 mod owned;
 
+#[allow(deprecated)]
 pub use bridge::init;
-pub(crate) use bridge::{
-    install_default_busy_handler, is_lock_error, probe, raw_handle, with_lock_waits, HandleError,
-};
+pub(crate) use bridge::raw_handle;
 pub(crate) use db::{failure_from_code, path_cstring, readonly_uri, DbRef, Storage};
 pub(crate) use memdb_file::SharedMemdbFile;
 pub(crate) use owned::OwnedDb;

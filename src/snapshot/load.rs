@@ -8,7 +8,7 @@ use diesel::SqliteConnection;
 use libsqlite3_sys as ffi;
 
 use crate::backup::restore::{begin_read, check_header, classify, load, verify_integrity};
-use crate::backup::{checks, handle, BackupOptions};
+use crate::backup::{checks, BackupOptions};
 use crate::error::{BackupError, Operation};
 use crate::incremental::{opens, tracker_of};
 use crate::raw::{memdb, OwnedDb};
@@ -24,7 +24,7 @@ pub(crate) fn restore_from_bytes(
     opts: &mut BackupOptions<'_>,
 ) -> Result<(), BackupError> {
     let budget = opts.budget(OP);
-    let dest = handle(conn, &budget)?;
+    let dest = crate::raw::raw_handle(conn);
     let schema = checks::schema(&dest, &opts.schema, OP)?;
     let dest_path = checks::dest_idle(&dest, &schema, OP)?;
     let label = Path::new(LABEL);

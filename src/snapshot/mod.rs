@@ -85,9 +85,10 @@ impl Snapshot {
     /// the old file's WAL or journal.
     ///
     /// ```
-    /// use diesel_sqlite_backup::{establish, BackupExt};
+    /// use diesel::{Connection, SqliteConnection};
+    /// use diesel_sqlite_backup::BackupExt;
     ///
-    /// let snapshot = establish(":memory:")?.snapshot()?; // taken now...
+    /// let snapshot = SqliteConnection::establish(":memory:")?.snapshot()?; // taken now...
     /// let dir = tempfile::tempdir()?;
     /// snapshot.save_as(dir.path().join("later.db"))?; // ...written later
     /// # Ok::<(), Box<dyn std::error::Error>>(())

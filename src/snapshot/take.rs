@@ -16,7 +16,7 @@ use libsqlite3_sys as ffi;
 use super::Snapshot;
 use crate::backup::budget::{Budget, BudgetedBusyHandler};
 use crate::backup::handle::RawBackup;
-use crate::backup::{checks, convert, engine, handle, BackupOptions};
+use crate::backup::{checks, convert, engine, BackupOptions};
 use crate::error::{BackupError, Operation};
 use crate::raw::{DbRef, OwnedDb, Storage};
 
@@ -30,7 +30,7 @@ pub(crate) fn snapshot(
     opts: &mut BackupOptions<'_>,
 ) -> Result<Snapshot, BackupError> {
     let budget = opts.budget(OP);
-    let src = handle(conn, &budget)?;
+    let src = crate::raw::raw_handle(conn);
     let schema = checks::schema(&src, &opts.schema, OP)?;
     checks::source_not_writing(&src, &schema, OP)?;
     let path = src.display_path(&schema);

@@ -7,16 +7,15 @@ use std::error::Error;
 use std::path::Path;
 use std::sync::Arc;
 
-use diesel::SqliteConnection;
+use diesel::{Connection, SqliteConnection};
 use libsqlite3_sys as ffi;
 
 pub use cache::TemplateCache;
 pub use guard::{KeepOnPanic, Keepable};
 
-use crate::backup::handle_for;
 use crate::error::{BackupError, Operation};
 use crate::raw::OwnedDb;
-use crate::{establish, BackupExt, BackupOptions, SingletonManager};
+use crate::{BackupExt, BackupOptions, SingletonManager};
 
 const OP: Operation = Operation::Template;
 
@@ -99,10 +98,10 @@ impl Template {
     /// [`restore_from_bytes`](crate::BackupExt::restore_from_bytes) checks bytes.
     ///
     /// ```
-    /// use diesel::RunQueryDsl;
-    /// use diesel_sqlite_backup::{establish, BackupExt, Template};
+    /// use diesel::{Connection, RunQueryDsl, SqliteConnection};
+    /// use diesel_sqlite_backup::{BackupExt, Template};
     ///
-    /// let mut seed = establish(":memory:")?;
+    /// let mut seed = SqliteConnection::establish(":memory:")?;
     /// diesel::sql_query("CREATE TABLE t(x)").execute(&mut seed)?;
     /// let template = Template::from_bytes(&seed.snapshot()?)?;
     /// diesel::sql_query("SELECT x FROM t").execute(&mut template.connection()?)?;
@@ -117,7 +116,7 @@ impl Template {
 
     /// A template holding a copy of `conn`'s `main` database as it is now.
     pub fn from_connection(conn: &mut SqliteConnection) -> Result<Template, BackupError> {
-        let db = handle_for(conn, OP)?;
+        let db = crate::raw::raw_handle(conn);
         let image = match db.serialize_main() {
             Some(mut image) => {
                 // No in-memory copy can open an image whose header says WAL.
@@ -158,12 +157,12 @@ impl Template {
         self.image.is_empty()
     }
 
-    /// A private, writable, backup-capable in-memory copy of the template. Writes to it never
+    /// A private, writable in-memory copy of the template. Writes to it never
     /// reach the template or any other copy.
     pub fn connection(&self) -> Result<SqliteConnection, BackupError> {
         let mut conn = fresh_connection()?;
         if !self.image.is_empty() {
-            let db = handle_for(&mut conn, OP)?;
+            let db = crate::raw::raw_handle(&mut conn);
             db.deserialize_main(&self.image).map_err(sqlite)?;
         }
         Ok(conn)
@@ -202,7 +201,7 @@ impl Template {
 }
 
 fn fresh_connection() -> Result<SqliteConnection, BackupError> {
-    establish(":memory:").map_err(|e| BackupError::Init {
+    SqliteConnection::establish(":memory:").map_err(|e| BackupError::Init {
         op: OP,
         source: e.into(),
     })

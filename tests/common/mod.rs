@@ -8,7 +8,7 @@ pub mod strace;
 use std::path::{Path, PathBuf};
 
 use diesel::prelude::*;
-use diesel_sqlite_backup::{establish, memory_pool, SingletonManager};
+use diesel_sqlite_backup::{memory_pool, SingletonManager};
 
 pub type Pool = r2d2::Pool<SingletonManager>;
 
@@ -180,13 +180,13 @@ impl Drop for LockHolder {
 
 /// Opens a database file with a plain connection and counts its notes.
 pub fn notes_in_file(path: &Path) -> i64 {
-    let mut conn = establish(path.to_str().unwrap()).expect("open saved file");
+    let mut conn = SqliteConnection::establish(path.to_str().unwrap()).expect("open saved file");
     app::note_count(&mut conn)
 }
 
 /// `PRAGMA integrity_check` of a database file.
 pub fn integrity(path: &Path) -> String {
-    integrity_of(&mut establish(path.to_str().unwrap()).expect("open file"))
+    integrity_of(&mut SqliteConnection::establish(path.to_str().unwrap()).expect("open file"))
 }
 
 /// Every entry of `dir` whose name marks it as a save's temporary file.

@@ -2,6 +2,7 @@
 //! another writer, a rename, another page size, a conversion, a racing commit, a busy file.
 
 use diesel::connection::SimpleConnection;
+use diesel::{Connection, SqliteConnection};
 use diesel_sqlite_backup::{memory_pool, BackupExt};
 
 use crate::py;
@@ -112,7 +113,7 @@ fn file_changed_or_replaced_behind_our_back_saves_in_full() {
 fn plain_connections_fall_back_to_full() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("doc.db");
-    let mut conn = diesel_sqlite_backup::establish(":memory:").unwrap();
+    let mut conn = SqliteConnection::establish(":memory:").unwrap();
     conn.batch_execute("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
         .unwrap();
     conn.save_as_with(&path, incremental()).unwrap();
@@ -306,7 +307,7 @@ fn commits_that_bypass_the_record_still_reach_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("doc.db");
     pool.get().unwrap().save_as(&path).unwrap();
-    let mut plain = diesel_sqlite_backup::establish(&plain_uri).unwrap();
+    let mut plain = SqliteConnection::establish(&plain_uri).unwrap();
 
     // The unrecorded commit is the last one.
     transfer(&mut plain, 2_000, 1.0, 1);
@@ -362,7 +363,7 @@ fn a_spilled_rollback_does_not_hide_a_bypassing_commit() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("doc.db");
     pool.get().unwrap().save_as(&path).unwrap();
-    let mut plain = diesel_sqlite_backup::establish(&plain_uri).unwrap();
+    let mut plain = SqliteConnection::establish(&plain_uri).unwrap();
     transfer(&mut plain, 2_000, 1.0, 1);
     // Page 1 is journalled (the file grows) but never spilled (the b-tree holds it); the
     // other pages spill into memory before the rollback.

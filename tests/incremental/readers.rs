@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel_sqlite_backup::{establish, BackupExt};
+use diesel_sqlite_backup::BackupExt;
 
 use crate::support::*;
 
@@ -57,7 +57,7 @@ fn readers_in_a_thread_and_a_process_never_see_a_torn_file() {
     let thread = {
         let (stop, path) = (stop.clone(), path.clone());
         std::thread::spawn(move || {
-            let mut c = establish(path.to_str().unwrap()).unwrap();
+            let mut c = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
             c.batch_execute("PRAGMA busy_timeout=120000").unwrap();
             let (mut reads, mut torn) = (0u64, Vec::new());
             loop {

@@ -4,9 +4,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
-use diesel::SqliteConnection;
+use diesel::{Connection, SqliteConnection};
 use diesel_sqlite_backup::{
-    establish, shared_thread_pool, BackupError, BackupExt, BackupOptions, SingletonManager,
+    shared_thread_pool, BackupError, BackupExt, BackupOptions, SingletonManager,
 };
 
 use crate::support::*;
@@ -47,9 +47,12 @@ fn restores_and_saves(plain_saver: bool) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("doc.db");
     pool.get().unwrap().save_as(&path).unwrap();
-    let (mut plain, mut pooled) = (establish(&plain_uri).unwrap(), pool.get().unwrap());
+    let (mut plain, mut pooled) = (
+        SqliteConnection::establish(&plain_uri).unwrap(),
+        pool.get().unwrap(),
+    );
     let saver: &mut SqliteConnection = if plain_saver { &mut plain } else { &mut pooled };
-    let mut probe = establish(path.to_str().unwrap()).unwrap();
+    let mut probe = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
     let (failed, restores_done) = (AtomicBool::new(false), AtomicBool::new(false));
     let (restored, saved) = std::thread::scope(|s| {
         let restores = s.spawn(|| {

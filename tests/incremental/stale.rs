@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use diesel::connection::SimpleConnection;
-use diesel_sqlite_backup::{establish, BackupExt};
+use diesel::{Connection, SqliteConnection};
+use diesel_sqlite_backup::BackupExt;
 
 use crate::support::*;
 
@@ -95,7 +96,7 @@ fn connections_opened_before_a_full_save_stay_valid() {
     let thread = {
         let (stop, path) = (stop.clone(), path.clone());
         std::thread::spawn(move || {
-            let mut c = establish(path.to_str().unwrap()).unwrap();
+            let mut c = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
             c.batch_execute("PRAGMA busy_timeout=120000").unwrap();
             let (mut reads, mut bad) = (0u64, Vec::new());
             while !stop.load(Ordering::SeqCst) {
@@ -207,7 +208,7 @@ fn connections_left_on_files_plain_renames_replaced_leave_journals_alone() {
         let pool = ledger(200);
         let mut c = pool.get().unwrap();
         c.save_as(&path).unwrap();
-        let mut stale = establish(path.to_str().unwrap()).unwrap();
+        let mut stale = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
         stale.batch_execute("SELECT count(*) FROM a").unwrap();
         transfer(&mut c, 200, 10.0, 1);
         match route {

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
-use diesel_sqlite_backup::establish;
+use diesel::{Connection, SqliteConnection};
 
 use super::check;
 use super::matrix::{assert_none, INVALID};
@@ -37,7 +37,7 @@ fn on_own_locked_file(routes: &[Route]) -> Vec<String> {
         let file = dir.path().join("locked.db");
         py::run(py::MAKE_FILE, &[file.to_str().unwrap(), "page_size:4096"]);
         let committed = py::dump(&file);
-        let mut holder = establish(file.to_str().unwrap()).unwrap();
+        let mut holder = SqliteConnection::establish(file.to_str().unwrap()).unwrap();
         holder
             .batch_execute("BEGIN EXCLUSIVE; INSERT INTO rows_(label) VALUES ('uncommitted');")
             .unwrap();

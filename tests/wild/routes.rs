@@ -3,10 +3,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use diesel::SqliteConnection;
-use diesel_sqlite_backup::{
-    establish, Backup, BackupError, BackupExt, BackupOptions, StepResult, Template,
-};
+use diesel::{Connection, SqliteConnection};
+use diesel_sqlite_backup::{Backup, BackupError, BackupExt, BackupOptions, StepResult, Template};
 
 use super::check::{fresh_pool, used_dump, used_pool, Dest, Old};
 
@@ -16,19 +14,21 @@ pub enum Route {
     /// `pool.get()?.restore_from_with(path, opts)`, into a fresh or a used pool, with or
     /// without `verify_integrity(true)`.
     Restore { used: bool, verify: bool },
-    /// `establish(path)?.backup_to(&mut pool.get()?, opts)`.
+    /// `SqliteConnection::establish(path)?.backup_to(&mut pool.get()?, opts)`.
     BackupTo { used: bool },
-    /// `Backup::new(&mut establish(path)?, &mut pool.get()?)`, stepped to `Done`, `finish()`.
+    /// `Backup::new(&mut SqliteConnection::establish(path)?, &mut pool.get()?)`, stepped to
+    /// `Done`, `finish()`.
     Stepped { used: bool },
     /// `Template::from_file(path)?.connection()`.
     FromFileConnection,
     /// `Template::from_file(path)?.pool()`.
     FromFilePool,
-    /// `Template::from_connection(&mut establish(path)?)?.connection()`.
+    /// `Template::from_connection(&mut SqliteConnection::establish(path)?)?.connection()`.
     FromConnConnection,
-    /// `Template::from_connection(&mut establish(path)?)?.pool()`.
+    /// `Template::from_connection(&mut SqliteConnection::establish(path)?)?.pool()`.
     FromConnPool,
-    /// `Template::from_connection(&mut establish(path)?)?.copy_into(&mut used.get()?)`.
+    /// `Template::from_connection(&mut SqliteConnection::establish(path)?)?`
+    /// `.copy_into(&mut used.get()?)`.
     FromConnCopyInto,
 }
 
@@ -162,7 +162,8 @@ pub struct Outcome {
 }
 
 fn open(path: &Path) -> Result<SqliteConnection, Failure> {
-    establish(path.to_str().unwrap()).map_err(|e| failure(format!("establish failed: {e}"), false))
+    SqliteConnection::establish(path.to_str().unwrap())
+        .map_err(|e| failure(format!("establish failed: {e}"), false))
 }
 
 fn dest_pool(used: bool) -> (Dest, Old) {
