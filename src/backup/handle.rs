@@ -351,7 +351,7 @@ impl<'a> Waiting<'a> {
                 ),
             });
         }
-        let tracker = crate::incremental::tracker_of(&dst, &dst_schema);
+        let tracker = crate::incremental::record_of(&dst, &dst_schema);
         let opening = match crate::incremental::opens::begin(tracker, &budget, &dest_path) {
             Ok(opening) => opening,
             // An autosave is saving this database right now: the next step tries again.

@@ -46,7 +46,7 @@ pub(crate) fn restore_from(
             });
         }
     }
-    let tracker = incremental::tracker_of(&dest, &schema);
+    let tracker = incremental::record_of(&dest, &schema);
     // Before the file is read: an autosave saving meanwhile may be writing this very file.
     let opening = incremental::opens::begin(tracker.clone(), &budget, &dest_path)?;
     let before = FileId::of(path);
@@ -64,7 +64,7 @@ pub(crate) fn restore_from(
     let epoch = tracker.clear();
     let base = file_baseline(&src, path, before);
     let plan = {
-        let _untracked = incremental::Untracked::new(&dest);
+        let _untracked = incremental::Untracked::new(&dest, &schema);
         load(&dest, &schema, &dest_path, &src, path, opts, &budget)
     };
     match (plan, base) {

@@ -68,32 +68,43 @@ use std::sync::Arc;
 use crate::raw::{memdb_vfs, DbRef, Storage};
 use tracker::Tracker;
 
-/// The write record of `schema` of `db`: only a pool database's `main` has one.
+/// The write record of `schema` of `db` for saves, which read pages through `main`: only a
+/// pool database opened as a connection's `main` has one.
 pub(crate) fn tracker_of(db: &DbRef<'_>, schema: &CStr) -> Option<Arc<Tracker>> {
-    if schema != c"main" || db.storage(schema) != Storage::PatchedMemdb {
+    if schema != c"main" {
+        return None;
+    }
+    record_of(db, schema)
+}
+
+/// The write record of the pool database that `schema` of `db` is, under whatever name it is
+/// attached: an Open into it must reach that database's autosave however it arrives.
+pub(crate) fn record_of(db: &DbRef<'_>, schema: &CStr) -> Option<Arc<Tracker>> {
+    if db.storage(schema) != Storage::PatchedMemdb {
         return None;
     }
     let file = db.file_object(schema)?;
-    // SAFETY: `file` is the connection's open main file object, alive while `db` is
+    // SAFETY: `file` is the connection's open file object of `schema`, alive while `db` is
     // borrowed; tracker_of only reads our region when the object carries our table.
     unsafe { memdb_vfs::tracker_of(file).cloned() }
 }
 
-/// While alive, writes through `db`'s main file are not recorded: they are a restore making
+/// While alive, writes through `schema` of `db` are not recorded: they are a restore making
 /// the database equal to the file that becomes the baseline.
 pub(crate) struct Untracked<'d, 'a> {
     db: &'d DbRef<'a>,
+    schema: &'d CStr,
 }
 
 impl<'d, 'a> Untracked<'d, 'a> {
-    pub(crate) fn new(db: &'d DbRef<'a>) -> Self {
-        Self::set(db, true);
-        Untracked { db }
+    pub(crate) fn new(db: &'d DbRef<'a>, schema: &'d CStr) -> Self {
+        Self::set(db, schema, true);
+        Untracked { db, schema }
     }
 
-    fn set(db: &DbRef<'_>, on: bool) {
-        if let Some(file) = db.file_object(c"main") {
-            // SAFETY: the connection's open main file object; only ours is touched.
+    fn set(db: &DbRef<'_>, schema: &CStr, on: bool) {
+        if let Some(file) = db.file_object(schema) {
+            // SAFETY: the connection's open file object of `schema`; only ours is touched.
             unsafe { memdb_vfs::set_untracked(file, on) };
         }
     }
@@ -101,6 +112,6 @@ impl<'d, 'a> Untracked<'d, 'a> {
 
 impl Drop for Untracked<'_, '_> {
     fn drop(&mut self) {
-        Self::set(self.db, false);
+        Self::set(self.db, self.schema, false);
     }
 }

@@ -10,7 +10,7 @@ use libsqlite3_sys as ffi;
 use crate::backup::restore::{begin_read, check_header, classify, load, verify_integrity};
 use crate::backup::{checks, BackupOptions};
 use crate::error::{BackupError, Operation};
-use crate::incremental::{opens, tracker_of};
+use crate::incremental::{opens, record_of};
 use crate::raw::{memdb, OwnedDb};
 
 const OP: Operation = Operation::Restore;
@@ -52,7 +52,7 @@ pub(crate) fn restore_from_bytes(
     if opts.verify {
         verify_integrity(&src, label)?;
     }
-    let opening = opens::begin(tracker_of(&dest, &schema), &budget, &dest_path)?;
+    let opening = opens::begin(record_of(&dest, &schema), &budget, &dest_path)?;
     load(&dest, &schema, &dest_path, &src, label, opts, &budget)?;
     opening.completed();
     Ok(())

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use diesel_sqlite_backup::{Autosave, AutosaveOptions, BackupError, BackupExt};
 
-use super::{add_item, items_in, ledger_pool, MS, PATIENCE};
+use super::{add_item, items_in, ledger, ledger_pool, MS, PATIENCE};
 
 fn fast() -> AutosaveOptions {
     AutosaveOptions::default()
@@ -419,4 +419,59 @@ fn a_long_file_name_gets_a_shorter_lock_name() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(names, [name], "litter left");
+}
+
+/// An Open through another connection that ATTACHes the pool's database by its URI is an
+/// Open too: the commits before it reach the old file first, and the opened document is not
+/// saved over it (found by the adversarial review: the autosave used to write it there).
+#[test]
+fn an_open_into_the_database_attached_elsewhere_is_an_open() {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, SqliteConnection};
+    use diesel_sqlite_backup::{Backup, BackupOptions, SingletonManager, StepResult};
+    for route in ["restore_from", "restore_from_bytes", "stepped"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, opened) = (dir.path().join("old.db"), dir.path().join("opened.db"));
+        document(&opened, 5);
+        let manager = SingletonManager::new();
+        let uri = manager.uri().to_owned();
+        let pool = ledger(r2d2::Pool::builder().max_size(2).build(manager).unwrap());
+        let quiet = AutosaveOptions::default().on_error(|_| {}); // the default quiet period
+        let autosave = Autosave::start(&pool, &old, quiet).unwrap();
+        add_item(&mut pool.get().unwrap());
+        let mut side = SqliteConnection::establish(":memory:").unwrap();
+        side.batch_execute(&format!("ATTACH '{uri}' AS p")).unwrap();
+        let into_p = || BackupOptions::default().schema("p");
+        let mut src = SqliteConnection::establish(opened.to_str().unwrap()).unwrap();
+        match route {
+            "restore_from" => side.restore_from_with(&opened, into_p()).unwrap(),
+            "restore_from_bytes" => {
+                let bytes = src.snapshot().unwrap();
+                side.restore_from_bytes_with(&bytes, into_p()).unwrap()
+            }
+            _ => {
+                let mut backup = Backup::with_schemas(&mut src, "main", &mut side, "p").unwrap();
+                while backup.step(-1).unwrap() != StepResult::Done {
+                    std::thread::sleep(MS);
+                }
+                backup.finish().unwrap();
+            }
+        }
+        assert_eq!(
+            items_in(&old),
+            1,
+            "{route}: the commit before the Open was lost"
+        );
+        assert_eq!(items_in_pool(&pool), 5, "{route}");
+        let err = autosave.save_now().unwrap_err();
+        assert!(
+            matches!(err, BackupError::DocumentOpened { .. }),
+            "{route}: {err}"
+        );
+        assert_eq!(
+            items_in(&old),
+            1,
+            "{route}: the Open was saved over the old file"
+        );
+    }
 }
