@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{app, filled_pool, pool_of, python, scalar, Pool};
+use common::{app, filled_pool, python, scalar, Pool};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, SqliteConnection};
 use diesel_sqlite_backup::{memory_pool, BackupError, BackupExt, BackupOptions};
@@ -430,30 +430,12 @@ fn a_zero_byte_file_loads_as_an_empty_database() {
 fn a_file_whose_encoding_field_sqlite_reads_as_utf8_loads() {
     let dir = tempfile::tempdir().unwrap();
     let later = saved_file(dir.path(), "later.db", 5);
-    for field in [4u32, 8, 256] {
-        let file = dir.path().join(format!("field-{field}.db"));
-        common::python_words_file(&file, Some(field));
-        assert_eq!(
-            common::python_reads_words(&file),
-            "50 UTF-8",
-            "field {field}"
+    for (field, file, _) in common::odd_encoding_files(dir.path()) {
+        common::assert_odd_encoding_loads(
+            &format!("field {field}"),
+            |conn, options| conn.restore_from_with(&file, options),
+            |conn| conn.restore_from(&later),
         );
-        for (used, verify) in [(false, false), (false, true), (true, false), (true, true)] {
-            let what = format!("field {field}, used {used}, verify {verify}");
-            let pool = pool_of(2);
-            if used {
-                app::migrate(&mut pool.get().unwrap());
-                app::fill(&mut pool.get().unwrap(), "old", 3, 10);
-            }
-            let options = BackupOptions::default().verify_integrity(verify);
-            pool.get()
-                .unwrap()
-                .restore_from_with(&file, options)
-                .unwrap_or_else(|e| panic!("{what}: {e}"));
-            common::assert_holds_words(&pool, &what);
-            pool.get().unwrap().restore_from(&later).expect(&what);
-            assert_eq!(app::note_count(&mut pool.get().unwrap()), 5, "{what}");
-        }
     }
 }
 

@@ -329,30 +329,12 @@ fn empty_bytes_load_as_an_empty_database() {
 fn bytes_whose_encoding_field_sqlite_reads_as_utf8_load() {
     let dir = tempfile::tempdir().unwrap();
     let later = filled_pool(5, 10).get().unwrap().snapshot().unwrap();
-    for field in [4u32, 8, 256] {
-        let file = dir.path().join(format!("field-{field}.db"));
-        let bytes = common::python_words_file(&file, Some(field));
-        assert_eq!(
-            common::python_reads_words(&file),
-            "50 UTF-8",
-            "field {field}"
+    for (field, _, bytes) in common::odd_encoding_files(dir.path()) {
+        common::assert_odd_encoding_loads(
+            &format!("field {field}"),
+            |conn, options| conn.restore_from_bytes_with(&bytes, options),
+            |conn| conn.restore_from_bytes(&later),
         );
-        for (used, verify) in [(false, false), (false, true), (true, false), (true, true)] {
-            let what = format!("field {field}, used {used}, verify {verify}");
-            let pool = pool_of(2);
-            if used {
-                app::migrate(&mut pool.get().unwrap());
-                app::fill(&mut pool.get().unwrap(), "old", 3, 10);
-            }
-            let options = BackupOptions::default().verify_integrity(verify);
-            pool.get()
-                .unwrap()
-                .restore_from_bytes_with(&bytes, options)
-                .expect(&what);
-            common::assert_holds_words(&pool, &what);
-            pool.get().unwrap().restore_from_bytes(&later).expect(&what);
-            assert_eq!(app::note_count(&mut pool.get().unwrap()), 5, "{what}");
-        }
         let template = Template::from_bytes(&bytes).expect("template");
         let mut conn = template.connection().unwrap();
         assert_eq!(

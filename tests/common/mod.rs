@@ -90,6 +90,46 @@ pub fn python_reads_words(path: &Path) -> String {
     )
 }
 
+/// Files Python wrote into `dir` whose header encoding field says 4, 8 or 256, which SQLite
+/// (and so Python) reads as UTF-8: `(field, path, bytes)`.
+pub fn odd_encoding_files(dir: &Path) -> Vec<(u32, PathBuf, Vec<u8>)> {
+    [4u32, 8, 256]
+        .into_iter()
+        .map(|field| {
+            let file = dir.join(format!("field-{field}.db"));
+            let bytes = python_words_file(&file, Some(field));
+            assert_eq!(python_reads_words(&file), "50 UTF-8", "field {field}");
+            (field, file, bytes)
+        })
+        .collect()
+}
+
+/// `open` loads such a file into a fresh pool and into one holding other notes, with and
+/// without `verify_integrity`: each pool then holds the words, and a later Open by `reopen`
+/// (of the 5-note document) works.
+pub fn assert_odd_encoding_loads(
+    what: &str,
+    open: impl Fn(
+        &mut SqliteConnection,
+        diesel_sqlite_backup::BackupOptions,
+    ) -> Result<(), diesel_sqlite_backup::BackupError>,
+    reopen: impl Fn(&mut SqliteConnection) -> Result<(), diesel_sqlite_backup::BackupError>,
+) {
+    for (used, verify) in [(false, false), (false, true), (true, false), (true, true)] {
+        let what = format!("{what}, used {used}, verify {verify}");
+        let pool = pool_of(2);
+        if used {
+            app::migrate(&mut pool.get().unwrap());
+            app::fill(&mut pool.get().unwrap(), "old", 3, 10);
+        }
+        let options = diesel_sqlite_backup::BackupOptions::default().verify_integrity(verify);
+        open(&mut pool.get().unwrap(), options).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_holds_words(&pool, &what);
+        reopen(&mut pool.get().unwrap()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(app::note_count(&mut pool.get().unwrap()), 5, "{what}");
+    }
+}
+
 /// Two connections of `pool` at once (where it has two) read the rows of a
 /// [`python_words_file`], one writes and the other sees it, `integrity_check` passes, and
 /// page 1's encoding field is UTF-8's (1), as SQLite itself writes it.

@@ -13,20 +13,26 @@ use diesel_sqlite_backup::{
 };
 
 /// Every route that writes a user's file, by the name the test and the child share.
-pub const ROUTES: &[&str] = &[
+/// Saves by rename: the old file is replaced whole.
+pub const RENAME_ROUTES: &[&str] = &[
     "save_as",
     "save_as_over_hot_journal",
+    "snapshot",
+    "template_cache",
+];
+
+/// Saves in place, whole or incremental.
+pub const IN_PLACE_ROUTES: &[&str] = &[
     "full_in_place",
     "full_in_place_shrink",
     "over_python_file",
     "incremental_update",
     "incremental_growth",
     "incremental_shrink",
-    "autosave",
-    "autosave_start",
-    "snapshot",
-    "template_cache",
 ];
+
+/// Autosave's saves: its first (in `start`) and a later one.
+pub const AUTOSAVE_ROUTES: &[&str] = &["autosave", "autosave_start"];
 
 /// The page sizes explored: SQLite's smallest, its default, and two larger ones.
 pub const PAGE_SIZES: &[u32] = &[512, 4096, 8192, 65536];
