@@ -43,15 +43,19 @@ fn fresh_connection_to_a_locked_file_waits_and_names_the_file() {
             BackupOptions::default().timeout(Duration::from_millis(300)),
         )
         .unwrap_err();
-    let elapsed = started.elapsed();
+    assert_busy_waited(&err, &path, started.elapsed());
+}
+
+/// `err` is Busy naming `path`, with a real wait no longer than the call's `elapsed` time.
+fn assert_busy_waited(err: &BackupError, path: &std::path::Path, elapsed: Duration) {
     let BackupError::Busy {
         path: busy, waited, ..
-    } = &err
+    } = err
     else {
         panic!("expected Busy, got {err:?}");
     };
-    assert_eq!(busy, &path, "{err}");
-    assert!(!waited.is_zero(), "{err}");
+    assert_eq!(busy, path, "{err}");
+    assert!(!waited.is_zero(), "did not wait: {err}");
     assert!(
         *waited <= elapsed,
         "waited {waited:?} > call time {elapsed:?}"
@@ -240,16 +244,7 @@ fn save_over_a_file_whose_journal_is_in_use_waits_within_the_budget() {
             BackupOptions::default().timeout(Duration::from_secs(1)),
         )
         .unwrap_err();
-    let elapsed = started.elapsed();
-    let BackupError::Busy {
-        path: busy, waited, ..
-    } = &err
-    else {
-        panic!("expected Busy, got {err:?}");
-    };
-    assert_eq!(busy, &path, "{err}");
-    assert!(!waited.is_zero(), "did not wait: {err}");
-    assert!(*waited <= elapsed, "waited {waited:?} > call {elapsed:?}");
+    assert_busy_waited(&err, &path, started.elapsed());
     assert_eq!(notes_in_file(&path), 10, "the old file was replaced");
     assert!(temp_files(dir.path()).is_empty());
 
