@@ -17,6 +17,7 @@ use diesel_sqlite_backup::{
 pub const RENAME_ROUTES: &[&str] = &[
     "save_as",
     "save_as_over_hot_journal",
+    "save_as_over_wal",
     "snapshot",
     "template_cache",
 ];
@@ -32,7 +33,8 @@ pub const IN_PLACE_ROUTES: &[&str] = &[
 ];
 
 /// Autosave's saves: its first (in `start`) and a later one.
-pub const AUTOSAVE_ROUTES: &[&str] = &["autosave", "autosave_start"];
+/// And an Open's save of the commits before it.
+pub const AUTOSAVE_ROUTES: &[&str] = &["autosave", "autosave_start", "open_flush"];
 
 /// The page sizes explored: SQLite's smallest, its default, and two larger ones.
 pub const PAGE_SIZES: &[u32] = &[512, 4096, 8192, 65536];
@@ -55,6 +57,9 @@ fn cache(dir: &Path, page_size: u32) -> TemplateCache {
 pub fn prepare(route: &str, dir: &Path, page_size: u32) {
     if route == "save_as_over_hot_journal" {
         return python_hot_journal(&dir.join("doc.db"), page_size);
+    }
+    if route == "save_as_over_wal" {
+        return python_wal_frames(&dir.join("doc.db"), page_size);
     }
     if route != "over_python_file" {
         return;
@@ -113,6 +118,34 @@ os._exit(0)
     assert!(
         std::fs::metadata(journal).is_ok_and(|m| m.len() > 0),
         "no hot journal"
+    );
+}
+
+/// A WAL-mode file Python's SQLite died with: commits still in the `-wal`, not checkpointed.
+fn python_wal_frames(path: &Path, page_size: u32) {
+    let script = r#"
+import os, sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("PRAGMA page_size=%d" % int(sys.argv[2]))
+con.execute("PRAGMA journal_mode=WAL")
+con.execute("PRAGMA wal_autocheckpoint=0")
+con.execute("CREATE TABLE doc (id INTEGER PRIMARY KEY, v INTEGER NOT NULL, body BLOB NOT NULL)")
+con.executemany("INSERT INTO doc VALUES (?, 0, randomblob(300))", [(i,) for i in range(int(sys.argv[3]))])
+con.execute("UPDATE doc SET v = 1, body = randomblob(250) WHERE id % 3 = 0")
+os._exit(0)
+"#;
+    let status = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .arg(page_size.to_string())
+        .arg(rows_for(page_size, 6).to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let wal = path.with_file_name("doc.db-wal");
+    assert!(
+        std::fs::metadata(wal).is_ok_and(|m| m.len() > 0),
+        "no WAL frames"
     );
 }
 
@@ -199,6 +232,12 @@ pub fn run(route: &str, dir: &Path, page_size: u32) {
             pool.get().unwrap().save_as(&file).unwrap();
             end();
         }
+        "save_as_over_wal" => {
+            let pool = pool(page_size);
+            begin();
+            pool.get().unwrap().save_as(&file).unwrap();
+            end();
+        }
         "full_in_place" => {
             pool(page_size).get().unwrap().save_as(&file).unwrap();
             // Another database, with no record of that file: the whole of it goes in place.
@@ -271,6 +310,20 @@ pub fn run(route: &str, dir: &Path, page_size: u32) {
             let autosave = Autosave::start(&pool, &file, options).unwrap();
             end();
             autosave.stop().unwrap();
+        }
+        "open_flush" => {
+            let pool = pool(page_size);
+            let options = AutosaveOptions::default()
+                .every(Duration::from_secs(3600))
+                .quiet(Duration::from_secs(3600))
+                .on_error(|_| {});
+            let autosave = Autosave::start(&pool, &file, options).unwrap();
+            update(&mut pool.get().unwrap());
+            let other = self::pool(page_size).get().unwrap().snapshot().unwrap();
+            begin();
+            pool.get().unwrap().restore_from_bytes(&other).unwrap();
+            end();
+            drop(autosave);
         }
         "snapshot" => {
             let pool = pool(page_size);
