@@ -26,6 +26,20 @@ pub use raw::init;
 pub use snapshot::Snapshot;
 pub use template::{KeepOnPanic, Keepable, Template, TemplateCache};
 
+// The texts under docs/ are doctested like the README: every ```rust block there runs.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/design.md")]
+mod docs_design {}
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guarantees.md")]
+mod docs_guarantees {}
+#[cfg(doctest)]
+#[doc = include_str!("../docs/performance.md")]
+mod docs_performance {}
+#[cfg(doctest)]
+#[doc = include_str!("../docs/reliability.md")]
+mod docs_reliability {}
+
 use diesel::{Connection, ConnectionResult, SqliteConnection};
 
 /// Opens a plain Diesel connection: exactly `SqliteConnection::establish(url)`.

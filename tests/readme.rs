@@ -1,14 +1,30 @@
 //! The README is read in two places: as the crate's rustdoc page, where every ```rust block
 //! is a doctest (`cargo test --doc`), and as plain Markdown on a forge or crates.io. These
 //! checks keep rustdoc-only syntax out of it, so what a reader copies is what is tested.
+//! The README is the front page; the rest lives in docs/, whose Rust blocks run as doctests
+//! too (src/lib.rs includes each file under `cfg(doctest)`).
 
 const README: &str = include_str!("../README.md");
 
-/// Each fenced block: (its language tag, its lines, the line number of its opening fence).
+/// The texts under docs/, by name: each is doctested through src/lib.rs.
+const DOCS: [(&str, &str); 5] = [
+    ("design.md", include_str!("../docs/design.md")),
+    ("guarantees.md", include_str!("../docs/guarantees.md")),
+    ("performance.md", include_str!("../docs/performance.md")),
+    ("reliability.md", include_str!("../docs/reliability.md")),
+    ("power-loss.md", include_str!("../docs/power-loss.md")),
+];
+
+/// Each fenced block of the README: (its language tag, its lines, the line number of its
+/// opening fence).
 fn code_blocks() -> Vec<(&'static str, Vec<&'static str>, usize)> {
+    blocks_of(README)
+}
+
+fn blocks_of(text: &'static str) -> Vec<(&'static str, Vec<&'static str>, usize)> {
     let mut blocks = Vec::new();
     let mut open: Option<(&str, Vec<&str>, usize)> = None;
-    for (i, line) in README.lines().enumerate() {
+    for (i, line) in text.lines().enumerate() {
         match (open.take(), line.strip_prefix("```")) {
             (None, Some(lang)) => open = Some((lang.trim(), Vec::new(), i + 1)),
             (Some(block), Some("")) => blocks.push(block),
@@ -56,12 +72,65 @@ fn the_readme_is_the_crate_documentation() {
 
 #[test]
 fn every_code_block_says_its_language() {
-    for (lang, _, at) in code_blocks() {
+    let texts = [("README.md", README)].into_iter().chain(DOCS);
+    for (name, text) in texts {
+        for (lang, _, at) in blocks_of(text) {
+            assert!(
+                ["rust", "sh", "toml", "text"].contains(&lang),
+                "{name} line {at}: code block tagged {lang:?}; use rust (a doctest), sh, toml \
+                 or text"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_docs_are_doctested() {
+    let lib = include_str!("../src/lib.rs");
+    for (name, text) in DOCS {
+        let include = format!(r#"#[doc = include_str!("../docs/{name}")]"#);
+        let has_rust = blocks_of(text).iter().any(|(lang, _, _)| *lang == "rust");
         assert!(
-            ["rust", "sh", "toml"].contains(&lang),
-            "README line {at}: code block tagged {lang:?}; use rust (a doctest), sh or toml"
+            !has_rust || lib.contains(&include),
+            "docs/{name} has Rust blocks: src/lib.rs must include it under cfg(doctest)"
         );
     }
+}
+
+#[test]
+fn the_readme_is_a_front_page() {
+    let lines = README.lines().count();
+    assert!(
+        lines <= 250,
+        "README has {lines} lines; move details into docs/"
+    );
+}
+
+#[test]
+fn every_linked_doc_exists() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut linked = 0;
+    for (at, part) in README.split("](docs/").enumerate().skip(1) {
+        let target = part.split([')', '#']).next().unwrap();
+        let path = root.join("docs").join(target);
+        assert!(
+            path.is_file(),
+            "README link {at} to docs/{target}: no such file"
+        );
+        linked += 1;
+    }
+    for name in [
+        "guarantees.md",
+        "design.md",
+        "performance.md",
+        "reliability.md",
+    ] {
+        assert!(
+            README.contains(&format!("](docs/{name}")),
+            "README links docs/{name}"
+        );
+    }
+    assert!(linked > 0);
 }
 
 #[test]
@@ -153,12 +222,9 @@ fn the_sections_come_in_order() {
     for heading in [
         "## The problem",
         "## Quick start",
-        "## Guarantees",
-        "### Limits",
-        "## How it works",
+        "## What it does",
         "## Test harness",
-        "## Performance",
-        "## Reliability suite",
+        "## Guarantees",
         "## Errors",
         "## Features and MSRV",
     ] {
