@@ -501,7 +501,16 @@ def content_of(files, dbname, scratch):
             check = [r[0] for r in con.execute("PRAGMA integrity_check")]
             if check != ["ok"]:
                 return ("bad", "integrity_check: " + "; ".join(check[:3]))
-            return hashlib.sha256("\n".join(con.iterdump()).encode()).hexdigest()
+            # The schema and every row, in rowid order: what any reader sees.
+            digest = hashlib.sha256()
+            tables = con.execute(
+                "SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY name").fetchall()
+            digest.update(repr(tables).encode())
+            for kind, name, _, _ in tables:
+                if kind == "table" and not name.startswith("sqlite_"):
+                    for row in con.execute('SELECT * FROM "%s"' % name.replace('"', '""')):
+                        digest.update(repr(row).encode())
+            return digest.hexdigest()
         finally:
             con.close()
     except sqlite3.DatabaseError as e:
