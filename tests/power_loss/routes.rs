@@ -51,103 +51,89 @@ fn cache(dir: &Path, page_size: u32) -> TemplateCache {
     TemplateCache::new(format!("power-loss-{page_size}")).dir(dir)
 }
 
-/// Files the parent makes before the child runs (they are the old version): `(route, dir,
-/// page size)`. A file written by Python's own SQLite, in UTF-16 and with its own page
-/// size, larger than what replaces it.
+/// Files the parent makes before the child runs (they are the old version), each written by
+/// Python's own SQLite.
 pub fn prepare(route: &str, dir: &Path, page_size: u32) {
-    if route == "save_as_over_hot_journal" {
-        return python_hot_journal(&dir.join("doc.db"), page_size);
+    let path = dir.join("doc.db");
+    match route {
+        // UTF-16, another page size, larger than what replaces it.
+        "over_python_file" => {
+            let other_size = if page_size == 65536 {
+                1024
+            } else {
+                page_size * 2
+            };
+            python(
+                "con.execute(\"PRAGMA encoding='UTF-16le'\")\n\
+                 create(con)\n\
+                 con.close()",
+                &path,
+                other_size,
+                rows_for(other_size, 12),
+            );
+        }
+        // Python died while writing: its transaction spilled pages into the file, and its
+        // `-journal` is hot.
+        "save_as_over_hot_journal" => {
+            python(
+                "create(con)\n\
+                 con.execute('PRAGMA cache_size=1')\n\
+                 con.execute('BEGIN')\n\
+                 con.execute('UPDATE doc SET v = 1, body = randomblob(300)')\n\
+                 os._exit(0)",
+                &path,
+                page_size,
+                rows_for(page_size, 8),
+            );
+            let journal = path.with_file_name("doc.db-journal");
+            assert!(
+                journal.metadata().is_ok_and(|m| m.len() > 0),
+                "no hot journal"
+            );
+        }
+        // Python died in WAL mode: commits still in the `-wal`, not checkpointed.
+        "save_as_over_wal" => {
+            python(
+                "con.execute('PRAGMA journal_mode=WAL')\n\
+                 con.execute('PRAGMA wal_autocheckpoint=0')\n\
+                 create(con)\n\
+                 con.execute('UPDATE doc SET v = 1, body = randomblob(250) WHERE id % 3 = 0')\n\
+                 os._exit(0)",
+                &path,
+                page_size,
+                rows_for(page_size, 6),
+            );
+            let wal = path.with_file_name("doc.db-wal");
+            assert!(wal.metadata().is_ok_and(|m| m.len() > 0), "no WAL frames");
+        }
+        _ => {}
     }
-    if route == "save_as_over_wal" {
-        return python_wal_frames(&dir.join("doc.db"), page_size);
-    }
-    if route != "over_python_file" {
-        return;
-    }
-    let script = r#"
-import sqlite3, sys
-con = sqlite3.connect(sys.argv[1])
-con.execute("PRAGMA encoding='UTF-16le'")
+}
+
+/// Runs `body` in python3 with `con` open on `path` (autocommit, `page_size`-byte pages) and
+/// `create(con)` at hand: the routes' table, `rows` rows of 300 random bytes, one commit.
+fn python(body: &str, path: &Path, page_size: u32, rows: u32) {
+    let prelude = r#"
+import os, sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
 con.execute("PRAGMA page_size=%d" % int(sys.argv[2]))
-con.execute("CREATE TABLE doc (id INTEGER PRIMARY KEY, v INTEGER NOT NULL, body BLOB NOT NULL)")
-con.executemany("INSERT INTO doc VALUES (?, 0, randomblob(300))", [(i,) for i in range(int(sys.argv[3]))])
-con.commit()
-con.close()
+def create(con):
+    con.execute("CREATE TABLE doc (id INTEGER PRIMARY KEY, v INTEGER NOT NULL, body BLOB NOT NULL)")
+    con.execute("BEGIN")
+    con.executemany("INSERT INTO doc VALUES (?, 0, randomblob(300))", [(i,) for i in range(int(sys.argv[3]))])
+    con.execute("COMMIT")
 "#;
-    let other_size = if page_size == 65536 {
-        1024
-    } else {
-        page_size * 2
-    };
-    let rows = rows_for(other_size, 12);
     let status = std::process::Command::new("python3")
-        .args(["-c", script])
-        .arg(dir.join("doc.db"))
-        .arg(other_size.to_string())
+        .args(["-c", &format!("{prelude}{body}\n")])
+        .arg(path)
+        .arg(page_size.to_string())
         .arg(rows.to_string())
         .status()
         .unwrap();
-    assert!(status.success());
-}
-
-/// A file Python's SQLite was writing when it died: its transaction spilled pages into the
-/// file, and its `-journal` is hot.
-fn python_hot_journal(path: &Path, page_size: u32) {
-    let script = r#"
-import os, sqlite3, sys
-con = sqlite3.connect(sys.argv[1], isolation_level=None)
-con.execute("PRAGMA page_size=%d" % int(sys.argv[2]))
-con.execute("CREATE TABLE doc (id INTEGER PRIMARY KEY, v INTEGER NOT NULL, body BLOB NOT NULL)")
-con.execute("BEGIN")
-con.executemany("INSERT INTO doc VALUES (?, 0, randomblob(300))", [(i,) for i in range(int(sys.argv[3]))])
-con.execute("COMMIT")
-con.execute("PRAGMA cache_size=1")
-con.execute("BEGIN")
-con.execute("UPDATE doc SET v = 1, body = randomblob(300)")
-os._exit(0)
-"#;
-    let status = std::process::Command::new("python3")
-        .args(["-c", script])
-        .arg(path)
-        .arg(page_size.to_string())
-        .arg(rows_for(page_size, 8).to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let journal = path.with_file_name("doc.db-journal");
     assert!(
-        std::fs::metadata(journal).is_ok_and(|m| m.len() > 0),
-        "no hot journal"
-    );
-}
-
-/// A WAL-mode file Python's SQLite died with: commits still in the `-wal`, not checkpointed.
-fn python_wal_frames(path: &Path, page_size: u32) {
-    let script = r#"
-import os, sqlite3, sys
-con = sqlite3.connect(sys.argv[1], isolation_level=None)
-con.execute("PRAGMA page_size=%d" % int(sys.argv[2]))
-con.execute("PRAGMA journal_mode=WAL")
-con.execute("PRAGMA wal_autocheckpoint=0")
-con.execute("CREATE TABLE doc (id INTEGER PRIMARY KEY, v INTEGER NOT NULL, body BLOB NOT NULL)")
-con.execute("BEGIN")
-con.executemany("INSERT INTO doc VALUES (?, 0, randomblob(300))", [(i,) for i in range(int(sys.argv[3]))])
-con.execute("COMMIT")
-con.execute("UPDATE doc SET v = 1, body = randomblob(250) WHERE id % 3 = 0")
-os._exit(0)
-"#;
-    let status = std::process::Command::new("python3")
-        .args(["-c", script])
-        .arg(path)
-        .arg(page_size.to_string())
-        .arg(rows_for(page_size, 6).to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let wal = path.with_file_name("doc.db-wal");
-    assert!(
-        std::fs::metadata(wal).is_ok_and(|m| m.len() > 0),
-        "no WAL frames"
+        status.success(),
+        "python3 failed to prepare {}",
+        path.display()
     );
 }
 
