@@ -26,6 +26,65 @@ pub use raw::init;
 pub use snapshot::Snapshot;
 pub use template::{KeepOnPanic, Keepable, Template, TemplateCache};
 
+/// Makes a function a test that gets its own migrated database, with fixtures, cloned from a
+/// template built once per (migrations, fixtures) set and cached on disk by their content.
+///
+/// The function's one argument is the database: `conn: &mut SqliteConnection` or
+/// `mut conn: SqliteConnection` (a private copy), or `pool: r2d2::Pool<SingletonManager>` (a
+/// pool holding a private copy). It returns `()` or `Result<(), E>` with `E: Debug`. A test
+/// that panics or returns `Err` keeps its database, as [`KeepOnPanic`] does, and prints
+/// `sqlite3 <path>`. Do not add `#[test]`: the attribute does.
+///
+/// Arguments, all optional:
+/// - `migrations = "path"`: the migrations folder, relative to the test crate's
+///   `Cargo.toml`; `migrations/` by default; `migrations = false` for none. Embedded with
+///   the crate's own `diesel_migrations::embed_migrations!`: your crate needs no dependency
+///   on diesel_migrations. As with `embed_migrations!`, a changed migration rebuilds the
+///   test, a new one only after the test crate is rebuilt for another reason (or has a
+///   `build.rs` with `cargo:rerun-if-changed=migrations`).
+/// - `fixtures("users", "posts")`: runs `fixtures/users.sql` then `fixtures/posts.sql` after
+///   the migrations; `fixtures(path = "dir", scripts("users"))` (or
+///   `fixtures(path = "dir", "users")`) reads them from another folder. They are part of the
+///   template, so they cost nothing per test.
+/// - `flavor = "multi_thread"`: for `async fn` tests (feature `async`), which otherwise run
+///   on a current-thread tokio runtime.
+///
+/// Templates live in [`TemplateCache::default_dir`] (`target/diesel-sqlite-backup-templates`,
+/// or `$DIESEL_SQLITE_BACKUP_TEMPLATES`), named by a hash of the migrations' and fixtures'
+/// contents: a one-process-per-test runner (`cargo nextest`) migrates once per change.
+///
+/// ```
+/// use diesel::prelude::*;
+/// use diesel_sqlite_backup::SingletonManager;
+///
+/// // With your own `migrations/` folder, `#[diesel_sqlite_backup::test]` is all it takes.
+/// #[diesel_sqlite_backup::test(migrations = false)]
+/// fn starts_empty(conn: &mut SqliteConnection) -> QueryResult<()> {
+///     diesel::sql_query("CREATE TABLE t(x)").execute(conn)?;
+///     Ok(())
+/// }
+///
+/// #[diesel_sqlite_backup::test(migrations = false)]
+/// fn with_a_pool(pool: r2d2::Pool<SingletonManager>) {
+///     diesel::sql_query("CREATE TABLE t(x)").execute(&mut pool.get().unwrap()).unwrap();
+/// }
+/// # fn main() { starts_empty(); with_a_pool(); }
+/// ```
+#[cfg(feature = "macros")]
+pub use diesel_sqlite_backup_macros::test;
+
+/// What the code `#[diesel_sqlite_backup::test]` generates uses; not a public API.
+#[cfg(feature = "macros")]
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::template::attribute::{
+        connection, finish, owned, pool, template, Outcome, Set,
+    };
+    pub use diesel_migrations;
+    #[cfg(feature = "async")]
+    pub use tokio;
+}
+
 // The texts under docs/ are doctested like the README: every ```rust block there runs.
 #[cfg(doctest)]
 #[doc = include_str!("../docs/design.md")]

@@ -45,6 +45,8 @@ pub struct TemplateCache {
     dir: PathBuf,
     seed_version: String,
     migration_dirs: Vec<PathBuf>,
+    /// Named inputs given by [`key_input`](Self::key_input), in order.
+    inputs: Vec<(String, Vec<u8>)>,
 }
 
 impl TemplateCache {
@@ -54,13 +56,18 @@ impl TemplateCache {
             dir: Self::default_dir(),
             seed_version: seed_version.into(),
             migration_dirs: Vec::new(),
+            inputs: Vec::new(),
         }
     }
 
+    /// `$DIESEL_SQLITE_BACKUP_TEMPLATES` when set, else
     /// `$CARGO_TARGET_DIR/diesel-sqlite-backup-templates`, else
     /// `$CARGO_MANIFEST_DIR/target/diesel-sqlite-backup-templates` (cargo and nextest set
     /// `CARGO_MANIFEST_DIR` for tests), else the same folder under the system temp dir.
     pub fn default_dir() -> PathBuf {
+        if let Some(dir) = std::env::var_os("DIESEL_SQLITE_BACKUP_TEMPLATES") {
+            return PathBuf::from(dir);
+        }
         let base = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .or_else(|| {
@@ -82,7 +89,25 @@ impl TemplateCache {
         self
     }
 
-    /// The cache key: 32 hex digits over the format, the seed version and the migrations.
+    /// Adds `contents` under `name` to the key: an input that is not a file under a
+    /// registered folder, such as a fixture's SQL or migrations embedded in the binary.
+    ///
+    /// ```
+    /// use diesel_sqlite_backup::TemplateCache;
+    ///
+    /// let users = |sql: &str| TemplateCache::new("seed-v1").key_input("users.sql", sql);
+    /// let key = users("INSERT INTO users VALUES (1);").key()?;
+    /// assert_eq!(key, users("INSERT INTO users VALUES (1);").key()?);
+    /// assert_ne!(key, users("INSERT INTO users VALUES (2);").key()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn key_input(mut self, name: impl Into<String>, contents: impl Into<Vec<u8>>) -> Self {
+        self.inputs.push((name.into(), contents.into()));
+        self
+    }
+
+    /// The cache key: 32 hex digits over the format, the seed version, the migrations and
+    /// the [`key_input`](Self::key_input)s (each by name and contents, in order).
     ///
     /// Every file under the registered directories counts with three things: the index of
     /// its directory in registration order, its path relative to that directory (with `/`
@@ -125,6 +150,12 @@ impl TemplateCache {
                 hash.write(&contents);
             }
         }
+        for (name, contents) in &self.inputs {
+            // 5 bytes, where a file's first write is 8: never read as one.
+            hash.write(b"input");
+            hash.write(name.as_bytes());
+            hash.write(contents);
+        }
         Ok(hash.finish_hex())
     }
 
@@ -136,23 +167,61 @@ impl TemplateCache {
     /// Loads the cached template, or runs `init` on a fresh database, stores the result and
     /// returns it. A cached file that fails the checks of
     /// [`restore_from`](crate::BackupExt::restore_from) is rebuilt, not used.
+    ///
+    /// On Unix, builders of one key (threads or processes) take turns through an `flock` on
+    /// `template-<key>.lock`: the first builds, the others then load its file, so `init`
+    /// runs once per key even when a runner starts many test processes at once.
     pub fn get_or_build<F, E>(&self, init: F) -> Result<Template, BackupError>
     where
         F: FnOnce(&mut diesel::SqliteConnection) -> Result<(), E>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let path = self.path()?;
+        let load = || Template::from_file(&path).ok();
         if path.is_file() {
-            if let Ok(template) = Template::from_file(&path) {
+            if let Some(template) = load() {
+                return Ok(template);
+            }
+        }
+        fs::create_dir_all(&self.dir)
+            .map_err(|e| BackupError::io(OP, &self.dir, "create directory", e))?;
+        let _turn = build_lock(&path.with_extension("lock"));
+        if path.is_file() {
+            if let Some(template) = load() {
                 return Ok(template);
             }
         }
         let template = Template::new(init)?;
-        fs::create_dir_all(&self.dir)
-            .map_err(|e| BackupError::io(OP, &self.dir, "create directory", e))?;
         template.connection()?.save_as(&path)?;
         Ok(template)
     }
+}
+
+/// An exclusive `flock` on `lock`, released when the file is dropped; `None` when it cannot
+/// be had (the caller then builds without waiting, which is only slower).
+#[cfg(unix)]
+fn build_lock(lock: &Path) -> Option<fs::File> {
+    use std::os::fd::AsRawFd;
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock)
+        .ok()?;
+    loop {
+        // SAFETY: flock only reads the descriptor, which `file` owns and keeps open.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Some(file);
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return None;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn build_lock(_lock: &Path) -> Option<fs::File> {
+    None
 }
 
 /// `file`'s path inside `dir`, its components joined by `/` on every platform.

@@ -104,7 +104,18 @@ impl<T: Keepable> KeepOnPanic<T> {
 
 impl<T: Keepable> Drop for KeepOnPanic<T> {
     fn drop(&mut self) {
-        if !std::thread::panicking() || self.inner.is_none() {
+        if std::thread::panicking() {
+            self.keep_and_say();
+        }
+    }
+}
+
+impl<T: Keepable> KeepOnPanic<T> {
+    /// Keeps the database now and prints where, as a panic would: for a test that failed
+    /// by returning `Err`.
+    #[doc(hidden)]
+    pub fn keep_and_say(&mut self) {
+        if self.inner.is_none() {
             return;
         }
         match self.keep() {

@@ -1,5 +1,7 @@
 //! Test templates: migrate once, then hand every test its own copy in microseconds.
 
+#[cfg(feature = "macros")]
+pub(crate) mod attribute;
 mod cache;
 mod guard;
 

@@ -1,0 +1,6 @@
+CREATE TABLE t2 (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    amount INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX t2_by_name ON t2(name);

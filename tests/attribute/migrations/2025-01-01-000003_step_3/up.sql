@@ -1,0 +1,6 @@
+CREATE TABLE t3 (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    amount INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX t3_by_name ON t3(name);

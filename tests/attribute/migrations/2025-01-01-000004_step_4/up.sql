@@ -1,0 +1,6 @@
+CREATE TABLE t4 (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    amount INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX t4_by_name ON t4(name);

@@ -1,0 +1,6 @@
+CREATE TABLE t5 (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    amount INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX t5_by_name ON t5(name);

@@ -1,0 +1,6 @@
+CREATE TABLE t6 (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    amount INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX t6_by_name ON t6(name);

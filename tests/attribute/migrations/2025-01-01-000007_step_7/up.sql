@@ -1,0 +1,6 @@
+CREATE TABLE t7 (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    amount INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX t7_by_name ON t7(name);

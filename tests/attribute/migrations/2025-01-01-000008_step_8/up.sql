@@ -1,0 +1,6 @@
+CREATE TABLE t8 (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    amount INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX t8_by_name ON t8(name);

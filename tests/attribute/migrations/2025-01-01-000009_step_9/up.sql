@@ -1,0 +1,6 @@
+CREATE TABLE t9 (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    amount INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX t9_by_name ON t9(name);

@@ -1,0 +1,6 @@
+CREATE TABLE t10 (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    amount INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX t10_by_name ON t10(name);

@@ -1,0 +1,6 @@
+CREATE TABLE t11 (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    amount INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX t11_by_name ON t11(name);

@@ -1,0 +1,6 @@
+CREATE TABLE t12 (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    amount INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX t12_by_name ON t12(name);

@@ -1,0 +1,6 @@
+CREATE TABLE t13 (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    amount INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX t13_by_name ON t13(name);

@@ -1,0 +1,6 @@
+CREATE TABLE t14 (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    amount INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX t14_by_name ON t14(name);

@@ -1,0 +1,6 @@
+CREATE TABLE t15 (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    amount INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX t15_by_name ON t15(name);

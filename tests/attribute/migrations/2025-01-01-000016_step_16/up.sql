@@ -1,0 +1,6 @@
+CREATE TABLE t16 (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    amount INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX t16_by_name ON t16(name);

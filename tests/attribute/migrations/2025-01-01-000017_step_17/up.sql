@@ -1,0 +1,6 @@
+CREATE TABLE t17 (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    amount INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX t17_by_name ON t17(name);

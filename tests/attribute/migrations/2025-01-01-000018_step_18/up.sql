@@ -1,0 +1,6 @@
+CREATE TABLE t18 (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    amount INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX t18_by_name ON t18(name);

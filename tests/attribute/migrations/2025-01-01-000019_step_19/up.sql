@@ -1,0 +1,6 @@
+CREATE TABLE t19 (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    amount INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX t19_by_name ON t19(name);
