@@ -77,9 +77,7 @@ pub use diesel_sqlite_backup_macros::test;
 #[cfg(feature = "macros")]
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::template::attribute::{
-        connection, finish, owned, pool, template, Outcome, Set,
-    };
+    pub use crate::template::attribute::{connection, finish, owned, pool, template, Outcome, Set};
     pub use diesel_migrations;
     #[cfg(feature = "async")]
     pub use tokio;

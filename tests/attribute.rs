@@ -104,7 +104,10 @@ fn the_default_is_migrations_beside_cargo_toml(conn: &mut SqliteConnection) {
 fn a_test_may_return_a_result(conn: &mut SqliteConnection) -> QueryResult<()> {
     diesel::sql_query("UPDATE users SET name = 'renamed' WHERE id = 1").execute(conn)?;
     assert_eq!(
-        scalar(conn, "SELECT count(*) AS n FROM users WHERE name = 'renamed'"),
+        scalar(
+            conn,
+            "SELECT count(*) AS n FROM users WHERE name = 'renamed'"
+        ),
         1
     );
     Ok(())
@@ -233,7 +236,10 @@ fn kept_by(test: &str) -> (tempfile::TempDir, SqliteConnection) {
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env("DSB_ATTRIBUTE_CHILD", "1")
-        .env("DIESEL_SQLITE_BACKUP_TEMPLATES", dir.path().join("templates"))
+        .env(
+            "DIESEL_SQLITE_BACKUP_TEMPLATES",
+            dir.path().join("templates"),
+        )
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -133,17 +133,33 @@ fn last_segment(ty: &Type) -> Option<&syn::PathSegment> {
     }
 }
 
+/// A type as written, without the spaces of token printing.
+fn shown(ty: &Type) -> String {
+    let text = ty.to_token_stream().to_string();
+    [
+        (" < ", "<"),
+        (" <", "<"),
+        ("< ", "<"),
+        (" >", ">"),
+        (" :: ", "::"),
+        (":: ", "::"),
+        ("& ", "&"),
+    ]
+    .iter()
+    .fold(text, |t, (from, to)| t.replace(from, to))
+}
+
 fn is_named(ty: &Type, name: &str) -> bool {
     last_segment(ty).is_some_and(|s| s.ident == name)
 }
 
 fn kind_of(ty: &Type) -> syn::Result<Kind> {
     let wrong = || {
-        syn::Error::new(
-            ty.span(),
+        syn::Error::new_spanned(
+            ty,
             format!(
                 "the database argument must be {ARGUMENT_KINDS}, not `{}`",
-                ty.to_token_stream()
+                shown(ty)
             ),
         )
     };
@@ -152,8 +168,8 @@ fn kind_of(ty: &Type) -> syn::Result<Kind> {
             return Err(wrong());
         }
         if r.mutability.is_none() {
-            return Err(syn::Error::new(
-                ty.span(),
+            return Err(syn::Error::new_spanned(
+                ty,
                 "take `&mut SqliteConnection`: diesel runs queries on a mutable connection",
             ));
         }
@@ -185,8 +201,8 @@ fn check_output(output: &ReturnType) -> syn::Result<()> {
             ty if last_segment(ty).is_some_and(|s| s.ident.to_string().ends_with("Result")) => {
                 Ok(())
             }
-            ty => Err(syn::Error::new(
-                ty.span(),
+            ty => Err(syn::Error::new_spanned(
+                ty,
                 "a test returns `()` or `Result<(), E>` with `E: Debug`",
             )),
         },
@@ -200,9 +216,9 @@ fn manifest_dir() -> syn::Result<PathBuf> {
 }
 
 fn path_literal(path: &Path, span: Span) -> syn::Result<LitStr> {
-    let text = path.to_str().ok_or_else(|| {
-        syn::Error::new(span, format!("{} is not valid UTF-8", path.display()))
-    })?;
+    let text = path
+        .to_str()
+        .ok_or_else(|| syn::Error::new(span, format!("{} is not valid UTF-8", path.display())))?;
     Ok(LitStr::new(text, span))
 }
 
@@ -317,7 +333,9 @@ fn fixtures(args: &Args, root: &Path) -> syn::Result<(Vec<Tokens>, Vec<String>)>
         if !file.is_file() {
             return Err(syn::Error::new(
                 name.span(),
-                format!("fixture `{value}` not found: no file `{shown}/{file_name}` beside Cargo.toml"),
+                format!(
+                    "fixture `{value}` not found: no file `{shown}/{file_name}` beside Cargo.toml"
+                ),
             ));
         }
         let file = file.canonicalize().unwrap_or(file);
@@ -336,29 +354,26 @@ fn expand(args: Args, item: ItemFn) -> syn::Result<Tokens> {
         block,
     } = item;
     if let Some(attr) = attrs.iter().find(|a| a.path().is_ident("test")) {
-        return Err(syn::Error::new(
-            attr.span(),
+        return Err(syn::Error::new_spanned(
+            attr,
             "remove `#[test]`: `#[diesel_sqlite_backup::test]` makes the function a test",
         ));
     }
     if !sig.generics.params.is_empty() {
-        return Err(syn::Error::new(
-            sig.generics.span(),
+        return Err(syn::Error::new_spanned(
+            &sig.generics,
             "a test function has no generic parameters",
         ));
     }
     let kind = match sig.inputs.iter().collect::<Vec<_>>()[..] {
         [FnArg::Typed(arg)] => kind_of(&arg.ty)?,
         _ => {
-            let span = if sig.inputs.is_empty() {
-                sig.ident.span()
-            } else {
-                sig.inputs.span()
-            };
-            return Err(syn::Error::new(
-                span,
-                format!("the test takes one argument, its database: {ARGUMENT_KINDS}"),
-            ));
+            let message = format!("the test takes one argument, its database: {ARGUMENT_KINDS}");
+            // No argument: the name; too many: the second.
+            return Err(match sig.inputs.iter().nth(1) {
+                Some(second) => syn::Error::new_spanned(second, message),
+                None => syn::Error::new(sig.ident.span(), message),
+            });
         }
     };
     check_output(&sig.output)?;
