@@ -202,18 +202,28 @@ fn save_with_progress_defaults_to_a_new_private_temp_folder() {
     assert_private_default(&printed, tmp.path(), "big.db");
 }
 
+/// The example is a test suite (`test = true`): its tests pass, each on its own database,
+/// from one template cached in the folder `DIESEL_SQLITE_BACKUP_TEMPLATES` names.
 #[test]
 fn test_harness_gives_each_test_its_own_database() {
+    let out = run(&mut example("test_harness"));
+    assert!(out.contains("cargo test --example test_harness"), "{out}");
+
     let dir = tempfile::tempdir().unwrap();
-    let out = run(example("test_harness").env("CARGO_TARGET_DIR", dir.path()));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = run(Command::new(cargo)
+        .args(["test", "--example", "test_harness", "--", "--nocapture"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("DIESEL_SQLITE_BACKUP_TEMPLATES", dir.path()));
     assert!(out.contains("test_b: own database with 5 notes"), "{out}");
-    assert!(out.contains("cloning the template"), "{out}");
-    let templates = dir.path().join("diesel-sqlite-backup-templates");
-    let cached = std::fs::read_dir(&templates).unwrap().count();
-    assert_eq!(cached, 1, "the template was cached once");
-    let printed = printed_path(&out, "template cached at ", None);
-    assert_eq!(printed.parent().unwrap(), templates);
-    assert_database(&printed);
+    assert!(out.contains("test result: ok. 3 passed"), "{out}");
+    let templates: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "db"))
+        .collect();
+    assert_eq!(templates.len(), 1, "the template was cached once");
+    assert_database(&templates[0]);
 }
 
 #[test]

@@ -1,11 +1,12 @@
 //! `cargo bench --bench backup [-- --mib 200 --rounds 5 --rss-mib 200,1024 --dir PATH]
-//! [--only open|incremental|autosave]]`
+//! [--only open|incremental|autosave|attribute]]`
 //!
 //! Times every way to get the same durable file out of (and back into) an in-memory SQLite
 //! database, interleaved round by round on the same content, and prints medians, MiB/s and
 //! ratios to `save_as`. Also measures the peak RSS growth while `save_as` runs, and the cost
 //! of a pool checkout.
 
+mod attribute;
 mod autosave;
 mod incremental;
 mod methods;
@@ -105,6 +106,7 @@ fn main() {
         Some("open") => Some(open::run(args.mib, args.rounds, work.path())),
         Some("incremental") => Some(incremental::run(args.mib, args.rounds, work.path())),
         Some("autosave") => Some(autosave::run(work.path(), args.rounds)),
+        Some("attribute") => Some(attribute::run(args.rounds)),
         Some(other) => panic!("--only {other}: no such section"),
         None => None,
     };
@@ -196,6 +198,7 @@ fn main() {
     }
     goals.extend(open_goals);
     goals.extend(template_goals);
+    goals.extend(attribute::run(args.rounds));
     goals.extend(snapshot_goals);
     goals.extend(incremental::run(args.mib, args.rounds, work.path()));
     goals.extend(autosave_goals);
