@@ -4,8 +4,9 @@
 //! database and prints `sqlite3 <path>`.
 //!
 //! Run: `cargo test --example test_harness -- --nocapture` (Cargo.toml marks this example
-//! `test = true`, so `cargo test` runs it too). Templates are cached in
-//! `target/diesel-sqlite-backup-templates`, or in `$DIESEL_SQLITE_BACKUP_TEMPLATES`.
+//! `test = true`, so `cargo test` runs it too), or `cargo run --example test_harness`, where
+//! `main` calls the tests. Templates are cached in `target/diesel-sqlite-backup-templates`,
+//! or in `$DIESEL_SQLITE_BACKUP_TEMPLATES`.
 
 mod common;
 
@@ -39,6 +40,10 @@ fn test_c(pool: r2d2::Pool<SingletonManager>) {
     assert_eq!(count, 0);
 }
 
+/// Outside `cargo test` the tests are ordinary functions: this runs them as a program.
 fn main() {
-    println!("this example is a test suite: cargo test --example test_harness -- --nocapture");
+    test_a();
+    test_b().expect("test_b");
+    test_c();
+    println!("as a test suite: cargo test --example test_harness -- --nocapture");
 }

@@ -33,7 +33,8 @@ pub use template::{KeepOnPanic, Keepable, Template, TemplateCache};
 /// `mut conn: SqliteConnection` (a private copy), or `pool: r2d2::Pool<SingletonManager>` (a
 /// pool holding a private copy). It returns `()` or `Result<(), E>` with `E: Debug`. A test
 /// that panics or returns `Err` keeps its database, as [`KeepOnPanic`] does, and prints
-/// `sqlite3 <path>`. Do not add `#[test]`: the attribute does.
+/// `sqlite3 <path>`. Do not add `#[test]`: under `cfg(test)` the attribute does; elsewhere
+/// (a doctest, an example's `main`) the test is an ordinary function without arguments.
 ///
 /// Arguments, all optional:
 /// - `migrations = "path"`: the migrations folder, relative to the test crate's
@@ -68,7 +69,12 @@ pub use template::{KeepOnPanic, Keepable, Template, TemplateCache};
 /// fn with_a_pool(pool: r2d2::Pool<SingletonManager>) {
 ///     diesel::sql_query("CREATE TABLE t(x)").execute(&mut pool.get().unwrap()).unwrap();
 /// }
-/// # fn main() { starts_empty(); with_a_pool(); }
+///
+/// // Outside `cargo test`, a function like any other.
+/// fn main() -> QueryResult<()> {
+///     with_a_pool();
+///     starts_empty()
+/// }
 /// ```
 #[cfg(feature = "macros")]
 pub use diesel_sqlite_backup_macros::test;

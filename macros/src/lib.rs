@@ -438,7 +438,9 @@ fn expand(args: Args, item: ItemFn) -> syn::Result<Tokens> {
         quote!(__dsb_test(#argument))
     };
     Ok(quote! {
-        #[::core::prelude::v1::test]
+        // Outside `cfg(test)` (a doctest, an example's `main`) an ordinary function to call.
+        #[cfg_attr(test, ::core::prelude::v1::test)]
+        #[cfg_attr(not(test), allow(dead_code))]
         #(#attrs)*
         #vis fn #name() #output {
             #inner #block
