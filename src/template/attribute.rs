@@ -25,7 +25,10 @@ pub struct Set {
 }
 
 /// The seed version of the attribute's cache keys; bump when what a build does changes.
-const SEED: &str = "#[diesel_sqlite_backup::test] v1";
+const SEED: &str = concat!(
+    "#[diesel_sqlite_backup::test] v1 ",
+    env!("CARGO_PKG_VERSION")
+);
 
 /// When set, every build appends a line (`<key> <pid>`) to this file: how the tests count
 /// migrations runs across processes.
