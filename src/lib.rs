@@ -18,8 +18,8 @@ pub use backup::{
 };
 pub use error::{BackupError, Operation, SqliteFailure};
 pub use pool::{
-    memory_pool, shared_thread_pool, ReentrancyCheck, SingletonManager, DEFAULT_BUSY_TIMEOUT,
-    DEFAULT_CHECKOUT_TIMEOUT,
+    memory_pool, shared_thread_pool, MemoryDatabase, ReentrancyCheck, SingletonManager,
+    DEFAULT_BUSY_TIMEOUT, DEFAULT_CHECKOUT_TIMEOUT,
 };
 #[allow(deprecated)]
 pub use raw::init;
