@@ -2,6 +2,8 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+#[cfg(feature = "async")]
+mod asynchronous;
 mod autosave;
 mod backup;
 mod error;
@@ -11,6 +13,8 @@ mod raw;
 mod snapshot;
 mod template;
 
+#[cfg(feature = "async")]
+pub use asynchronous::{AsyncBackupExt, AsyncSqliteConnection};
 pub use autosave::{Autosave, AutosaveOptions, DEFAULT_EVERY, DEFAULT_QUIET};
 pub use backup::{
     Backup, BackupExt, BackupOptions, CancelToken, Progress, StepResult, DEFAULT_PAGES_PER_STEP,
@@ -27,6 +31,9 @@ pub use snapshot::Snapshot;
 pub use template::{KeepOnPanic, Keepable, Template, TemplateCache};
 
 // The texts under docs/ are doctested like the README: every ```rust block there runs.
+#[cfg(all(doctest, feature = "async"))]
+#[doc = include_str!("../docs/async.md")]
+mod docs_async {}
 #[cfg(doctest)]
 #[doc = include_str!("../docs/design.md")]
 mod docs_design {}

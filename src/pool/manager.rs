@@ -158,6 +158,6 @@ impl ManageConnection for SingletonManager {
 }
 
 /// True when a raw transaction is open; asks SQLite directly, so it never waits for a lock.
-fn left_in_transaction(conn: &mut SqliteConnection) -> bool {
+pub(crate) fn left_in_transaction(conn: &mut SqliteConnection) -> bool {
     !raw::raw_handle(conn).autocommit()
 }

@@ -5,6 +5,8 @@ mod manager;
 mod shared;
 
 pub use database::MemoryDatabase;
+#[cfg(feature = "async")]
+pub(crate) use manager::left_in_transaction;
 pub use manager::{SingletonManager, DEFAULT_BUSY_TIMEOUT};
 pub(crate) use shared::build;
 pub use shared::{shared_thread_pool, ReentrancyCheck, DEFAULT_CHECKOUT_TIMEOUT};

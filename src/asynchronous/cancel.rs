@@ -1,0 +1,113 @@
+//! Running one backup call on tokio's blocking pool, cancelled through its `CancelToken` when
+//! the future is dropped.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use diesel::{QueryResult, SqliteConnection};
+
+use super::AsyncSqliteConnection;
+use crate::{BackupError, BackupOptions, CancelToken, Operation};
+
+/// What the future and the blocking task share: whether the future was dropped, and the
+/// token of the call once its options are made.
+#[derive(Default)]
+struct Slot {
+    dropped: bool,
+    token: Option<CancelToken>,
+}
+
+/// Runs `work` with the options `make` builds, on `conn`'s blocking task. `named` names the
+/// call in the error of a task that could not run.
+pub(super) fn on_blocking_pool<T, W>(
+    conn: &mut AsyncSqliteConnection,
+    named: (Operation, PathBuf),
+    make: impl FnOnce() -> BackupOptions<'static> + Send + 'static,
+    work: W,
+) -> Cancelling<Pin<Box<dyn Future<Output = QueryResult<Option<Result<T, BackupError>>>> + Send>>>
+where
+    T: Send + 'static,
+    W: FnOnce(&mut SqliteConnection, BackupOptions<'static>) -> Result<T, BackupError>
+        + Send
+        + 'static,
+{
+    let slot = Arc::new(Mutex::new(Slot::default()));
+    let shared = Arc::clone(&slot);
+    // diesel-async spawns the task now, not on first poll.
+    let future = conn.spawn_blocking(move |inner| {
+        let mut options = make();
+        {
+            let mut slot = lock(&shared);
+            if slot.dropped {
+                return Ok(None); // nobody waits for it: do nothing
+            }
+            slot.token = Some(token_of(&mut options));
+        }
+        Ok(Some(work(inner, options)))
+    });
+    Cancelling {
+        slot,
+        named,
+        done: false,
+        future,
+    }
+}
+
+/// The options' cancel token, a fresh one installed if they have none. The one place that
+/// reaches into `BackupOptions`.
+fn token_of(options: &mut BackupOptions<'_>) -> CancelToken {
+    options.cancel.get_or_insert_with(CancelToken::new).clone()
+}
+
+fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
+    slot.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// The future of one call. Dropped before it is done, it cancels the call's token first,
+/// then drops the task's future, which (diesel-async's `CancelWrapper`) waits for the
+/// blocking task to end, so the connection is free again when the drop returns.
+pub(super) struct Cancelling<F> {
+    slot: Arc<Mutex<Slot>>,
+    named: (Operation, PathBuf),
+    done: bool,
+    future: F,
+}
+
+impl<T, F> Future for Cancelling<F>
+where
+    F: Future<Output = QueryResult<Option<Result<T, BackupError>>>> + Unpin,
+{
+    type Output = Result<T, BackupError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let result = std::task::ready!(Pin::new(&mut self.future).poll(cx));
+        self.done = true;
+        let (op, path) = self.named.clone();
+        Poll::Ready(match result {
+            Ok(Some(outcome)) => outcome,
+            // Only a dropped future makes the task skip its work, and then nobody polls.
+            Ok(None) => Err(BackupError::Cancelled { op, path }),
+            // The runtime is shutting down, or the call panicked.
+            Err(e) => Err(BackupError::Init {
+                op,
+                source: Box::new(e),
+            }),
+        })
+    }
+}
+
+impl<F> Drop for Cancelling<F> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut slot = lock(&self.slot);
+        slot.dropped = true;
+        if let Some(token) = &slot.token {
+            token.cancel();
+        }
+    }
+}
