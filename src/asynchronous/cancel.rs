@@ -39,12 +39,16 @@ where
     // diesel-async spawns the task now, not on first poll.
     let future = conn.spawn_blocking(move |inner| {
         let mut options = make();
+        let token = token_of(&mut options);
         {
             let mut slot = lock(&shared);
             if slot.dropped {
-                return Ok(None); // nobody waits for it: do nothing
+                // Dropped before it started: do nothing, but the options' token is
+                // cancelled as for a call dropped later.
+                token.cancel();
+                return Ok(None);
             }
-            slot.token = Some(token_of(&mut options));
+            slot.token = Some(token);
         }
         Ok(Some(work(inner, options)))
     });
