@@ -423,6 +423,65 @@ impl Autosave {
     }
 }
 
+/// Async twins of the calls that wait for the autosave thread (feature `async`): they wait
+/// on tokio's blocking pool, not on a runtime worker. Dropping the future does not cancel
+/// the call: the save or the stop goes on to its end on the blocking pool.
+#[cfg(feature = "async")]
+impl Autosave {
+    /// [`save_now`](Self::save_now), waiting on the blocking pool.
+    ///
+    /// ```
+    /// use diesel_sqlite_backup::{Autosave, AutosaveOptions, MemoryDatabase};
+    ///
+    /// # #[tokio::main(flavor = "multi_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let db = MemoryDatabase::new()?;
+    /// let autosave = Autosave::start_with_database(&db, dir.path().join("a.db"), AutosaveOptions::default())?;
+    /// autosave.save_now_async().await?;
+    /// autosave.stop_async().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn save_now_async(&self) -> Result<(), BackupError> {
+        let shared = Arc::clone(&self.shared);
+        let saved = tokio::task::spawn_blocking(move || shared.save_now());
+        saved
+            .await
+            .map_err(join_failed)?
+            .unwrap_or_else(|| Err(thread_ended()))
+    }
+
+    /// [`stop`](Self::stop), waiting on the blocking pool.
+    ///
+    /// ```
+    /// use diesel_sqlite_backup::{Autosave, AutosaveOptions, MemoryDatabase};
+    ///
+    /// # #[tokio::main(flavor = "multi_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let db = MemoryDatabase::new()?;
+    /// let autosave = Autosave::start_with_database(&db, dir.path().join("a.db"), AutosaveOptions::default())?;
+    /// autosave.stop_async().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn stop_async(self) -> Result<(), BackupError> {
+        tokio::task::spawn_blocking(move || self.stop())
+            .await
+            .map_err(join_failed)?
+    }
+}
+
+/// A blocking task that panicked or was dropped with its runtime.
+#[cfg(feature = "async")]
+fn join_failed(e: tokio::task::JoinError) -> BackupError {
+    BackupError::Init {
+        op: Operation::Autosave,
+        source: Box::new(e),
+    }
+}
+
 impl Drop for Autosave {
     fn drop(&mut self) {
         // The thread hands a final error to `on_error` itself.
