@@ -445,3 +445,44 @@ fn a_runtime_shut_down_mid_save_panics_nowhere_and_tears_nothing() {
     }
     assert!(!panicked.load(Ordering::SeqCst), "a thread panicked");
 }
+
+/// On a current-thread runtime (where diesel-async's own wait, `block_in_place`, panics) a
+/// `save_as` future dropped mid-copy panics nowhere: the old file stays, no temporary file
+/// remains once the blocking task ends, and the same connection then works, outside any
+/// transaction.
+#[test]
+fn a_dropped_save_on_a_current_thread_runtime_panics_nowhere() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("doc.db");
+        let db = big_database(20, 0);
+        let pool = one_connection_pool(&db).await;
+        pool.get().await.unwrap().save_as(&path).await.unwrap();
+        let old = std::fs::read(&path).unwrap();
+        for hold_at in [1u32, 5, 15] {
+            let mut conn = pool.get().await.unwrap();
+            conn.batch_execute(&format!("UPDATE marker SET tag = {hold_at}"))
+                .await
+                .unwrap();
+            let token = CancelToken::new();
+            let alive = Arc::new(());
+            let call = conn.save_as_with(&path, held_at(hold_at, &token, alive.clone()));
+            let outcome = tokio::time::timeout(Duration::from_millis(2), call).await;
+            assert!(outcome.is_err());
+            assert!(token.is_cancelled());
+            let guard = Instant::now();
+            while Arc::strong_count(&alive) > 1 {
+                assert!(guard.elapsed() < HANG_GUARD, "the save never ended");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            assert!(std::fs::read(&path).unwrap() == old, "held at {hold_at}");
+            assert_eq!(temp_files(dir.path()), Vec::<std::path::PathBuf>::new());
+            drop(conn);
+            assert_same_connection_usable(&pool, &format!("held at {hold_at}")).await;
+        }
+    });
+}

@@ -56,7 +56,7 @@ where
         slot,
         named,
         done: false,
-        future,
+        future: Some(future),
     }
 }
 
@@ -73,21 +73,23 @@ fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
 /// The future of one call. Dropped before it is done, it cancels the call's token first,
 /// then drops the task's future, which (diesel-async's `CancelWrapper`) waits for the
 /// blocking task to end, so the connection is free again when the drop returns.
-pub(super) struct Cancelling<F> {
+pub(super) struct Cancelling<F: Send + 'static> {
     slot: Arc<Mutex<Slot>>,
     named: (Operation, PathBuf),
     done: bool,
-    future: F,
+    /// `None` only once dropped.
+    future: Option<F>,
 }
 
 impl<T, F> Future for Cancelling<F>
 where
-    F: Future<Output = QueryResult<Option<Result<T, BackupError>>>> + Unpin,
+    F: Future<Output = QueryResult<Option<Result<T, BackupError>>>> + Unpin + Send + 'static,
 {
     type Output = Result<T, BackupError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let result = std::task::ready!(Pin::new(&mut self.future).poll(cx));
+        let future = self.future.as_mut().expect("polled after drop");
+        let result = std::task::ready!(Pin::new(future).poll(cx));
         self.done = true;
         let (op, path) = self.named.clone();
         Poll::Ready(match result {
@@ -103,15 +105,27 @@ where
     }
 }
 
-impl<F> Drop for Cancelling<F> {
+impl<F: Send + 'static> Drop for Cancelling<F> {
     fn drop(&mut self) {
         if self.done {
             return;
         }
-        let mut slot = lock(&self.slot);
-        slot.dropped = true;
-        if let Some(token) = &slot.token {
-            token.cancel();
+        {
+            let mut slot = lock(&self.slot);
+            slot.dropped = true;
+            if let Some(token) = &slot.token {
+                token.cancel();
+            }
+        }
+        // diesel-async's wrapper waits with `block_in_place`, which panics on a current-thread
+        // runtime: there it waits on a thread of its own, and the connection's next call
+        // waits for the task instead.
+        let current_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        if let (true, Some(future)) = (current_thread, self.future.take()) {
+            // A thread that cannot start drops the future in place, as diesel-async would.
+            let waiter = std::thread::Builder::new().name("dsb-cancel-wait".into());
+            let _ = waiter.spawn(move || drop(future));
         }
     }
 }

@@ -78,10 +78,16 @@ impl MemoryDatabase {
 /// **Runtime shutdown** while a save or restore runs cancels it the same way: no panic, no
 /// torn file, and no temporary file once the blocking task has ended.
 ///
-/// Needs tokio's multi-threaded runtime, like every query of a `SyncConnectionWrapper`
-/// (whose dropped futures wait with `block_in_place`). The `_with` methods take a function
-/// that makes the options on the blocking thread, so a progress callback need not be
-/// `Send`; it must be `'static`.
+/// On a current-thread runtime, where diesel-async's wait (`block_in_place`) would panic,
+/// the drop does not wait: a thread of its own does, and the connection's next call waits
+/// for the cancelled task to end. (diesel-async's own queries, dropped there, still panic.)
+///
+/// The `_with` methods take a function that makes the options on the blocking thread, so a
+/// progress callback need not be `Send`; it must be `'static`.
+///
+/// # Errors
+/// Those of the [`BackupExt`] call, and [`BackupError::Init`] when the blocking task could
+/// not run (the runtime is shutting down) or panicked.
 ///
 /// ```
 /// use diesel_async::pooled_connection::deadpool::Pool;
