@@ -20,6 +20,10 @@ struct Slot {
     token: Option<CancelToken>,
 }
 
+/// diesel-async's future of the blocking task: `None` when it skipped a dropped call.
+type TaskFuture<T> =
+    Pin<Box<dyn Future<Output = QueryResult<Option<Result<T, BackupError>>>> + Send>>;
+
 /// Runs `work` with the options `make` builds, on `conn`'s blocking task. `named` names the
 /// call in the error of a task that could not run.
 pub(super) fn on_blocking_pool<T, W>(
@@ -27,7 +31,7 @@ pub(super) fn on_blocking_pool<T, W>(
     named: (Operation, PathBuf),
     make: impl FnOnce() -> BackupOptions<'static> + Send + 'static,
     work: W,
-) -> Cancelling<Pin<Box<dyn Future<Output = QueryResult<Option<Result<T, BackupError>>>> + Send>>>
+) -> Cancelling<TaskFuture<T>>
 where
     T: Send + 'static,
     W: FnOnce(&mut SqliteConnection, BackupOptions<'static>) -> Result<T, BackupError>

@@ -142,7 +142,11 @@ pub trait AsyncBackupExt {
     ///     })
     /// })
     /// .await?;
-    /// assert_eq!(rx.recv().await, Some(0));
+    /// let mut last = None;
+    /// while let Some(remaining) = rx.recv().await {
+    ///     last = Some(remaining); // the channel closes with the options
+    /// }
+    /// assert_eq!(last, Some(0));
     /// # Ok(())
     /// # }
     /// ```
