@@ -17,6 +17,19 @@ use cancel::on_blocking_pool;
 
 /// The connection type of the async pools: diesel-async's wrapper of a [`SqliteConnection`]
 /// that runs every query on tokio's blocking pool.
+///
+/// ```
+/// use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+/// use diesel_sqlite_backup::{AsyncSqliteConnection, MemoryDatabase};
+///
+/// # #[tokio::main(flavor = "multi_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let db = MemoryDatabase::new()?;
+/// let mut conn = AsyncSqliteConnection::new(db.connect()?);
+/// conn.batch_execute("CREATE TABLE t(x)").await?;
+/// # Ok(())
+/// # }
+/// ```
 pub type AsyncSqliteConnection = SyncConnectionWrapper<SqliteConnection>;
 
 impl MemoryDatabase {
