@@ -367,6 +367,18 @@ fn progress_and_every_call_work() {
             .restore_from_bytes_with(again.into_vec(), BackupOptions::default)
             .await
             .unwrap();
+        // Like an `async fn`, a call does nothing until polled.
+        let made = Arc::new(AtomicBool::new(false));
+        let never_polled = conn.save_as_with(dir.path().join("never.db"), {
+            let made = made.clone();
+            move || {
+                made.store(true, Ordering::SeqCst);
+                BackupOptions::default()
+            }
+        });
+        drop(never_polled);
+        assert!(!made.load(Ordering::SeqCst), "an unpolled call ran");
+        assert!(!dir.path().join("never.db").exists());
         // A failed call reports the crate's error, with the path.
         let missing = dir.path().join("missing.db");
         let err = conn.restore_from(&missing).await.unwrap_err();

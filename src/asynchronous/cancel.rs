@@ -24,14 +24,15 @@ struct Slot {
 type TaskFuture<T> =
     Pin<Box<dyn Future<Output = QueryResult<Option<Result<T, BackupError>>>> + Send>>;
 
-/// Runs `work` with the options `make` builds, on `conn`'s blocking task. `named` names the
-/// call in the error of a task that could not run.
-pub(super) fn on_blocking_pool<T, W>(
-    conn: &mut AsyncSqliteConnection,
+/// Runs `work` with the options `make` builds, on `conn`'s blocking task, once the future is
+/// first polled (like an `async fn`). `named` names the call in the error of a task that
+/// could not run.
+pub(super) fn on_blocking_pool<'a, T, W>(
+    conn: &'a mut AsyncSqliteConnection,
     named: (Operation, PathBuf),
     make: impl FnOnce() -> BackupOptions<'static> + Send + 'static,
     work: W,
-) -> Cancelling<TaskFuture<T>>
+) -> Cancelling<'a, T>
 where
     T: Send + 'static,
     W: FnOnce(&mut SqliteConnection, BackupOptions<'static>) -> Result<T, BackupError>
@@ -40,27 +41,29 @@ where
 {
     let slot = Arc::new(Mutex::new(Slot::default()));
     let shared = Arc::clone(&slot);
-    // diesel-async spawns the task now, not on first poll.
-    let future = conn.spawn_blocking(move |inner| {
-        let mut options = make();
-        let token = token_of(&mut options);
-        {
-            let mut slot = lock(&shared);
-            if slot.dropped {
-                // Dropped before it started: do nothing, but the options' token is
-                // cancelled as for a call dropped later.
-                token.cancel();
-                return Ok(None);
+    let start = move || -> TaskFuture<T> {
+        conn.spawn_blocking(move |inner| {
+            let mut options = make();
+            let token = token_of(&mut options);
+            {
+                let mut slot = lock(&shared);
+                if slot.dropped {
+                    // Dropped before the task ran: do nothing, but the options' token is
+                    // cancelled as for a call dropped later.
+                    token.cancel();
+                    return Ok(None);
+                }
+                slot.token = Some(token);
             }
-            slot.token = Some(token);
-        }
-        Ok(Some(work(inner, options)))
-    });
+            Ok(Some(work(inner, options)))
+        })
+    };
     Cancelling {
         slot,
         named,
         done: false,
-        future: Some(future),
+        start: Some(Box::new(start)),
+        future: None,
     }
 }
 
@@ -77,25 +80,29 @@ fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
 /// The future of one call. Dropped before it is done, it cancels the call's token first,
 /// then drops the task's future, which (diesel-async's `CancelWrapper`) waits for the
 /// blocking task to end, so the connection is free again when the drop returns.
-pub(super) struct Cancelling<F: Send + 'static> {
+pub(super) struct Cancelling<'a, T: Send + 'static> {
     slot: Arc<Mutex<Slot>>,
     named: (Operation, PathBuf),
     done: bool,
-    /// `None` only once dropped.
-    future: Option<F>,
+    /// Spawns the task; taken on first poll.
+    start: Option<Box<dyn FnOnce() -> TaskFuture<T> + Send + 'a>>,
+    /// The task, once started.
+    future: Option<TaskFuture<T>>,
 }
 
-impl<T, F> Future for Cancelling<F>
-where
-    F: Future<Output = QueryResult<Option<Result<T, BackupError>>>> + Unpin + Send + 'static,
-{
+impl<T: Send + 'static> Future for Cancelling<'_, T> {
     type Output = Result<T, BackupError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let future = self.future.as_mut().expect("polled after drop");
-        let result = std::task::ready!(Pin::new(future).poll(cx));
-        self.done = true;
-        let (op, path) = self.named.clone();
+        let this = &mut *self;
+        if let Some(start) = this.start.take() {
+            this.future = Some(start());
+        }
+        let future = this.future.as_mut().expect("polled after completion");
+        let result = std::task::ready!(future.as_mut().poll(cx));
+        this.done = true;
+        this.future = None;
+        let (op, path) = this.named.clone();
         Poll::Ready(match result {
             Ok(Some(outcome)) => outcome,
             // Only a dropped future makes the task skip its work, and then nobody polls.
@@ -109,11 +116,12 @@ where
     }
 }
 
-impl<F: Send + 'static> Drop for Cancelling<F> {
+impl<T: Send + 'static> Drop for Cancelling<'_, T> {
     fn drop(&mut self) {
-        if self.done {
+        // Never polled: nothing ran. Done: nothing to cancel.
+        let Some(future) = self.future.take() else {
             return;
-        }
+        };
         {
             let mut slot = lock(&self.slot);
             slot.dropped = true;
@@ -126,10 +134,12 @@ impl<F: Send + 'static> Drop for Cancelling<F> {
         // waits for the task instead.
         let current_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
-        if let (true, Some(future)) = (current_thread, self.future.take()) {
+        if current_thread {
             // A thread that cannot start drops the future in place, as diesel-async would.
             let waiter = std::thread::Builder::new().name("dsb-cancel-wait".into());
             let _ = waiter.spawn(move || drop(future));
+        } else {
+            drop(future);
         }
     }
 }
