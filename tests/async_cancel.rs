@@ -386,13 +386,39 @@ fn progress_and_every_call_work() {
     });
 }
 
-/// Runtimes shut down (`shutdown_timeout`) while a save runs, at several points of the copy
-/// (held there until cancelled), in a child process: no panic anywhere, and once each
-/// blocking task has ended the file is the old one byte for byte, with no temporary file
-/// left.
+/// Runs `call` on a fresh runtime's task with a one-connection pool of `db`, shuts the
+/// runtime down (`shutdown_timeout`) while the call is held, and returns once the call's
+/// blocking task has ended (`alive`, moved into the call's options, is dropped with them).
+fn shut_down_mid_call<F, Fut>(db: &MemoryDatabase, call: F)
+where
+    F: FnOnce(deadpool::Object<AsyncSqliteConnection>, Arc<()>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let alive = Arc::new(());
+    let rt = runtime();
+    let pool: Pool = deadpool::Pool::builder(db.async_manager())
+        .max_size(1)
+        .build()
+        .unwrap();
+    let keep = alive.clone();
+    rt.spawn(async move { call(pool.get().await.unwrap(), keep).await });
+    // Let the call start and reach its hold (or not: then it never starts).
+    std::thread::sleep(Duration::from_millis(20));
+    rt.shutdown_timeout(Duration::from_millis(1));
+    let guard = Instant::now();
+    while Arc::strong_count(&alive) > 1 {
+        assert!(guard.elapsed() < HANG_GUARD * 2, "the call never ended");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runtimes shut down while a save or a restore runs, at several points of the copy (held
+/// there until cancelled), in a child process: no panic anywhere, and once each blocking
+/// task has ended the file is the old one byte for byte, with no temporary file left, and a
+/// restored database keeps its data.
 #[test]
-fn a_runtime_shut_down_mid_save_panics_nowhere_and_tears_nothing() {
-    if !common::in_own_process("a_runtime_shut_down_mid_save_panics_nowhere_and_tears_nothing") {
+fn a_runtime_shut_down_mid_call_panics_nowhere_and_tears_nothing() {
+    if !common::in_own_process("a_runtime_shut_down_mid_call_panics_nowhere_and_tears_nothing") {
         return;
     }
     let panicked = Arc::new(AtomicBool::new(false));
@@ -415,34 +441,11 @@ fn a_runtime_shut_down_mid_save_panics_nowhere_and_tears_nothing() {
             .batch_execute(&format!("UPDATE marker SET tag = {tag}"))
             .unwrap();
         let old = std::fs::read(&path).unwrap();
-        // Dropped when the call's options are, so when the blocking task has ended.
-        let alive = Arc::new(());
-        let rt = runtime();
-        let pool: Pool = deadpool::Pool::builder(db.async_manager())
-            .max_size(1)
-            .build()
-            .unwrap();
-        rt.spawn({
-            let (path, alive) = (path.clone(), alive.clone());
-            async move {
-                let mut conn = pool.get().await.unwrap();
-                let token = CancelToken::new();
-                let _ = conn
-                    .save_as_with(&path, held_at(hold_at, &token, alive))
-                    .await;
-            }
+        let target = path.clone();
+        shut_down_mid_call(&db, move |mut conn, alive| async move {
+            let held = held_at(hold_at, &CancelToken::new(), alive);
+            let _ = conn.save_as_with(&target, held).await;
         });
-        // Let the save start and reach its hold (or not: then it never starts).
-        std::thread::sleep(Duration::from_millis(20));
-        rt.shutdown_timeout(Duration::from_millis(1));
-        let guard = Instant::now();
-        while Arc::strong_count(&alive) > 1 {
-            assert!(
-                guard.elapsed() < Duration::from_secs(120),
-                "the save never ended"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
         assert_eq!(
             temp_files(dir.path()),
             Vec::<std::path::PathBuf>::new(),
@@ -450,11 +453,32 @@ fn a_runtime_shut_down_mid_save_panics_nowhere_and_tears_nothing() {
         );
         assert!(
             std::fs::read(&path).unwrap() == old,
-            "held at {hold_at}: old file changed"
+            "save held at {hold_at}: old file changed"
         );
         assert_eq!(integrity(&path), "ok");
         assert_ne!(tag_of(&mut db.connect().unwrap()), tag_in_file(&path));
     }
+
+    let other = dir.path().join("other.db");
+    diesel_sqlite_backup::BackupExt::save_as(&mut big_database(50, -1).connect().unwrap(), &other)
+        .unwrap();
+    let mut reader = db.connect().unwrap();
+    let count = "SELECT count(*) AS n FROM big";
+    let (tag, rows) = (tag_of(&mut reader), scalar(&mut reader, count));
+    for hold_at in [1u32, 10, 40, 90] {
+        let source = other.clone();
+        shut_down_mid_call(&db, move |mut conn, alive| async move {
+            let held = held_at(hold_at, &CancelToken::new(), alive);
+            let _ = conn.restore_from_with(&source, held).await;
+        });
+        assert_eq!(tag_of(&mut reader), tag, "restore held at {hold_at}");
+        assert_eq!(
+            scalar(&mut reader, count),
+            rows,
+            "restore held at {hold_at}"
+        );
+    }
+    assert_eq!(common::integrity_of(&mut reader), "ok");
     assert!(!panicked.load(Ordering::SeqCst), "a thread panicked");
 }
 

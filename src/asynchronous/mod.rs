@@ -80,6 +80,8 @@ impl MemoryDatabase {
 /// `diesel_async`'s deadpool and bb8 pools), run on tokio's blocking pool, never on a
 /// runtime worker.
 ///
+/// Like an `async fn`, a call starts when its future is first polled.
+///
 /// **Cancel-safe.** Dropping the future (a `tokio::time::timeout`, a `select!`, a client that
 /// went away) cancels the operation through the options' [`CancelToken`](crate::CancelToken)
 /// (a fresh one when the options have none; give each call its own token, as dropping
