@@ -28,6 +28,13 @@ fn rows(conn: &mut SqliteConnection) -> i64 {
     scalar(conn, "SELECT count(*) AS n FROM t")
 }
 
+/// A value to share across threads and pools.
+#[test]
+fn a_memory_database_is_clone_send_sync() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<MemoryDatabase>();
+}
+
 /// A table `t` exists in the database `uri` names (false for a freed, recreated empty one).
 fn has_table(uri: &str) -> bool {
     let mut conn = SqliteConnection::establish(uri).unwrap();

@@ -37,7 +37,9 @@ impl MemoryDatabase {
     /// as [`connect`](Self::connect) sets up its own, for `diesel_async`'s deadpool and bb8
     /// pools. Like a [`SingletonManager`](crate::SingletonManager), it never hands out a
     /// connection that came back inside a transaction (a raw `BEGIN` included): the check on
-    /// checkout asks SQLite, without a query or a lock. The manager keeps the database alive.
+    /// checkout asks SQLite, without a query or a lock. (diesel-async offers no check on
+    /// return, so such a connection keeps its locks until the pool next checks it.) The
+    /// manager keeps the database alive.
     ///
     /// ```
     /// use diesel_async::pooled_connection::deadpool::Pool;
