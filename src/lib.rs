@@ -2,6 +2,8 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+#[cfg(feature = "async")]
+mod asynchronous;
 mod autosave;
 mod backup;
 mod error;
@@ -11,6 +13,8 @@ mod raw;
 mod snapshot;
 mod template;
 
+#[cfg(feature = "async")]
+pub use asynchronous::{AsyncBackupExt, AsyncSqliteConnection};
 pub use autosave::{Autosave, AutosaveOptions, DEFAULT_EVERY, DEFAULT_QUIET};
 pub use backup::{
     Backup, BackupExt, BackupOptions, CancelToken, Progress, StepResult, DEFAULT_PAGES_PER_STEP,
@@ -18,8 +22,8 @@ pub use backup::{
 };
 pub use error::{BackupError, Operation, SqliteFailure};
 pub use pool::{
-    memory_pool, shared_thread_pool, ReentrancyCheck, SingletonManager, DEFAULT_BUSY_TIMEOUT,
-    DEFAULT_CHECKOUT_TIMEOUT,
+    memory_pool, shared_thread_pool, MemoryDatabase, ReentrancyCheck, SingletonManager,
+    DEFAULT_BUSY_TIMEOUT, DEFAULT_CHECKOUT_TIMEOUT,
 };
 #[allow(deprecated)]
 pub use raw::init;
@@ -90,6 +94,9 @@ pub mod __private {
 }
 
 // The texts under docs/ are doctested like the README: every ```rust block there runs.
+#[cfg(all(doctest, feature = "async"))]
+#[doc = include_str!("../docs/async.md")]
+mod docs_async {}
 #[cfg(doctest)]
 #[doc = include_str!("../docs/design.md")]
 mod docs_design {}

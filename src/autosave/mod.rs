@@ -18,6 +18,8 @@ use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use diesel::SqliteConnection;
+
 use lock::TargetLock;
 pub use options::{AutosaveOptions, DEFAULT_EVERY, DEFAULT_QUIET};
 use worker::{Retarget, Shared, Stop, Worker};
@@ -25,7 +27,7 @@ use worker::{Retarget, Shared, Stop, Worker};
 use crate::backup::save_from;
 use crate::error::{BackupError, Operation};
 use crate::incremental::{self, opens::Flush, tracker::Tracker};
-use crate::pool::SingletonManager;
+use crate::pool::{MemoryDatabase, SingletonManager};
 use crate::raw::{failure_from_code, path_cstring, OwnedDb};
 
 /// Saves a [`SingletonManager`] pool's database to a file whenever it changes, on a thread
@@ -138,7 +140,59 @@ impl Autosave {
     ) -> Result<Autosave, BackupError> {
         let path = absolute(path.as_ref())?;
         let lock = TargetLock::acquire(&path)?;
-        let db = open_private(pool)?;
+        let mut conn = pool.get().map_err(|e| BackupError::Init {
+            op: Operation::Autosave,
+            source: Box::new(e),
+        })?;
+        let db = open_private(&mut conn)?;
+        drop(conn);
+        Self::run(db, path, lock, options)
+    }
+
+    /// [`start`](Self::start) for a [`MemoryDatabase`] and every connection to it, whatever
+    /// pool (or none) they come from: r2d2, deadpool, bb8, plain
+    /// [`connect`](MemoryDatabase::connect). Needs no pool and no async runtime; it saves
+    /// once before it returns, so in async code call it where blocking is fine (at start-up,
+    /// or in `spawn_blocking`).
+    ///
+    /// # Errors
+    /// As for [`start`](Self::start); [`BackupError::Init`] if the database cannot be opened.
+    ///
+    /// ```
+    /// use diesel::RunQueryDsl;
+    /// use diesel_sqlite_backup::{Autosave, AutosaveOptions, MemoryDatabase};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let db = MemoryDatabase::new()?;
+    /// let autosave = Autosave::start_with_database(&db, dir.path().join("a.db"), AutosaveOptions::default())?;
+    /// diesel::sql_query("CREATE TABLE t(x)").execute(&mut db.connect()?)?;
+    /// autosave.stop()?; // the table is in the file
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn start_with_database(
+        db: &MemoryDatabase,
+        path: impl AsRef<Path>,
+        options: AutosaveOptions,
+    ) -> Result<Autosave, BackupError> {
+        let path = absolute(path.as_ref())?;
+        let lock = TargetLock::acquire(&path)?;
+        let mut conn = db.connect().map_err(|e| BackupError::Init {
+            op: Operation::Autosave,
+            source: Box::new(e),
+        })?;
+        let db = open_private(&mut conn)?;
+        drop(conn);
+        Self::run(db, path, lock, options)
+    }
+
+    /// Saves once and starts the thread, on a private connection `db`, holding `path`'s
+    /// `lock`.
+    fn run(
+        db: OwnedDb,
+        path: PathBuf,
+        lock: TargetLock,
+        options: AutosaveOptions,
+    ) -> Result<Autosave, BackupError> {
         let tracker = incremental::tracker_of(&db.db(), c"main");
         // Read before the first save: a commit after this look is saved again later.
         let version = worker::header(&db).unwrap_or([0; 100]);
@@ -369,6 +423,65 @@ impl Autosave {
     }
 }
 
+/// Async twins of the calls that wait for the autosave thread (feature `async`): they wait
+/// on tokio's blocking pool, not on a runtime worker. Dropping the future does not cancel
+/// the call: the save or the stop goes on to its end on the blocking pool.
+#[cfg(feature = "async")]
+impl Autosave {
+    /// [`save_now`](Self::save_now), waiting on the blocking pool.
+    ///
+    /// ```
+    /// use diesel_sqlite_backup::{Autosave, AutosaveOptions, MemoryDatabase};
+    ///
+    /// # #[tokio::main(flavor = "multi_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let db = MemoryDatabase::new()?;
+    /// let autosave = Autosave::start_with_database(&db, dir.path().join("a.db"), AutosaveOptions::default())?;
+    /// autosave.save_now_async().await?;
+    /// autosave.stop_async().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn save_now_async(&self) -> Result<(), BackupError> {
+        let shared = Arc::clone(&self.shared);
+        let saved = tokio::task::spawn_blocking(move || shared.save_now());
+        saved
+            .await
+            .map_err(join_failed)?
+            .unwrap_or_else(|| Err(thread_ended()))
+    }
+
+    /// [`stop`](Self::stop), waiting on the blocking pool.
+    ///
+    /// ```
+    /// use diesel_sqlite_backup::{Autosave, AutosaveOptions, MemoryDatabase};
+    ///
+    /// # #[tokio::main(flavor = "multi_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let db = MemoryDatabase::new()?;
+    /// let autosave = Autosave::start_with_database(&db, dir.path().join("a.db"), AutosaveOptions::default())?;
+    /// autosave.stop_async().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn stop_async(self) -> Result<(), BackupError> {
+        tokio::task::spawn_blocking(move || self.stop())
+            .await
+            .map_err(join_failed)?
+    }
+}
+
+/// A blocking task that panicked or was dropped with its runtime.
+#[cfg(feature = "async")]
+fn join_failed(e: tokio::task::JoinError) -> BackupError {
+    BackupError::Init {
+        op: Operation::Autosave,
+        source: Box::new(e),
+    }
+}
+
 impl Drop for Autosave {
     fn drop(&mut self) {
         // The thread hands a final error to `on_error` itself.
@@ -398,14 +511,10 @@ fn thread_ended() -> BackupError {
     }
 }
 
-/// A connection of our own to the pool's database, found through one borrowed connection.
-fn open_private(pool: &r2d2::Pool<SingletonManager>) -> Result<OwnedDb, BackupError> {
+/// A connection of our own to the database of `conn`.
+fn open_private(conn: &mut SqliteConnection) -> Result<OwnedDb, BackupError> {
     let op = Operation::Autosave;
-    let mut conn = pool.get().map_err(|e| BackupError::Init {
-        op,
-        source: Box::new(e),
-    })?;
-    let db = crate::raw::raw_handle(&mut conn);
+    let db = crate::raw::raw_handle(conn);
     let name = db.filename(c"main").unwrap_or_default();
     let vfs = db.vfs_name(c"main");
     let target = path_cstring(Path::new(&name));

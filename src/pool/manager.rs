@@ -1,14 +1,13 @@
 //! [`SingletonManager`]: an r2d2 manager whose connections all share one in-memory database.
 
 use std::fmt;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use diesel::connection::SimpleConnection;
 use diesel::r2d2::{Error, ManageConnection, R2D2Connection};
 use diesel::{Connection, ConnectionError, SqliteConnection};
 
-use crate::raw::{self, memdb, OwnedDb};
+use super::MemoryDatabase;
+use crate::raw;
 
 /// How long a pooled connection waits for another one's lock before giving up.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -16,14 +15,16 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// An [`r2d2::ManageConnection`] whose connections, on any thread, all see one in-memory
 /// database that belongs to the manager.
 ///
-/// The database lives as long as the manager (so as long as the pool), not as long as any
-/// connection: r2d2 may close and reopen connections (`max_lifetime`, `idle_timeout`, broken
+/// The database (a [`MemoryDatabase`], see [`from_database`](Self::from_database)) lives as
+/// long as the manager (so as long as the pool), or any connection to it, or any other
+/// handle to it: r2d2 may close and reopen connections (`max_lifetime`, `idle_timeout`, broken
 /// or invalid connections, `max_size > 1`) and no committed row is lost. Two managers never
-/// share data. Dropping the pool frees the memory.
+/// share data unless made from one [`MemoryDatabase`]. Dropping the pool (and every other
+/// handle) frees the memory.
 ///
 /// Under the hood it is SQLite's `memdb` VFS with a process-unique name starting with `/`,
 /// which SQLite shares between the connections of one process with ordinary locking (not
-/// shared-cache mode). A private connection held by the manager keeps it alive. memdb's
+/// shared-cache mode). A private connection held by the database keeps it alive. memdb's
 /// default 1 GiB cap is lifted; set one with [`SingletonManager::size_limit`].
 ///
 /// ```
@@ -41,56 +42,66 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct SingletonManager {
-    uri: String,
-    busy_timeout: Duration,
-    size_limit: Option<u64>,
-    /// Opened by the first `connect`, closed when the manager drops: memdb frees a database
-    /// when its last connection closes, and this one is never handed out.
-    keeper: Mutex<Option<OwnedDb>>,
+    db: MemoryDatabase,
 }
 
 impl SingletonManager {
     /// A manager for a fresh, empty in-memory database no other manager can see.
     pub fn new() -> Self {
         SingletonManager {
-            uri: memdb::unique_uri("pool"),
-            busy_timeout: DEFAULT_BUSY_TIMEOUT,
-            size_limit: None,
-            keeper: Mutex::new(None),
+            db: MemoryDatabase::unopened(),
         }
+    }
+
+    /// A manager whose connections open `db`, set up as [`MemoryDatabase::connect`] sets up
+    /// its own: pools of every kind, and plain connections, can share one database.
+    ///
+    /// ```
+    /// use diesel::RunQueryDsl;
+    /// use diesel_sqlite_backup::{MemoryDatabase, SingletonManager};
+    ///
+    /// let db = MemoryDatabase::new()?;
+    /// let pool = SingletonManager::pool_builder(2).build(SingletonManager::from_database(db.clone()))?;
+    /// diesel::sql_query("CREATE TABLE t(x)").execute(&mut pool.get()?)?;
+    /// diesel::sql_query("SELECT x FROM t").execute(&mut db.connect()?)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_database(db: MemoryDatabase) -> Self {
+        SingletonManager { db }
+    }
+
+    /// The database this manager's connections open.
+    ///
+    /// ```
+    /// use diesel_sqlite_backup::SingletonManager;
+    ///
+    /// let manager = SingletonManager::new();
+    /// let uri = manager.uri().to_owned();
+    /// assert_eq!(manager.database().uri(), uri);
+    /// ```
+    pub fn database(&self) -> &MemoryDatabase {
+        &self.db
     }
 
     /// Sets how long each pooled connection waits for a lock another holds
     /// (`sqlite3_busy_timeout`). Default: [`DEFAULT_BUSY_TIMEOUT`].
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
-        self.busy_timeout = timeout;
+        self.db = self.db.busy_timeout(timeout);
         self
     }
 
     /// Caps the database at `bytes` (writes past it fail with `SQLITE_FULL`); `None`, the
-    /// default, lets it grow as far as memory allows.
-    pub fn size_limit(mut self, bytes: Option<u64>) -> Self {
-        self.size_limit = bytes;
+    /// default, lets it grow as far as memory allows. The cap is the database's, so it holds
+    /// for every connection to it, the manager's or not.
+    pub fn size_limit(self, bytes: Option<u64>) -> Self {
+        self.db.set_size_limit(bytes);
         self
     }
 
     /// The SQLite URI of the shared database, for opening extra connections to it in this
     /// process (for example with `diesel::SqliteConnection::establish`).
     pub fn uri(&self) -> &str {
-        &self.uri
-    }
-
-    fn ensure_keeper(&self) -> Result<(), ConnectionError> {
-        let mut keeper = self
-            .keeper
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        if keeper.is_none() {
-            let opened = memdb::open_keeper(&self.uri, self.size_limit)
-                .map_err(|f| ConnectionError::BadConnection(f.to_string()))?;
-            *keeper = Some(opened);
-        }
-        Ok(())
+        self.db.uri()
     }
 }
 
@@ -103,9 +114,9 @@ impl Default for SingletonManager {
 impl fmt::Debug for SingletonManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SingletonManager")
-            .field("uri", &self.uri)
-            .field("busy_timeout", &self.busy_timeout)
-            .field("size_limit", &self.size_limit)
+            .field("uri", &self.uri())
+            .field("busy_timeout", &self.db.busy_timeout_value())
+            .field("size_limit", &self.db.size_limit())
             .finish()
     }
 }
@@ -115,14 +126,15 @@ impl ManageConnection for SingletonManager {
     type Error = Error;
 
     fn connect(&self) -> Result<SqliteConnection, Error> {
-        self.ensure_keeper().map_err(Error::ConnectionError)?;
-        let mut conn = SqliteConnection::establish(&self.uri).map_err(Error::ConnectionError)?;
+        self.db
+            .ensure_keeper()
+            .map_err(|f| Error::ConnectionError(ConnectionError::BadConnection(f.to_string())))?;
+        let mut conn = SqliteConnection::establish(self.uri()).map_err(Error::ConnectionError)?;
         // r2d2 runs this on the scheduler every pool of the crate shares (two threads), so it
         // must never wait for this database's lock, or one locked pool would stall the
         // connects of all others: nothing here reads the database. The connection's first
         // statement loads the schema, in the thread that checked it out.
-        conn.batch_execute(&self.busy_timeout_pragma())
-            .map_err(Error::QueryError)?;
+        self.db.set_up(&mut conn).map_err(Error::QueryError)?;
         Ok(conn)
     }
 
@@ -146,13 +158,6 @@ impl ManageConnection for SingletonManager {
 }
 
 /// True when a raw transaction is open; asks SQLite directly, so it never waits for a lock.
-fn left_in_transaction(conn: &mut SqliteConnection) -> bool {
+pub(crate) fn left_in_transaction(conn: &mut SqliteConnection) -> bool {
     !raw::raw_handle(conn).autocommit()
-}
-
-impl SingletonManager {
-    fn busy_timeout_pragma(&self) -> String {
-        let ms = self.busy_timeout.as_millis().min(i32::MAX as u128);
-        format!("PRAGMA busy_timeout = {ms}")
-    }
 }

@@ -1,8 +1,12 @@
 //! The pool manager: one in-memory database shared by every connection of an r2d2 pool.
 
+mod database;
 mod manager;
 mod shared;
 
+pub use database::MemoryDatabase;
+#[cfg(feature = "async")]
+pub(crate) use manager::left_in_transaction;
 pub use manager::{SingletonManager, DEFAULT_BUSY_TIMEOUT};
 pub(crate) use shared::build;
 pub use shared::{shared_thread_pool, ReentrancyCheck, DEFAULT_CHECKOUT_TIMEOUT};
@@ -17,8 +21,8 @@ pub use shared::{shared_thread_pool, ReentrancyCheck, DEFAULT_CHECKOUT_TIMEOUT};
 /// **Re-entrancy pitfall:** a thread that calls `pool.get()` while it still holds the only
 /// connection can never get one. After [`DEFAULT_CHECKOUT_TIMEOUT`] the call returns r2d2's
 /// error and [`ReentrancyCheck`] writes a line to standard error that names the cause. Pass
-/// the connection you hold down the call chain instead, or build a larger pool yourself (see
-/// [`shared_thread_pool`]).
+/// the connection you hold down the call chain instead, or build a larger pool with
+/// [`SingletonManager::pool_builder`].
 ///
 /// ```
 /// use diesel::RunQueryDsl;

@@ -56,17 +56,34 @@ pub fn shared_thread_pool() -> Arc<ScheduledThreadPool> {
         .clone()
 }
 
-/// The builder behind [`memory_pool`](crate::memory_pool) and `Template::pool`: the shared
-/// thread pool, no reaper, [`DEFAULT_CHECKOUT_TIMEOUT`], and [`ReentrancyCheck`].
+/// The builder behind [`memory_pool`](crate::memory_pool) and `Template::pool`.
 pub(crate) fn build(max_size: u32) -> Result<r2d2::Pool<SingletonManager>, r2d2::Error> {
-    r2d2::Pool::builder()
-        .max_size(max_size)
-        .thread_pool(shared_thread_pool())
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .connection_timeout(DEFAULT_CHECKOUT_TIMEOUT)
-        .event_handler(Box::new(ReentrancyCheck::new(max_size)))
-        .build(SingletonManager::new())
+    SingletonManager::pool_builder(max_size).build(SingletonManager::new())
+}
+
+impl SingletonManager {
+    /// An r2d2 builder with the set-up of the crate's own pools, for a pool of `max_size`
+    /// connections: the [`shared_thread_pool`], no reaper (no idle timeout, no max lifetime),
+    /// [`DEFAULT_CHECKOUT_TIMEOUT`], and a [`ReentrancyCheck`] sized to the pool. Change what
+    /// you like before `build`, but not `max_size` (the check is sized to this one).
+    ///
+    /// ```
+    /// use diesel_sqlite_backup::{MemoryDatabase, SingletonManager};
+    ///
+    /// let db = MemoryDatabase::new()?;
+    /// let pool = SingletonManager::pool_builder(8).build(SingletonManager::from_database(db))?;
+    /// let (_a, _b) = (pool.get()?, pool.get()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pool_builder(max_size: u32) -> r2d2::Builder<SingletonManager> {
+        r2d2::Pool::builder()
+            .max_size(max_size)
+            .thread_pool(shared_thread_pool())
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connection_timeout(DEFAULT_CHECKOUT_TIMEOUT)
+            .event_handler(Box::new(ReentrancyCheck::new(max_size)))
+    }
 }
 
 /// An r2d2 event handler that explains a checkout that timed out because the waiting thread
