@@ -2,28 +2,36 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+// The layers, bottom first: a module imports only from those above it in this list
+// (tests/layers.rs checks it).
 mod autosave;
-mod backup;
+mod copy;
 mod error;
-mod incremental;
+mod ext;
+mod format;
+mod fs;
+mod open;
 mod pool;
-mod raw;
+mod save;
 mod snapshot;
+mod sqlite;
 mod template;
 
 pub use autosave::{Autosave, AutosaveOptions, DEFAULT_EVERY, DEFAULT_QUIET};
-pub use backup::{
-    Backup, BackupExt, BackupOptions, CancelToken, Progress, StepResult, DEFAULT_PAGES_PER_STEP,
-    DEFAULT_TIMEOUT, TEMP_SUFFIX,
+pub use copy::{
+    Backup, BackupOptions, Progress, StepResult, DEFAULT_PAGES_PER_STEP, DEFAULT_TIMEOUT,
 };
 pub use error::{BackupError, Operation, SqliteFailure};
+pub use ext::BackupExt;
+pub use fs::TEMP_SUFFIX;
 pub use pool::{
     memory_pool, shared_thread_pool, ReentrancyCheck, SingletonManager, DEFAULT_BUSY_TIMEOUT,
     DEFAULT_CHECKOUT_TIMEOUT,
 };
-#[allow(deprecated)]
-pub use raw::init;
 pub use snapshot::Snapshot;
+#[allow(deprecated)]
+pub use sqlite::init;
+pub use sqlite::CancelToken;
 pub use template::{KeepOnPanic, Keepable, Template, TemplateCache};
 
 // The texts under docs/ are doctested like the README: every ```rust block there runs.

@@ -22,11 +22,11 @@ use lock::TargetLock;
 pub use options::{AutosaveOptions, DEFAULT_EVERY, DEFAULT_QUIET};
 use worker::{Retarget, Shared, Stop, Worker};
 
-use crate::backup::save_from;
 use crate::error::{BackupError, Operation};
-use crate::incremental::{self, opens::Flush, tracker::Tracker};
 use crate::pool::SingletonManager;
-use crate::raw::{failure_from_code, path_cstring, OwnedDb};
+use crate::save::save_from;
+use crate::sqlite::memdb::{self, opens::Flush, record::Tracker};
+use crate::sqlite::{failure_from_code, path_cstring, OwnedDb};
 
 /// Saves a [`SingletonManager`] pool's database to a file whenever it changes, on a thread
 /// of its own.
@@ -139,7 +139,7 @@ impl Autosave {
         let path = absolute(path.as_ref())?;
         let lock = TargetLock::acquire(&path)?;
         let db = open_private(pool)?;
-        let tracker = incremental::tracker_of(&db.db(), c"main");
+        let tracker = memdb::tracker_of(&db.db(), c"main");
         // Read before the first save: a commit after this look is saved again later.
         let version = worker::header(&db).unwrap_or([0; 100]);
         let looked_at = Instant::now();
@@ -405,7 +405,7 @@ fn open_private(pool: &r2d2::Pool<SingletonManager>) -> Result<OwnedDb, BackupEr
         op,
         source: Box::new(e),
     })?;
-    let db = crate::raw::raw_handle(&mut conn);
+    let db = crate::sqlite::raw_handle(&mut conn);
     let name = db.filename(c"main").unwrap_or_default();
     let vfs = db.vfs_name(c"main");
     let target = path_cstring(Path::new(&name));

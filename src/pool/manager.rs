@@ -8,7 +8,7 @@ use diesel::connection::SimpleConnection;
 use diesel::r2d2::{Error, ManageConnection, R2D2Connection};
 use diesel::{Connection, ConnectionError, SqliteConnection};
 
-use crate::raw::{self, memdb, OwnedDb};
+use crate::sqlite::{self, memdb, OwnedDb};
 
 /// How long a pooled connection waits for another one's lock before giving up.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -147,7 +147,7 @@ impl ManageConnection for SingletonManager {
 
 /// True when a raw transaction is open; asks SQLite directly, so it never waits for a lock.
 fn left_in_transaction(conn: &mut SqliteConnection) -> bool {
-    !raw::raw_handle(conn).autocommit()
+    !sqlite::raw_handle(conn).autocommit()
 }
 
 impl SingletonManager {

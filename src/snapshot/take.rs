@@ -14,11 +14,11 @@ use diesel::SqliteConnection;
 use libsqlite3_sys as ffi;
 
 use super::Snapshot;
-use crate::backup::budget::{Budget, BudgetedBusyHandler};
-use crate::backup::handle::RawBackup;
-use crate::backup::{checks, convert, engine, BackupOptions};
+use crate::copy::handle::RawBackup;
+use crate::copy::{checks, convert, engine, BackupOptions};
 use crate::error::{BackupError, Operation};
-use crate::raw::{DbRef, OwnedDb, Storage};
+use crate::sqlite::budget::{Budget, BudgetedBusyHandler};
+use crate::sqlite::{DbRef, OwnedDb, Storage};
 
 const OP: Operation = Operation::Snapshot;
 
@@ -30,7 +30,7 @@ pub(crate) fn snapshot(
     opts: &mut BackupOptions<'_>,
 ) -> Result<Snapshot, BackupError> {
     let budget = opts.budget(OP);
-    let src = crate::raw::raw_handle(conn);
+    let src = crate::sqlite::raw_handle(conn);
     let schema = checks::schema(&src, &opts.schema, OP)?;
     checks::source_not_writing(&src, &schema, OP)?;
     let path = src.display_path(&schema);
@@ -104,7 +104,7 @@ fn read_store(
         let bytes = src
             .read_file_to_vec(schema, pages * page_size)
             .map_err(|failure| budget.failed(path, failure))?;
-        opts.report(crate::backup::Progress {
+        opts.report(crate::copy::Progress {
             remaining: 0,
             page_count: pages as u32,
         });
