@@ -22,10 +22,10 @@ use std::ffi::CStr;
 use std::path::Path;
 
 use super::engine;
-use super::handle::RawBackup;
 use super::options::BackupOptions;
 use super::reencode;
 use crate::error::{BackupError, SqliteFailure};
+use crate::format::header;
 use crate::sqlite::{memdb, DbRef, OwnedDb, Storage};
 use crate::sqlite::{Budget, BudgetedBusyHandler};
 
@@ -68,7 +68,7 @@ fn facts(db: &DbRef<'_>, schema: &CStr) -> Result<Facts, SqliteFailure> {
     let field = db
         .file_header(schema)
         .ok()
-        .map(|(h, _)| u32::from_be_bytes([h[56], h[57], h[58], h[59]]));
+        .and_then(|(h, _)| header::field(&h, header::TEXT_ENCODING));
     Ok(Facts {
         page_size: db.query_i64(&format!("PRAGMA {quoted}.page_size"))?,
         pages,
@@ -174,10 +174,9 @@ pub(crate) fn stage(
         }
         Plan::FixHeader => {
             let dst = staged.db();
-            let mut backup = RawBackup::new(&dst, c"main", src, src_schema).map_err(sqlite)?;
             let mut whole = BackupOptions::default().pages_per_step(0);
-            engine::run(&mut backup, &mut whole, budget, path)?;
-            backup.finish().map_err(sqlite)?;
+            let (to, from) = ((&dst, c"main"), (src, src_schema));
+            engine::copy_pages(to, from, &mut whole, budget, path, sqlite, || {})?;
         }
     }
     Ok(Some(staged))
@@ -231,9 +230,8 @@ pub(crate) fn copy(
         ) && !journal_off(dst.db, dst.schema))
         .then(|| CopyCache::set(dst.db, dst.schema)),
     );
-    let mut backup = RawBackup::new(dst.db, dst.schema, &from, from_schema).map_err(sqlite)?;
-    engine::run(&mut backup, opts, budget, dst.path)?;
-    backup.finish().map_err(sqlite)?;
+    let (to, from) = ((dst.db, dst.schema), (&from, from_schema));
+    engine::copy_pages(to, from, opts, budget, dst.path, sqlite, || {})?;
     Ok(plan)
 }
 

@@ -1,13 +1,31 @@
-//! The step loop shared by every entry point: busy backoff within the call's budget, restart
-//! fallback, progress, pauses and cancellation.
+//! The one backup loop every entry point shares ("init, step, finish"): busy backoff within
+//! the call's budget, restart fallback, progress, pauses and cancellation.
 
+use std::ffi::CStr;
 use std::path::Path;
 use std::thread;
 
 use super::handle::{RawBackup, StepOutcome};
 use super::options::BackupOptions;
 use crate::error::{BackupError, SqliteFailure};
-use crate::sqlite::Budget;
+use crate::sqlite::{Budget, DbRef};
+
+/// Copies `src` over `dst` (each a connection and a schema) through one backup object: init,
+/// [`run`], finish. `failed` turns the backup object's own failures (init, finish) into
+/// the error; failures of a step name `path`.
+pub(crate) fn copy_pages(
+    (dst, dst_schema): (&DbRef<'_>, &CStr),
+    (src, src_schema): (&DbRef<'_>, &CStr),
+    opts: &mut BackupOptions<'_>,
+    budget: &Budget,
+    path: &Path,
+    failed: impl Fn(SqliteFailure) -> BackupError,
+    after_step: impl FnMut(),
+) -> Result<(), BackupError> {
+    let mut backup = RawBackup::new(dst, dst_schema, src, src_schema).map_err(&failed)?;
+    run(&mut backup, opts, budget, path, after_step)?;
+    backup.finish().map_err(failed)
+}
 
 /// Runs `backup` to completion under `opts`, within `budget`.
 ///
@@ -18,17 +36,8 @@ use crate::sqlite::Budget;
 ///   to copying everything in one step, which holds one read lock and so cannot restart again.
 /// - The budget only ends the backup when it would otherwise wait or redo work.
 /// - A cancelled token stops it before the next step.
-pub(crate) fn run(
-    backup: &mut RawBackup<'_>,
-    opts: &mut BackupOptions<'_>,
-    budget: &Budget,
-    path: &Path,
-) -> Result<(), BackupError> {
-    run_with(backup, opts, budget, path, || {})
-}
-
-/// [`run`], calling `after_step` after every step that copied pages.
-pub(crate) fn run_with(
+/// `after_step` runs after every step that copied pages.
+fn run(
     backup: &mut RawBackup<'_>,
     opts: &mut BackupOptions<'_>,
     budget: &Budget,

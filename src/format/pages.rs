@@ -27,14 +27,28 @@ pub(crate) fn run_pages(page_size: u32) -> usize {
     (RUN_BYTES / page_size as usize).max(1)
 }
 
-/// The page holding the byte at 1 GiB, which SQLite never stores anything in (its locks).
+/// SQLite never stores data in the page holding this byte (the lock-byte page); a backup
+/// leaves it zero in the destination.
+pub(crate) const PENDING_BYTE: u64 = 0x4000_0000;
+
+/// The page holding [`PENDING_BYTE`], which SQLite never stores anything in (its locks).
 pub(crate) fn pending_byte_page(page_size: u32) -> u32 {
-    (0x4000_0000 / page_size) + 1
+    (PENDING_BYTE / u64::from(page_size)) as u32 + 1
+}
+
+/// Zeroes the lock-byte page where `chunk`, read at `offset`, covers it.
+pub(crate) fn blank_lock_byte_page(chunk: &mut [u8], offset: u64, page_size: u64) {
+    let end = offset + chunk.len() as u64;
+    if offset <= PENDING_BYTE && PENDING_BYTE < end {
+        let from = (PENDING_BYTE - offset) as usize;
+        let to = (from + page_size as usize).min(chunk.len());
+        chunk[from..to].fill(0);
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{run_pages, runs};
+    use super::{blank_lock_byte_page, pending_byte_page, run_pages, runs, PENDING_BYTE};
 
     #[test]
     fn runs_are_consecutive_pages_and_bounded() {
@@ -52,5 +66,23 @@ mod tests {
         let lens: Vec<usize> = runs(&long, max).map(|(_, r)| r.len()).collect();
         assert_eq!(lens, vec![max, 3]);
         assert_eq!(runs(&[], max).count(), 0);
+    }
+
+    #[test]
+    fn the_lock_byte_page_is_blanked_where_a_chunk_covers_it() {
+        let mut chunk = vec![7u8; 8192];
+        blank_lock_byte_page(&mut chunk, PENDING_BYTE - 4096, 1024);
+        assert!(chunk[..4096].iter().all(|&b| b == 7));
+        assert!(chunk[4096..5120].iter().all(|&b| b == 0));
+        assert!(chunk[5120..].iter().all(|&b| b == 7));
+        let mut far = vec![7u8; 4096];
+        blank_lock_byte_page(&mut far, 0, 4096);
+        assert!(far.iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn the_pending_byte_page_holds_the_byte_at_one_gib() {
+        assert_eq!(pending_byte_page(4096), 262_145);
+        assert_eq!(pending_byte_page(65536), 16_385);
     }
 }

@@ -27,6 +27,7 @@ use crate::copy::convert::{self, Plan};
 use crate::copy::{BackupOptions, Progress};
 use crate::error::{BackupError, SqliteFailure};
 use crate::format::header::{self, Header};
+use crate::format::pages;
 use crate::sqlite::memdb::file::SharedMemdbFile;
 use crate::sqlite::{Budget, BudgetedBusyHandler};
 use crate::sqlite::{DbRef, Storage};
@@ -36,10 +37,6 @@ use crate::sqlite::{DbRef, Storage};
 /// `--open-profile fresh 200` (README, Open) 1 MiB was faster than 256 KiB and 4 MiB, on a
 /// machine too noisy for that to be more than indicative.
 const CHUNK: usize = 1 << 20;
-
-/// SQLite never stores data in the page holding this byte (the lock-byte page); a backup
-/// leaves it zero in the destination.
-const PENDING_BYTE: u64 = 0x4000_0000;
 
 /// The source as the load copies it: `pages` pages of `page_size` bytes from offset 0.
 struct Source {
@@ -189,7 +186,7 @@ impl Loading<'_> {
                 if done == 0 {
                     first_page(chunk, source, label, budget)?;
                 }
-                blank_lock_byte_page(chunk, done, source.page_size);
+                pages::blank_lock_byte_page(chunk, done, source.page_size);
                 self.file
                     .write(chunk, done)
                     .map_err(|f| sqlite(dst_path, f))?;
@@ -229,27 +226,9 @@ fn first_page(
     }
     // SAFETY: sqlite3_libversion_number only returns a constant.
     let version = unsafe { ffi::sqlite3_libversion_number() };
-    let fields: [(usize, u32); 5] = [
-        (24, 1),
-        (28, source.pages as u32),
-        (40, 1),
-        (92, 1),
-        (96, version as u32),
-    ];
-    for (at, value) in fields {
-        header[at..at + 4].copy_from_slice(&value.to_be_bytes());
-    }
+    header::stamp(header, 1, 1, version as u32);
+    header::set_field(header, header::PAGE_COUNT, source.pages as u32);
     Ok(())
-}
-
-/// Zeroes the lock-byte page where `chunk`, read at `offset`, covers it.
-fn blank_lock_byte_page(chunk: &mut [u8], offset: u64, page_size: u64) {
-    let end = offset + chunk.len() as u64;
-    if offset <= PENDING_BYTE && PENDING_BYTE < end {
-        let from = (PENDING_BYTE - offset) as usize;
-        let to = (from + page_size as usize).min(chunk.len());
-        chunk[from..to].fill(0);
-    }
 }
 
 #[cfg(test)]

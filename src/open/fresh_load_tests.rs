@@ -194,15 +194,3 @@ fn a_cancelled_load_leaves_the_database_empty_and_usable() {
         1
     );
 }
-
-#[test]
-fn the_lock_byte_page_is_blanked_where_a_chunk_covers_it() {
-    let mut chunk = vec![7u8; 8192];
-    super::blank_lock_byte_page(&mut chunk, super::PENDING_BYTE - 4096, 1024);
-    assert!(chunk[..4096].iter().all(|&b| b == 7));
-    assert!(chunk[4096..5120].iter().all(|&b| b == 0));
-    assert!(chunk[5120..].iter().all(|&b| b == 7));
-    let mut far = vec![7u8; 4096];
-    super::blank_lock_byte_page(&mut far, 0, 4096);
-    assert!(far.iter().all(|&b| b == 7));
-}

@@ -25,7 +25,7 @@ use std::path::Path;
 
 use libsqlite3_sys as ffi;
 
-use crate::copy::{engine, handle::RawBackup, BackupOptions};
+use crate::copy::{engine, BackupOptions};
 use crate::error::{BackupError, SqliteFailure};
 use crate::format::header;
 use crate::fs::{canonical, FileId};
@@ -150,9 +150,15 @@ fn copy(
     dst.exec(DEST_PRAGMAS).map_err(sqlite)?;
     lock_file(dst).map_err(|f| budget.failed(dest, f))?;
     let _src_waits = BudgetedBusyHandler::install(src, budget, &src.display_path(schema));
-    let mut backup = RawBackup::new(dst, c"main", src, schema).map_err(sqlite)?;
-    engine::run(&mut backup, opts, budget, dest)?;
-    backup.finish().map_err(sqlite)
+    engine::copy_pages(
+        (dst, c"main"),
+        (src, schema),
+        opts,
+        budget,
+        dest,
+        sqlite,
+        || {},
+    )
 }
 
 /// Takes the file's EXCLUSIVE lock (waiting in the busy handler with PENDING held, which turns

@@ -205,8 +205,7 @@ fn read_changes(
     }
     // Every commit leaves its counter in page 1: one the record did not see last means a
     // connection that bypasses the shim committed pages the record does not hold.
-    let counter = data[24..28].try_into().map(u32::from_be_bytes);
-    if counter.ok() != taken.counter {
+    if header::field(&data, header::CHANGE_COUNTER) != taken.counter {
         return Err("committed through a connection the record does not see");
     }
     Ok((
@@ -332,10 +331,8 @@ fn locked_write(
     opts.report(progress(changes, total));
     // Page 1 on its own, with the file's counters; then the others in runs.
     let mut first = changes.data[..ps as usize].to_vec();
-    first[24..28].copy_from_slice(&counter.to_be_bytes());
-    first[40..44].copy_from_slice(&schema_cookie.to_be_bytes());
-    first[92..96].copy_from_slice(&counter.to_be_bytes());
-    first[96..100].copy_from_slice(&ffi::SQLITE_VERSION_NUMBER.to_be_bytes());
+    let version = ffi::SQLITE_VERSION_NUMBER as u32;
+    header::stamp(&mut first, counter, schema_cookie, version);
     db.write_at(c"main", 0, &first)
         .map_err(|_| "write failed")?;
     let mut written = 1;

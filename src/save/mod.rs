@@ -13,7 +13,6 @@ pub(crate) mod incremental;
 mod replaced;
 mod settle;
 
-use crate::copy::handle::RawBackup;
 use crate::copy::{checks, engine, BackupOptions};
 use crate::error::{BackupError, Operation};
 use crate::format::header::{self, Header};
@@ -199,11 +198,10 @@ fn copy_into_file(
         let dst = file_db.db();
         dst.exec(TEMP_PRAGMAS).map_err(sqlite)?;
         let _waits = BudgetedBusyHandler::install(src, budget, &src.display_path(schema));
-        let mut backup = RawBackup::new(&dst, c"main", src, schema).map_err(sqlite)?;
-        engine::run_with(&mut backup, opts, budget, dest_path, || {
+        let (to, from) = ((&dst, c"main"), (src, schema));
+        engine::copy_pages(to, from, opts, budget, dest_path, sqlite, || {
             start_writeback(temp.as_file())
         })?;
-        backup.finish().map_err(sqlite)?;
     }
     file_db.close().map_err(sqlite)
 }

@@ -14,7 +14,6 @@ use diesel::SqliteConnection;
 use libsqlite3_sys as ffi;
 
 use super::Snapshot;
-use crate::copy::handle::RawBackup;
 use crate::copy::{checks, convert, engine, BackupOptions};
 use crate::error::{BackupError, Operation};
 use crate::sqlite::budget::{Budget, BudgetedBusyHandler};
@@ -140,9 +139,8 @@ fn copy_into_buffer(
         // SAFETY: `buffer` outlives `copy`, which is closed at the end of this block, and
         // nothing else touches it meanwhile.
         unsafe { dst.write_main_into(&mut buffer) }.map_err(sqlite)?;
-        let mut backup = RawBackup::new(&dst, c"main", src, schema).map_err(sqlite)?;
-        engine::run(&mut backup, opts, budget, path)?;
-        backup.finish().map_err(sqlite)?;
+        let (to, from) = ((&dst, c"main"), (src, schema));
+        engine::copy_pages(to, from, opts, budget, path, sqlite, || {})?;
         // The length memdb wrote, read through the file (page 1 of a WAL source's image says
         // "WAL", which this connection could no longer parse).
         let (_, len) = dst.file_header(c"main").map_err(sqlite)?;

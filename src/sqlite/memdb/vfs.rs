@@ -282,7 +282,7 @@ unsafe extern "C" fn write(
 ) -> c_int {
     // SAFETY: SQLite only calls this on files `open` gave our table, which happens after
     // METHODS is set, so the region is live; `data` holds `amount` readable bytes for the
-    // duration of the call (the counter is read only when `amount` covers bytes 24..28);
+    // duration of the call (the counter is read from within those bytes);
     // memdb's own xRead, called on this same open object, writes 4 bytes into a live local
     // (it takes the store's mutex itself, which nothing of ours holds here).
     unsafe {
@@ -301,10 +301,9 @@ unsafe extern "C" fn write(
             }
         }
         // The change counter, when this write covers it (page 1).
-        let counter = (offset == 0 && amount >= 28).then(|| {
-            let bytes = std::slice::from_raw_parts(data.cast::<u8>().add(24), 4);
-            u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
-        });
+        let counter = (offset == 0)
+            .then(|| std::slice::from_raw_parts(data.cast::<u8>(), amount.max(0) as usize))
+            .and_then(|page| header::field(page, header::CHANGE_COUNTER));
         let write = || memdb_write(file, data, amount, offset);
         let rc = match tracking(file) {
             Some((t, untracked)) => {
@@ -317,7 +316,8 @@ unsafe extern "C" fn write(
                 let stored_counter = || {
                     let read = methods.patched.xRead?;
                     let mut bytes = [0u8; 4];
-                    let rc = read(file, bytes.as_mut_ptr().cast(), 4, 24);
+                    let at = header::CHANGE_COUNTER as i64;
+                    let rc = read(file, bytes.as_mut_ptr().cast(), 4, at);
                     (rc == ffi::SQLITE_OK).then(|| u32::from_be_bytes(bytes))
                 };
                 t.track_write(
