@@ -7,6 +7,7 @@ use libsqlite3_sys as ffi;
 
 use crate::error::{BackupError, Operation, SqliteFailure};
 use crate::format::header::Header;
+use crate::fs::{journal_of, wal_of};
 use crate::sqlite::{Budget, BudgetedBusyHandler, DbRef, Storage};
 
 /// `name` as a C string, if the connection has a schema by that name.
@@ -115,9 +116,7 @@ pub(crate) fn logs_are_plain_files(
     db_path: &std::path::Path,
     op: Operation,
 ) -> Result<(), BackupError> {
-    for suffix in ["-journal", "-wal"] {
-        let mut name = db_path.as_os_str().to_owned();
-        name.push(suffix);
+    for name in [journal_of(db_path), wal_of(db_path)] {
         let Ok(meta) = std::fs::symlink_metadata(&name) else {
             continue;
         };
@@ -125,7 +124,7 @@ pub(crate) fn logs_are_plain_files(
         if !(kind.is_file() || kind.is_symlink()) {
             return Err(BackupError::InvalidInput {
                 op,
-                path: PathBuf::from(name),
+                path: name,
                 reason: "SQLite's journal name holds something that is not a file (a FIFO, \
                          device, socket or directory); opening it could block forever, so \
                          remove it first"

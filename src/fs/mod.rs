@@ -63,13 +63,9 @@ impl FileId {
 
 /// `path` with its folder made absolute and free of links, so that the same file reached by
 /// different spellings compares equal. The last component is kept (callers resolve it).
-pub(crate) fn canonical(path: &std::path::Path) -> Option<PathBuf> {
+pub(crate) fn canonical(path: &Path) -> Option<PathBuf> {
     let name = path.file_name()?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => std::path::Path::new("."),
-    };
-    Some(std::fs::canonicalize(dir).ok()?.join(name))
+    Some(fs::canonicalize(parent_dir(path)).ok()?.join(name))
 }
 
 /// The folder `path` is in (`.` for a bare file name).
@@ -78,6 +74,22 @@ pub(crate) fn parent_dir(path: &Path) -> PathBuf {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     }
+}
+
+/// The rollback journal SQLite pairs with the database file `db`: its name plus `-journal`.
+pub(crate) fn journal_of(db: &Path) -> PathBuf {
+    suffixed(db, "-journal")
+}
+
+/// The write-ahead log SQLite pairs with the database file `db`: its name plus `-wal`.
+pub(crate) fn wal_of(db: &Path) -> PathBuf {
+    suffixed(db, "-wal")
+}
+
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 /// Where a chain of symbolic links at `path` ends, whether or not that file exists yet: a
@@ -115,7 +127,7 @@ pub(crate) fn start_writeback(file: &File) {
     let _ = file;
 }
 
-/// Makes a rename in `dir` durable.
+/// Makes the creation, rename or deletion of an entry of `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
@@ -124,23 +136,6 @@ pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(not(unix))]
     {
         let _ = dir;
-        Ok(())
-    }
-}
-
-/// Makes the creation or deletion of `file`'s directory entry durable.
-pub(crate) fn sync_parent_dir(file: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        let dir = match file.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        fs::File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = file;
         Ok(())
     }
 }

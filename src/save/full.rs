@@ -95,7 +95,7 @@ pub(crate) fn save_over_existing(
     if saved.as_ref().is_ok_and(|&done| done) {
         // SQLite does not sync the folder after deleting its journal: without this, a power
         // cut could bring the journal back and with it the previous version.
-        let _ = crate::fs::sync_parent_dir(dest);
+        let _ = crate::fs::sync_dir(&crate::fs::parent_dir(dest));
     }
     saved
 }

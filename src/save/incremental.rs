@@ -65,7 +65,7 @@ use crate::error::BackupError;
 use crate::format::header;
 use crate::format::journal::{self, Journal};
 use crate::format::pages::{pending_byte_page, run_pages, runs};
-use crate::fs::{canonical, sync_parent_dir, FileId};
+use crate::fs::{canonical, journal_of, parent_dir, sync_dir, FileId};
 use crate::sqlite::budget::{is_busy, Budget, BudgetedBusyHandler};
 use crate::sqlite::memdb::record::{Baseline, Taken, Tracker};
 use crate::sqlite::{path_cstring, DbRef, OwnedDb};
@@ -353,7 +353,7 @@ fn locked_write(
     opts.report(progress(changes, 0));
     // The commit point: without its journal the file is the new version.
     fs::remove_file(&journal_path).map_err(|_| "journal not deleted")?;
-    let _ = sync_parent_dir(&journal_path);
+    let _ = sync_dir(&parent_dir(&journal_path));
     db.exec("COMMIT").map_err(|_| "commit failed")?;
     Ok(counter)
 }
@@ -368,9 +368,9 @@ fn progress(changes: &Changes, remaining: usize) -> Progress {
 /// Where SQLite looks for this database's rollback journal: its full name plus `-journal`.
 fn journal_path(db: &DbRef<'_>, dest: &Path) -> Result<PathBuf, Fallback> {
     let full = db.filename(c"main").filter(|f| !f.is_empty());
-    let mut name = full.map_or_else(|| dest.as_os_str().to_owned(), Into::into);
-    name.push("-journal");
-    Ok(PathBuf::from(name))
+    Ok(journal_of(
+        &full.map_or_else(|| dest.to_path_buf(), PathBuf::from),
+    ))
 }
 
 /// Writes the original content of every page about to change, and makes it durable (the
@@ -412,7 +412,7 @@ fn write_journal(
                 .map_err(|_| "journal not synced")
         })
         .and_then(|file| {
-            sync_parent_dir(path).map_err(|_| "journal directory not synced")?;
+            sync_dir(&parent_dir(path)).map_err(|_| "journal directory not synced")?;
             seal_journal(&file, records).map_err(|_| "journal not sealed")
         });
     if let Err(e) = written {

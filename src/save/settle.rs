@@ -1,11 +1,12 @@
 //! The logs an old file leaves beside a destination, settled before a save renames over it.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use libsqlite3_sys as ffi;
 
 use crate::error::{BackupError, SqliteFailure};
+use crate::fs::{journal_of, wal_of};
 use crate::sqlite::{is_busy, Budget, BudgetedBusyHandler};
 use crate::sqlite::{path_cstring, OwnedDb};
 
@@ -18,12 +19,7 @@ use crate::sqlite::{path_cstring, OwnedDb};
 /// spent, the save fails with Busy and replaces nothing. Only metadata is read through
 /// `std::fs`.
 pub(crate) fn settle_logs(dest: &Path, budget: &Budget) -> Result<(), BackupError> {
-    let log = |suffix: &str| {
-        let mut name = dest.as_os_str().to_owned();
-        name.push(suffix);
-        PathBuf::from(name)
-    };
-    let logs = [log("-wal"), log("-journal")];
+    let logs = [wal_of(dest), journal_of(dest)];
     let present = || logs.iter().any(|l| fs::symlink_metadata(l).is_ok());
     if !present() {
         return Ok(());
@@ -61,7 +57,7 @@ pub(crate) fn settle_logs(dest: &Path, budget: &Budget) -> Result<(), BackupErro
             // SQLite deletes a log without syncing the folder. Were the rename that follows
             // durable and the delete not, a power loss would pair the old file's hot journal
             // with the new file, and the next SQLite would roll old pages into it.
-            return crate::fs::sync_parent_dir(dest)
+            return crate::fs::sync_dir(&crate::fs::parent_dir(dest))
                 .map_err(|e| BackupError::io(op, dest, "fsync directory", e));
         }
         let failure = in_use.unwrap_or_else(|| SqliteFailure {
