@@ -192,10 +192,6 @@ pub(crate) fn classify(path: &Path, failure: SqliteFailure) -> BackupError {
         ffi::SQLITE_NOTADB | ffi::SQLITE_CORRUPT => {
             BackupError::invalid_db(Operation::Restore, path, failure.to_string())
         }
-        _ => BackupError::Sqlite {
-            op: Operation::Restore,
-            path: path.to_path_buf(),
-            failure,
-        },
+        _ => BackupError::sqlite(Operation::Restore, path, failure),
     }
 }

@@ -216,11 +216,7 @@ pub(crate) fn copy(
         Some(stage) => (stage.db(), c"main"),
         None => (src.db.reborrow(), src.schema),
     };
-    let sqlite = |failure| BackupError::Sqlite {
-        op: budget.op(),
-        path: blame.to_path_buf(),
-        failure,
-    };
+    let sqlite = BackupError::sqlite_at(budget.op(), blame);
     // Declared before the backup, so restored after it is finished or rolled back.
     let _caches = (
         (ours || staged.is_some()).then(|| CopyCache::set(&from, from_schema)),

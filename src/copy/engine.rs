@@ -51,11 +51,9 @@ fn run(
         if budget.is_cancelled() {
             return Err(budget.cancelled(path));
         }
-        let outcome = backup.step(pages).map_err(|failure| BackupError::Sqlite {
-            op: budget.op(),
-            path: path.to_path_buf(),
-            failure,
-        })?;
+        let outcome = backup
+            .step(pages)
+            .map_err(BackupError::sqlite_at(budget.op(), path))?;
         match outcome {
             StepOutcome::Done => {
                 opts.report(backup.progress());

@@ -167,11 +167,8 @@ impl Loading<'_> {
             n if n > 0 => u64::try_from(n).unwrap_or(u64::MAX) * source.page_size,
             _ => total,
         };
-        let sqlite = |path: &Path, failure: SqliteFailure| BackupError::Sqlite {
-            op: budget.op(),
-            path: path.to_path_buf(),
-            failure,
-        };
+        let sqlite =
+            |path: &Path, failure: SqliteFailure| BackupError::sqlite(budget.op(), path, failure);
         let mut buffer = vec![0u8; CHUNK.min(total as usize)];
         let mut done = 0;
         while done < total {

@@ -154,7 +154,7 @@ fn check_regular_file(path: &Path) -> Result<(), BackupError> {
 fn open_source(path: &Path, budget: &Budget) -> Result<OwnedDb, BackupError> {
     let absolute = fs::canonicalize(path).map_err(|e| BackupError::io(OP, path, "open", e))?;
     checks::logs_are_plain_files(&absolute, OP)?;
-    let uri = readonly_uri(&absolute).ok_or_else(|| nul_in_path(path))?;
+    let uri = readonly_uri(&absolute).ok_or_else(|| BackupError::nul_in_path(OP, path))?;
     let flags = ffi::SQLITE_OPEN_READONLY | ffi::SQLITE_OPEN_URI;
     // The batching VFS reads the file 64 KiB at a time instead of a page per call. (Not
     // mmap: a file truncated or failing under a memory map kills the process with SIGBUS.)
@@ -179,7 +179,7 @@ fn open_source(path: &Path, budget: &Budget) -> Result<OwnedDb, BackupError> {
 
 /// Opens the file read-write for the moment it takes SQLite to roll the hot journal back.
 fn roll_back_hot_journal(absolute: &Path, path: &Path, budget: &Budget) -> Result<(), BackupError> {
-    let name = path_cstring(absolute).ok_or_else(|| nul_in_path(path))?;
+    let name = path_cstring(absolute).ok_or_else(|| BackupError::nul_in_path(OP, path))?;
     let cannot = |failure: SqliteFailure| {
         BackupError::invalid_db(
             OP,
@@ -206,12 +206,4 @@ fn roll_back_hot_journal(absolute: &Path, path: &Path, budget: &Budget) -> Resul
 fn check_file(db: &DbRef<'_>, path: &Path) -> Result<(), BackupError> {
     let (bytes, file_len) = db.file_header(c"main").map_err(|f| classify(path, f))?;
     check_header(&bytes, file_len, path)
-}
-
-fn nul_in_path(path: &Path) -> BackupError {
-    BackupError::InvalidInput {
-        op: OP,
-        path: path.to_path_buf(),
-        reason: "path contains a NUL byte".into(),
-    }
 }

@@ -142,11 +142,7 @@ fn copy(
     opts: &mut BackupOptions<'_>,
     budget: &Budget,
 ) -> Result<(), BackupError> {
-    let sqlite = |failure| BackupError::Sqlite {
-        op: budget.op(),
-        path: dest.to_path_buf(),
-        failure,
-    };
+    let sqlite = BackupError::sqlite_at(budget.op(), dest);
     dst.exec(DEST_PRAGMAS).map_err(sqlite)?;
     lock_file(dst).map_err(|f| budget.failed(dest, f))?;
     let _src_waits = BudgetedBusyHandler::install(src, budget, &src.display_path(schema));

@@ -182,16 +182,8 @@ fn copy_into_file(
     budget: &Budget,
 ) -> Result<(), BackupError> {
     let op = Operation::Save;
-    let sqlite = |failure| BackupError::Sqlite {
-        op,
-        path: dest_path.to_path_buf(),
-        failure,
-    };
-    let name = path_cstring(temp.path()).ok_or_else(|| BackupError::InvalidInput {
-        op,
-        path: dest_path.to_path_buf(),
-        reason: "path contains a NUL byte".into(),
-    })?;
+    let sqlite = BackupError::sqlite_at(op, dest_path);
+    let name = path_cstring(temp.path()).ok_or_else(|| BackupError::nul_in_path(op, dest_path))?;
     let file_db = OwnedDb::open_with_vfs(&name, ffi::SQLITE_OPEN_READWRITE, batch_vfs::name())
         .map_err(sqlite)?;
     {

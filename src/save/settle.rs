@@ -34,11 +34,7 @@ pub(crate) fn settle_logs(dest: &Path, budget: &Budget) -> Result<(), BackupErro
                 .into(),
         });
     }
-    let name = path_cstring(dest).ok_or_else(|| BackupError::InvalidInput {
-        op,
-        path: dest.to_path_buf(),
-        reason: "path contains a NUL byte".into(),
-    })?;
+    let name = path_cstring(dest).ok_or_else(|| BackupError::nul_in_path(op, dest))?;
     let mut attempt = 0;
     loop {
         let in_use = match settle_once(&name, dest, budget) {

@@ -126,11 +126,7 @@ fn copy_into_buffer(
     budget: &Budget,
     path: &Path,
 ) -> Result<Vec<u8>, BackupError> {
-    let sqlite = |failure| BackupError::Sqlite {
-        op: OP,
-        path: path.to_path_buf(),
-        failure,
-    };
+    let sqlite = BackupError::sqlite_at(OP, path);
     // Zeroed pages come from the kernel on first touch: only what is copied becomes memory.
     let mut buffer = vec![0u8; capacity];
     let len = {

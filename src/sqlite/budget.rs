@@ -158,11 +158,7 @@ impl Budget {
         if is_busy(&failure) {
             return self.gave_up(path, failure);
         }
-        BackupError::Sqlite {
-            op: self.op,
-            path: path.to_path_buf(),
-            failure,
-        }
+        BackupError::sqlite(self.op, path, failure)
     }
 
     pub(crate) fn cancelled(&self, path: &Path) -> BackupError {
