@@ -19,8 +19,9 @@ use crate::copy::{convert, BackupOptions};
 
 use crate::error::{BackupError, Operation, SqliteFailure};
 use crate::format::header::{self, Header};
-use crate::fs::{canonical, same_file, FileId};
-use crate::sqlite::memdb::{self, record::Baseline, Untracked};
+use crate::fs::{same_file, FileId};
+use crate::sqlite::memdb::record::{rebase, Baseline};
+use crate::sqlite::memdb::{self, Untracked};
 use crate::sqlite::{batch_vfs, path_cstring, readonly_uri, DbRef, OwnedDb};
 use crate::sqlite::{is_busy, Budget, BudgetedBusyHandler};
 
@@ -61,20 +62,15 @@ pub(crate) fn restore_from(
     };
     // Loading makes the database equal to this file: a baseline for incremental saves, if
     // the copy is page for page and the file provably stayed the one read.
-    let epoch = tracker.clear();
-    let base = file_baseline(&src, path, before);
-    let plan = {
-        let _untracked = Untracked::new(&dest, &schema);
-        load(&dest, &schema, &dest_path, &src, path, opts, &budget)
-    };
-    match (plan, base) {
-        (Ok(convert::Plan::Direct), Some(base)) => tracker.install(epoch, base),
-        (Ok(_), _) => tracker.forget(epoch),
-        (Err(e), _) => {
-            tracker.forget(epoch);
-            return Err(e);
-        }
-    }
+    rebase(Some(tracker), || {
+        let base = file_baseline(&src, path, before);
+        let plan = {
+            let _untracked = Untracked::new(&dest, &schema);
+            load(&dest, &schema, &dest_path, &src, path, opts, &budget)
+        };
+        let base = base.filter(|_| matches!(plan, Ok(convert::Plan::Direct)));
+        (plan, base)
+    })?;
     opening.completed();
     Ok(())
 }
@@ -90,18 +86,12 @@ fn file_baseline(src: &DbRef<'_>, path: &Path, before: Option<FileId>) -> Option
         .valid_pages
         .map(|p| u64::from(p) * u64::from(parsed.page_size))
         == Some(len);
-    let rollback = header::is_rollback_mode(&header);
     // Page 1 then differs from the file's (see `sqlite::memdb::vfs`).
-    let rewritten = crate::format::header::page1_needs_rewrite(&header);
-    if before != Some(after) || after.size != len || !exact || !rollback || rewritten {
+    let rewritten = header::page1_needs_rewrite(&header);
+    if before != Some(after) || !exact || rewritten {
         return None;
     }
-    Some(Baseline {
-        path: canonical(path)?,
-        id: after,
-        counter: header::change_counter(&header),
-        page_size: parsed.page_size,
-    })
+    Baseline::of(path, after, &header, len)
 }
 
 /// The copy every Open shares, from files and from snapshots alike. `src` holds a read

@@ -28,9 +28,9 @@ use libsqlite3_sys as ffi;
 use crate::copy::{engine, BackupOptions};
 use crate::error::{BackupError, SqliteFailure};
 use crate::format::header;
-use crate::fs::{canonical, FileId};
+use crate::fs::FileId;
 use crate::sqlite::budget::{Budget, BudgetedBusyHandler};
-use crate::sqlite::memdb::record::{Baseline, Tracker};
+use crate::sqlite::memdb::record::{rebase, Baseline, Tracker};
 use crate::sqlite::{path_cstring, DbRef, OwnedDb};
 
 /// The destination's settings while the backup writes it. Each spill of a full cache syncs
@@ -74,21 +74,14 @@ pub(crate) fn save_over_existing(
         let _dest_waits = BudgetedBusyHandler::install(&db, budget, dest);
         match inspect(&db, id, dest, budget)? {
             None => Ok(false),
-            Some(existing) => {
-                let epoch = tracker.map(Tracker::clear);
+            Some(existing) => rebase(tracker, || {
                 let copied = copy(src, schema, &db, dest, opts, budget);
-                let baseline = match &copied {
-                    Ok(()) => read_baseline(&db, &existing, dest),
-                    Err(_) => None,
-                };
-                if let (Some(t), Some(epoch)) = (tracker, epoch) {
-                    match baseline {
-                        Some(b) => t.install(epoch, b),
-                        None => t.forget(epoch),
-                    }
-                }
-                copied.map(|()| true)
-            }
+                let baseline = copied
+                    .as_ref()
+                    .ok()
+                    .and_then(|()| read_baseline(&db, &existing, dest));
+                (copied.map(|()| true), baseline)
+            }),
         }
     };
     file.close().map_err(|f| budget.failed(dest, f))?;
@@ -184,17 +177,6 @@ fn read_baseline(db: &DbRef<'_>, before: &Existing, dest: &Path) -> Option<Basel
     let _ = db.exec("COMMIT");
     let (header, len) = read.ok()?;
     let id = id.filter(|now| (now.dev, now.ino) == (before.id.dev, before.id.ino))?;
-    let page_size = header::page_size(&header);
-    let counter = header::change_counter(&header);
-    let untouched = counter == before.counter.wrapping_add(1) && len == id.size;
-    let rollback_mode = header::is_rollback_mode(&header);
-    if !(untouched && rollback_mode && page_size >= 512 && len % u64::from(page_size) == 0) {
-        return None;
-    }
-    Some(Baseline {
-        path: canonical(dest)?,
-        id,
-        counter,
-        page_size,
-    })
+    // Untouched: the backup's commit is the only change since the file was inspected.
+    Baseline::of(dest, id, &header, len).filter(|b| b.counter == before.counter.wrapping_add(1))
 }

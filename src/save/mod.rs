@@ -15,12 +15,11 @@ mod settle;
 
 use crate::copy::{checks, engine, BackupOptions};
 use crate::error::{BackupError, Operation};
-use crate::format::header::{self, Header};
+use crate::format::header::Header;
 use crate::fs::temp_file::{self, LockedTemp};
-use crate::fs::{
-    canonical, follow_links, parent_dir, same_file, start_writeback, sync_dir, FileId,
-};
-use crate::sqlite::memdb::{self, record::Baseline};
+use crate::fs::{follow_links, parent_dir, same_file, start_writeback, sync_dir, FileId};
+use crate::sqlite::memdb;
+use crate::sqlite::memdb::record::{rebase, Baseline};
 use crate::sqlite::{batch_vfs, path_cstring, DbRef, OwnedDb};
 use crate::sqlite::{Budget, BudgetedBusyHandler};
 
@@ -70,30 +69,24 @@ pub(crate) fn save_from(
             return Ok(());
         }
     }
-    // A full save makes a new baseline: the record restarts now, so writes during the copy
-    // count as changes since it.
-    let epoch = tracker.as_ref().map(|t| t.clear());
-    let mut baseline = None;
-    let saved = replace_atomically(path, op, budget, |temp, dest_path| {
-        if is_source(dest_path) {
-            return Err(BackupError::SameFile {
-                op,
-                path: path.to_path_buf(),
-            });
-        }
-        copy_into_file(src, &schema, temp, dest_path, opts, budget)?;
-        if tracker.is_some() {
-            baseline = new_baseline(temp, dest_path);
-        }
-        Ok(())
-    });
-    if let (Some(t), Some(epoch)) = (&tracker, epoch) {
-        match (&saved, baseline) {
-            (Ok(()), Some(b)) => t.install(epoch, b),
-            _ => t.forget(epoch),
-        }
-    }
-    saved
+    // A full save makes a new baseline.
+    rebase(tracker.as_deref(), || {
+        let mut baseline = None;
+        let saved = replace_atomically(path, op, budget, |temp, dest_path| {
+            if is_source(dest_path) {
+                return Err(BackupError::SameFile {
+                    op,
+                    path: path.to_path_buf(),
+                });
+            }
+            copy_into_file(src, &schema, temp, dest_path, opts, budget)?;
+            if tracker.is_some() {
+                baseline = new_baseline(temp, dest_path);
+            }
+            Ok(())
+        });
+        (saved, baseline)
+    })
 }
 
 /// Incremental mode never renames over a database someone may hold open (see
@@ -128,16 +121,8 @@ fn new_baseline(temp: &LockedTemp, dest: &Path) -> Option<Baseline> {
     let mut header = [0u8; 100];
     file.seek(SeekFrom::Start(0)).ok()?;
     file.read_exact(&mut header).ok()?;
-    let page_size = header::page_size(&header);
     let id = FileId::of(temp.path())?;
-    let path = canonical(dest)?;
-    let whole_pages = id.size % u64::from(page_size) == 0;
-    (header::is_rollback_mode(&header) && whole_pages).then(|| Baseline {
-        path,
-        id,
-        counter: header::change_counter(&header),
-        page_size,
-    })
+    Baseline::of(dest, id, &header, id.size)
 }
 
 /// Replaces the file at `path` (symbolic links followed) with what `write` puts into a fresh

@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 use std::ffi::CStr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
-use crate::fs::FileId;
+use crate::format::header;
+use crate::fs::{canonical, FileId};
 
 /// A file this database equalled page for page when it was recorded (after a save, or after
 /// a load by `restore_from`), identified by what a later save checks before writing in place.
@@ -17,6 +18,43 @@ pub(crate) struct Baseline {
     /// Header bytes 24..28 as the file holds them.
     pub(crate) counter: u32,
     pub(crate) page_size: u32,
+}
+
+impl Baseline {
+    /// The file at `path`, of identity `id` and this `header`, read `len` bytes long, as a
+    /// baseline: only a rollback-mode file whose length is exactly its pages, as `stat` saw it.
+    pub(crate) fn of(path: &Path, id: FileId, header: &[u8; 100], len: u64) -> Option<Baseline> {
+        let page_size = header::page_size(header);
+        let whole_pages = page_size >= 512 && len % u64::from(page_size) == 0;
+        if !(whole_pages && len == id.size && header::is_rollback_mode(header)) {
+            return None;
+        }
+        Some(Baseline {
+            path: canonical(path)?,
+            id,
+            counter: header::change_counter(header),
+            page_size,
+        })
+    }
+}
+
+/// Runs an operation that makes the database equal to a file (a full save, a restore) and
+/// returns its result with the baseline it leaves. The record restarts before it runs, so
+/// writes meanwhile count as changes since; the baseline is installed only if the operation
+/// succeeded and nothing cleared the record since.
+pub(crate) fn rebase<T, E>(
+    tracker: Option<&Tracker>,
+    run: impl FnOnce() -> (Result<T, E>, Option<Baseline>),
+) -> Result<T, E> {
+    let epoch = tracker.map(Tracker::clear);
+    let (result, baseline) = run();
+    if let (Some(t), Some(epoch)) = (tracker, epoch) {
+        match (&result, baseline) {
+            (Ok(_), Some(b)) => t.install(epoch, b),
+            _ => t.forget(epoch),
+        }
+    }
+    result
 }
 
 /// The write record of one memdb database, shared by every connection's file object.
@@ -413,5 +451,33 @@ mod tests {
         let taken = t.take();
         assert_eq!(taken.baseline, Some(base));
         assert!(t.take().baseline.is_none(), "a baseline is used once");
+    }
+
+    #[test]
+    fn rebase_installs_only_what_a_successful_operation_leaves() {
+        let t = Tracker::default();
+        let id = FileId {
+            dev: 1,
+            ino: 2,
+            size: 8192,
+            mtime_ns: 0,
+        };
+        let mut header = [0u8; 100];
+        header[16..18].copy_from_slice(&4096u16.to_be_bytes());
+        header[18] = 1;
+        header[19] = 1;
+        header::set_field(&mut header, header::CHANGE_COUNTER, 5);
+        let dir = std::env::temp_dir();
+        let base = Baseline::of(&dir.join("x.db"), id, &header, 8192).unwrap();
+        assert_eq!((base.counter, base.page_size), (5, 4096));
+        assert!(
+            Baseline::of(&dir.join("x.db"), id, &header, 4096).is_none(),
+            "size"
+        );
+        let failed: Result<(), ()> = rebase(Some(&t), || (Err(()), Some(base.clone())));
+        assert!(failed.is_err() && t.take().baseline.is_none());
+        let done: Result<(), ()> = rebase(Some(&t), || (Ok(()), Some(base.clone())));
+        assert!(done.is_ok());
+        assert_eq!(t.take().baseline, Some(base));
     }
 }
