@@ -3,7 +3,6 @@
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::marker::PhantomData;
-use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::ptr::{self, NonNull};
 
@@ -178,109 +177,6 @@ impl<'a> DbRef<'a> {
     /// True when `schema` lives in memory (`:memory:`, temp, or a memdb database).
     pub(crate) fn is_in_memory(&self, schema: &CStr) -> bool {
         self.storage(schema) != Storage::File
-    }
-
-    /// The first 100 bytes of `schema`'s file and the file's length, read through SQLite's own
-    /// open file handle (so no descriptor of ours is opened or closed on a file whose locks
-    /// this process holds). Call it inside a read transaction, so both are the state that
-    /// transaction sees; in WAL mode the file may lag the WAL.
-    pub(crate) fn file_header(&self, schema: &CStr) -> Result<([u8; 100], u64), SqliteFailure> {
-        let len = self.file_len(schema)?;
-        let mut header = [0u8; 100];
-        self.read_file(schema, &mut header)?;
-        Ok((header, len))
-    }
-
-    /// The length of `schema`'s file, from SQLite's own file handle.
-    pub(crate) fn file_len(&self, schema: &CStr) -> Result<u64, SqliteFailure> {
-        let file = self.main_file(schema)?;
-        let mut len: i64 = 0;
-        // SAFETY: `file` is the schema's open file (see `main_file`); xFileSize writes one
-        // i64 through the pointer to a live local.
-        let rc = unsafe {
-            match (*(*file).pMethods).xFileSize {
-                Some(size) => size(file, &mut len),
-                None => ffi::SQLITE_NOTFOUND,
-            }
-        };
-        match rc {
-            ffi::SQLITE_OK => Ok(len.max(0) as u64),
-            rc => Err(failure_from_code(rc)),
-        }
-    }
-
-    /// Fills `buffer` from the start of `schema`'s file, through SQLite's own file handle. Past
-    /// the end of the file the buffer is zero-filled (SQLite's short-read rule).
-    pub(crate) fn read_file(&self, schema: &CStr, buffer: &mut [u8]) -> Result<(), SqliteFailure> {
-        // SAFETY: an initialised slice is a valid destination for any bytes.
-        let uninit = unsafe { &mut *(buffer as *mut [u8] as *mut [MaybeUninit<u8>]) };
-        self.read_file_into(schema, uninit)
-    }
-
-    /// The first `len` bytes of `schema`'s file, read without first zeroing the buffer.
-    pub(crate) fn read_file_to_vec(
-        &self,
-        schema: &CStr,
-        len: usize,
-    ) -> Result<Vec<u8>, SqliteFailure> {
-        let mut bytes = Vec::with_capacity(len);
-        self.read_file_into(schema, &mut bytes.spare_capacity_mut()[..len])?;
-        // SAFETY: `read_file_into` succeeded, so every one of the `len` bytes was written
-        // (xRead fills the whole buffer, zero-filling what lies past the end of the file).
-        unsafe { bytes.set_len(len) };
-        Ok(bytes)
-    }
-
-    /// Writes every byte of `buffer` from the start of `schema`'s file, or fails.
-    fn read_file_into(
-        &self,
-        schema: &CStr,
-        buffer: &mut [MaybeUninit<u8>],
-    ) -> Result<(), SqliteFailure> {
-        let file = self.main_file(schema)?;
-        // xRead takes an int length: read in chunks well below its limit.
-        const CHUNK: usize = 1 << 30;
-        for (i, chunk) in buffer.chunks_mut(CHUNK).enumerate() {
-            // SAFETY: `file` is the schema's open file (see `main_file`); xRead writes
-            // `chunk.len()` bytes into the chunk, which is live and exclusively ours. The VFS
-            // contract makes it write all of them: on a short read it zero-fills the rest.
-            let rc = unsafe {
-                match (*(*file).pMethods).xRead {
-                    Some(read) => read(
-                        file,
-                        chunk.as_mut_ptr().cast(),
-                        chunk.len() as c_int,
-                        (i * CHUNK) as i64,
-                    ),
-                    None => ffi::SQLITE_NOTFOUND,
-                }
-            };
-            if rc != ffi::SQLITE_OK && rc != ffi::SQLITE_IOERR_SHORT_READ {
-                return Err(failure_from_code(rc));
-            }
-        }
-        Ok(())
-    }
-
-    /// `schema`'s open file object (`SQLITE_FCNTL_FILE_POINTER`), owned by its pager and
-    /// open for as long as the connection is.
-    pub(super) fn main_file(&self, schema: &CStr) -> Result<*mut ffi::sqlite3_file, SqliteFailure> {
-        let mut file: *mut ffi::sqlite3_file = ptr::null_mut();
-        // SAFETY: SQLITE_FCNTL_FILE_POINTER writes one `sqlite3_file*` into the out-pointer.
-        let rc = unsafe {
-            ffi::sqlite3_file_control(
-                self.as_ptr(),
-                schema.as_ptr(),
-                ffi::SQLITE_FCNTL_FILE_POINTER,
-                (&mut file as *mut *mut ffi::sqlite3_file).cast(),
-            )
-        };
-        // SAFETY: a non-null pointer from SQLite is an open file object; we only read its
-        // method table pointer.
-        if rc != ffi::SQLITE_OK || file.is_null() || unsafe { (*file).pMethods.is_null() } {
-            return Err(failure_from_code(ffi::SQLITE_NOTFOUND));
-        }
-        Ok(file)
     }
 
     /// True when SQLite opened `schema` read-only (for example a file without write

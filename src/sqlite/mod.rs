@@ -6,7 +6,7 @@ pub(crate) mod batch_vfs;
 mod bridge;
 pub(crate) mod budget;
 mod db;
-mod file_io;
+pub(crate) mod file_io;
 mod image;
 pub(crate) mod memdb;
 mod owned;

@@ -15,6 +15,7 @@ use libsqlite3_sys as ffi;
 use super::vfs as memdb_vfs;
 use crate::error::SqliteFailure;
 use crate::sqlite::failure_from_code;
+use crate::sqlite::file_io::FileRef;
 
 /// An open file object on the memdb database called `name`, not owned by any pager.
 pub(crate) struct SharedMemdbFile {
@@ -69,7 +70,7 @@ impl SharedMemdbFile {
         // own allocations promise), a filename object that lives until Drop, and flags for a
         // main database. On failure pMethods stays NULL and Drop does not call xClose.
         let rc = unsafe { open(vfs, name, file.as_ptr(), flags, &mut out_flags) };
-        if rc != ffi::SQLITE_OK || me.methods().is_none() {
+        if rc != ffi::SQLITE_OK || me.file().is_none() {
             me.close_quietly();
             return Err(failure_from_code(if rc == ffi::SQLITE_OK {
                 ffi::SQLITE_CANTOPEN
@@ -80,68 +81,41 @@ impl SharedMemdbFile {
         Ok(me)
     }
 
-    fn methods(&self) -> Option<&ffi::sqlite3_io_methods> {
-        // SAFETY: the object is ours and initialised (zeroed, then filled by xOpen); a
-        // non-NULL method table belongs to a registered VFS and lives as long as it.
-        unsafe { (*self.file.as_ptr()).pMethods.as_ref() }
+    /// The object through the one file-object wrapper; `None` until opened or once closed.
+    fn file(&self) -> Option<FileRef<'_>> {
+        // SAFETY: the object is ours, initialised (zeroed, then filled by xOpen) and used on
+        // this thread only; it stays open while `self` is borrowed (only Drop closes it).
+        unsafe { FileRef::from_raw(self.file.as_ptr()) }
     }
 
-    fn call(&self, rc: Option<c_int>) -> Result<(), SqliteFailure> {
-        match rc.unwrap_or(ffi::SQLITE_MISUSE) {
-            ffi::SQLITE_OK => Ok(()),
-            rc => Err(failure_from_code(rc)),
-        }
+    fn opened(&self) -> Result<FileRef<'_>, SqliteFailure> {
+        self.file()
+            .ok_or_else(|| failure_from_code(ffi::SQLITE_MISUSE))
     }
 
     /// Takes the lock `level` (SHARED, RESERVED, EXCLUSIVE, in that order) without waiting:
     /// memdb answers `SQLITE_BUSY` at once when another connection is in the way.
     pub(crate) fn lock(&mut self, level: c_int) -> Result<(), SqliteFailure> {
-        let f = self.file.as_ptr();
-        // SAFETY: open object (see `open`); xLock takes the object and a level.
-        let rc = self
-            .methods()
-            .and_then(|m| m.xLock)
-            .map(|lock| unsafe { lock(f, level) });
-        self.call(rc)?;
+        self.opened()?.lock(level)?;
         self.lock = level;
         Ok(())
     }
 
     /// The database's size in bytes.
     pub(crate) fn size(&self) -> Result<u64, SqliteFailure> {
-        let mut size: i64 = 0;
-        let f = self.file.as_ptr();
-        // SAFETY: open object; xFileSize writes one i64 to a live local.
-        let rc = self
-            .methods()
-            .and_then(|m| m.xFileSize)
-            .map(|s| unsafe { s(f, &mut size) });
-        self.call(rc).map(|()| size.max(0) as u64)
+        self.opened()?.size()
     }
 
     /// Writes `data` at `offset`. Only under the EXCLUSIVE lock.
     pub(crate) fn write(&self, data: &[u8], offset: u64) -> Result<(), SqliteFailure> {
         debug_assert_eq!(self.lock, ffi::SQLITE_LOCK_EXCLUSIVE);
-        let len = c_int::try_from(data.len()).map_err(|_| failure_from_code(ffi::SQLITE_TOOBIG))?;
-        let f = self.file.as_ptr();
-        // SAFETY: open object; xWrite only reads `len` bytes of the live slice.
-        let rc = self
-            .methods()
-            .and_then(|m| m.xWrite)
-            .map(|w| unsafe { w(f, data.as_ptr().cast(), len, offset as i64) });
-        self.call(rc)
+        self.opened()?.write(offset, data)
     }
 
     /// Cuts the database to `len` bytes. Only under the EXCLUSIVE lock.
     pub(crate) fn truncate(&self, len: u64) -> Result<(), SqliteFailure> {
         debug_assert_eq!(self.lock, ffi::SQLITE_LOCK_EXCLUSIVE);
-        let f = self.file.as_ptr();
-        // SAFETY: open object; xTruncate takes the object and a size.
-        let rc = self
-            .methods()
-            .and_then(|m| m.xTruncate)
-            .map(|t| unsafe { t(f, len as i64) });
-        self.call(rc)
+        self.opened()?.truncate(len)
     }
 
     /// Makes this object's writes count as changes for incremental saves, or not, as the
@@ -157,19 +131,13 @@ impl SharedMemdbFile {
 
     /// Releases the lock and closes the object, ignoring failures (memdb's cannot fail).
     fn close_quietly(&mut self) {
-        let f = self.file.as_ptr();
-        if let Some(m) = self.methods() {
-            // SAFETY: the object was opened successfully (it has a method table) and is
-            // closed exactly once: pMethods is cleared right after.
-            unsafe {
-                if let Some(unlock) = m.xUnlock.filter(|_| self.lock != ffi::SQLITE_LOCK_NONE) {
-                    unlock(f, ffi::SQLITE_LOCK_NONE);
-                }
-                if let Some(close) = m.xClose {
-                    close(f);
-                }
-                (*f).pMethods = ptr::null();
+        if let Some(file) = self.file() {
+            if self.lock != ffi::SQLITE_LOCK_NONE {
+                let _ = file.unlock(ffi::SQLITE_LOCK_NONE);
             }
+            // SAFETY: the object was opened successfully (it has a method table); close
+            // clears the table, so it is closed once, and only Drop frees it afterwards.
+            unsafe { file.close() };
         }
         self.lock = ffi::SQLITE_LOCK_NONE;
     }
