@@ -5,10 +5,9 @@ use std::path::Path;
 
 use diesel::SqliteConnection;
 
-use crate::copy::{checks, BackupOptions};
-use crate::error::{BackupError, Operation};
+use crate::copy::BackupOptions;
+use crate::error::BackupError;
 use crate::snapshot::Snapshot;
-use crate::sqlite;
 
 /// Save As, Open and copy for a Diesel [`SqliteConnection`].
 ///
@@ -295,11 +294,7 @@ impl BackupExt for SqliteConnection {
         dest: &mut SqliteConnection,
         mut options: BackupOptions<'_>,
     ) -> Result<(), BackupError> {
-        let budget = options.budget(Operation::Backup);
-        let src = sqlite::raw_handle(self);
-        let src_schema = checks::schema(&src, &options.schema, budget.op())?;
-        let dst = sqlite::raw_handle(dest);
-        crate::copy::copy(&src, &src_schema, &dst, &mut options, &budget)
+        crate::copy::backup_to(self, dest, &mut options)
     }
 
     fn snapshot_with(&mut self, mut options: BackupOptions<'_>) -> Result<Snapshot, BackupError> {

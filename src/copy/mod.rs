@@ -18,6 +18,20 @@ use crate::sqlite::{self, memdb, Budget, DbRef};
 pub use handle::{Backup, StepResult};
 pub use options::{BackupOptions, Progress, DEFAULT_PAGES_PER_STEP, DEFAULT_TIMEOUT};
 
+/// [`BackupExt::backup_to`](crate::BackupExt::backup_to): `options.schema` of `src` over
+/// `dest`'s `main` database.
+pub(crate) fn backup_to(
+    src: &mut SqliteConnection,
+    dest: &mut SqliteConnection,
+    options: &mut BackupOptions<'_>,
+) -> Result<(), BackupError> {
+    let budget = options.budget(Operation::Backup);
+    let src = sqlite::raw_handle(src);
+    let src_schema = checks::schema(&src, &options.schema, budget.op())?;
+    let dst = sqlite::raw_handle(dest);
+    copy(&src, &src_schema, &dst, options, &budget)
+}
+
 /// Copies a raw source's `main` database over `dest`'s `main` database, converting it first
 /// where the destination cannot take it page for page.
 pub(crate) fn copy_between(
@@ -33,7 +47,7 @@ pub(crate) fn copy_between(
 
 /// The connection-to-connection copy: both sides checked, the source converted if the
 /// destination needs it, the engine's loop, then finish.
-pub(crate) fn copy(
+fn copy(
     src: &DbRef<'_>,
     src_schema: &CStr,
     dst: &DbRef<'_>,
