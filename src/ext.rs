@@ -37,7 +37,7 @@ pub trait BackupExt {
     /// Saves the database named by [`BackupOptions::schema`] to `path`.
     ///
     /// The copy is an online, stepped backup into a temporary file beside `path` (named
-    /// `.<name>.<random>.dsb-tmp`, see [`TEMP_SUFFIX`]). The temporary file is fsynced, renamed
+    /// `.<name>.<random>.dsb-tmp`, see [`TEMP_SUFFIX`](crate::TEMP_SUFFIX)). The temporary file is fsynced, renamed
     /// over `path`, and the directory is fsynced, so after a crash, kill or error `path` holds
     /// either the complete old file or the complete new one. On an error the process survives,
     /// the temporary file is removed. A save holds an `flock` on its temporary file while it
@@ -134,7 +134,7 @@ pub trait BackupExt {
     /// - [`BackupError::DestinationInUse`] if this connection has a transaction open.
     /// - [`BackupError::Busy`] if the file or the destination stayed locked past the
     ///   budget ([`BackupOptions::timeout`]); it names the one that was busy.
-    /// - [`BackupError::Cancelled`] if its [`CancelToken`] was cancelled.
+    /// - [`BackupError::Cancelled`] if its [`CancelToken`](crate::CancelToken) was cancelled.
     fn restore_from_with(
         &mut self,
         path: impl AsRef<Path>,

@@ -2,19 +2,31 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
-// The layers, bottom first: a module imports only from those above it in this list
-// (tests/layers.rs checks it).
-mod autosave;
-mod copy;
+// The layers, bottom first: a module imports only from modules declared before it
+// (tests/layers.rs checks it). Each has a comment, so rustfmt keeps the order.
+// The one public error type.
 mod error;
-mod ext;
+// SQLite's on-disk formats, pure functions.
 mod format;
+// File-system rules with no SQLite in them.
 mod fs;
-mod open;
-mod pool;
-mod save;
-mod snapshot;
+// The FFI layer: handles, file objects, VFS shims, the budget.
 mod sqlite;
+// Pages between two connections: the one backup loop, checks, conversions.
+mod copy;
+// File or bytes -> memory.
+mod open;
+// Memory -> file.
+mod save;
+// Database images in memory.
+mod snapshot;
+// The public trait, which only dispatches.
+mod ext;
+// The shared in-memory pool.
+mod pool;
+// Background saves of a pool database.
+mod autosave;
+// Prebuilt databases, copied into each test.
 mod template;
 
 pub use autosave::{Autosave, AutosaveOptions, DEFAULT_EVERY, DEFAULT_QUIET};

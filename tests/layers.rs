@@ -1,6 +1,7 @@
 //! The top-level modules of `src/` form layers: no module imports another that imports it
 //! back, directly or through others. Reads every `crate::` path outside comments (root
 //! re-exports such as `crate::BackupExt` count as the module they come from).
+//! Also fails when a module imports one that lib.rs declares after it (a higher layer).
 //! Run with `-- --nocapture` to see the graph.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +41,28 @@ fn no_import_cycle_between_top_level_modules() {
         "import cycles between top-level modules:\n{}",
         cycles.join("\n")
     );
+    // And the order lib.rs declares them in is the order of the layers, bottom first.
+    let order = declared_modules(&lib);
+    let rank = |m: &str| order.iter().position(|o| o == m);
+    let upward: Vec<String> = graph
+        .iter()
+        .flat_map(|(m, uses)| uses.iter().map(move |u| (m, u)))
+        .filter(|(m, u)| rank(u) > rank(m))
+        .map(|(m, u)| format!("{m} -> {u}"))
+        .collect();
+    assert!(
+        upward.is_empty(),
+        "imports of a module declared later in lib.rs (a higher layer):\n{}",
+        upward.join("\n")
+    );
+}
+
+/// The `mod name;` declarations of lib.rs, in order.
+fn declared_modules(lib: &str) -> Vec<String> {
+    lib.lines()
+        .filter_map(|l| l.trim().strip_prefix("mod ")?.strip_suffix(';'))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Every `.rs` file under `src/` but `lib.rs`, with the top-level module it belongs to.

@@ -36,6 +36,7 @@ pub(crate) fn copy_pages(
 ///   to copying everything in one step, which holds one read lock and so cannot restart again.
 /// - The budget only ends the backup when it would otherwise wait or redo work.
 /// - A cancelled token stops it before the next step.
+///
 /// `after_step` runs after every step that copied pages.
 fn run(
     backup: &mut RawBackup<'_>,

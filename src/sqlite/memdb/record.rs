@@ -25,7 +25,7 @@ impl Baseline {
     /// baseline: only a rollback-mode file whose length is exactly its pages, as `stat` saw it.
     pub(crate) fn of(path: &Path, id: FileId, header: &[u8; 100], len: u64) -> Option<Baseline> {
         let page_size = header::page_size(header);
-        let whole_pages = page_size >= 512 && len % u64::from(page_size) == 0;
+        let whole_pages = page_size >= 512 && len.is_multiple_of(u64::from(page_size));
         if !(whole_pages && len == id.size && header::is_rollback_mode(header)) {
             return None;
         }
