@@ -10,6 +10,21 @@ use crate::format::header::Header;
 use crate::fs::{journal_of, wal_of};
 use crate::sqlite::{Budget, BudgetedBusyHandler, DbRef, Storage};
 
+/// The metadata of `path`, a regular file: a missing file or a directory gets a precise
+/// error before SQLite is asked. Only metadata is read: no descriptor is opened on the file.
+pub(crate) fn regular_file(path: &Path, op: Operation) -> Result<std::fs::Metadata, BackupError> {
+    let meta = std::fs::metadata(path).map_err(|e| BackupError::io(op, path, "open", e))?;
+    if meta.is_file() {
+        return Ok(meta);
+    }
+    let what = if meta.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    };
+    Err(BackupError::invalid_db(op, path, format!("it is {what}")))
+}
+
 /// `name` as a C string, if the connection has a schema by that name.
 pub(crate) fn schema(db: &DbRef<'_>, name: &str, op: Operation) -> Result<CString, BackupError> {
     let unknown = || BackupError::UnknownSchema {

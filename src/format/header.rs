@@ -1,12 +1,6 @@
 //! The 100-byte SQLite database header: checked before a restore reads a file, and after a
 //! save wrote one. The one place that knows its byte offsets.
 
-use std::fs;
-use std::io::Read;
-use std::path::Path;
-
-use crate::error::{BackupError, Operation};
-
 const MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 // Offsets of the header's big-endian 4-byte fields ("Database File Format", section 1.3).
@@ -79,32 +73,8 @@ pub(crate) struct Header {
 }
 
 impl Header {
-    /// Reads and checks the header of the file at `path`. Only for files no SQLite connection
-    /// of this process has open: closing the descriptor would drop their POSIX locks.
-    pub(crate) fn read(path: &Path, op: Operation) -> Result<Header, BackupError> {
-        let meta = fs::metadata(path).map_err(|e| BackupError::io(op, path, "open", e))?;
-        if !meta.is_file() {
-            let what = if meta.is_dir() {
-                "a directory"
-            } else {
-                "not a regular file"
-            };
-            return Err(BackupError::invalid_db(op, path, format!("it is {what}")));
-        }
-        let file_len = meta.len();
-        let mut bytes = [0u8; 100];
-        let mut file = fs::File::open(path).map_err(|e| BackupError::io(op, path, "open", e))?;
-        if file_len < 100 || file.read_exact(&mut bytes).is_err() {
-            return Err(BackupError::invalid_db(
-                op,
-                path,
-                format!("only {file_len} bytes, shorter than a database header"),
-            ));
-        }
-        Self::parse(&bytes, file_len).map_err(|reason| BackupError::invalid_db(op, path, reason))
-    }
-
-    /// Checks a header read by SQLite's own file handle (`DbRef::file_header`).
+    /// Checks a header (read by SQLite's own file handle, `DbRef::file_header`, or from a
+    /// file) against the length of the file it came from.
     pub(crate) fn parse(bytes: &[u8; 100], file_len: u64) -> Result<Header, String> {
         if &bytes[..16] != MAGIC {
             return Err("missing the \"SQLite format 3\" header".into());

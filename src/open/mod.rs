@@ -36,7 +36,7 @@ pub(crate) fn restore_from(
     let dest = crate::sqlite::raw_handle(conn);
     let schema = checks::schema(&dest, &opts.schema, OP)?;
     let dest_path = checks::dest_idle(&dest, &schema, OP)?;
-    check_regular_file(path)?;
+    checks::regular_file(path, OP)?;
     // Reading the file while this very connection is to write it would wait for itself.
     if let Some(own) = dest.filename(&schema).filter(|f| !f.is_empty()) {
         if dest.storage(&schema) == crate::sqlite::Storage::File && same_file(Path::new(&own), path)
@@ -121,21 +121,6 @@ pub(crate) fn load(
         path: dest_path,
     };
     convert::copy(from, to, true, label, opts, budget)
-}
-
-/// A missing file or a directory gets a precise error before SQLite is asked. Only metadata
-/// is read: no descriptor is opened on the file.
-fn check_regular_file(path: &Path) -> Result<(), BackupError> {
-    let meta = fs::metadata(path).map_err(|e| BackupError::io(OP, path, "open", e))?;
-    if meta.is_file() {
-        return Ok(());
-    }
-    let what = if meta.is_dir() {
-        "a directory"
-    } else {
-        "not a regular file"
-    };
-    Err(BackupError::invalid_db(OP, path, format!("it is {what}")))
 }
 
 /// Opens the file read-only (SQLite never creates it) and starts the read transaction the

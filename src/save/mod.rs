@@ -2,7 +2,8 @@
 //! the destination. The destination is always either the complete old file or the complete
 //! new one.
 
-use std::fs::{self, Permissions};
+use std::fs::{self, File, Permissions};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use diesel::SqliteConnection;
@@ -186,7 +187,7 @@ fn copy_into_file(
 /// Refuses to rename a file whose length disagrees with its own header: the last line of
 /// defence should a write have been lost without an error (SQLite ignores `xClose` errors).
 fn check_complete(temp: &Path, dest: &Path, op: Operation) -> Result<(), BackupError> {
-    let header = Header::read(temp, op)?;
+    let header = read_header(temp, op)?;
     if header.matches_length() {
         return Ok(());
     }
@@ -195,6 +196,22 @@ fn check_complete(temp: &Path, dest: &Path, op: Operation) -> Result<(), BackupE
         path: dest.to_path_buf(),
         failure: crate::sqlite::failure_from_code(ffi::SQLITE_IOERR_WRITE),
     })
+}
+
+/// Reads and checks the header of the file at `path`. Only for files no SQLite connection
+/// of this process has open: closing the descriptor would drop their POSIX locks.
+fn read_header(path: &Path, op: Operation) -> Result<Header, BackupError> {
+    let file_len = checks::regular_file(path, op)?.len();
+    let mut bytes = [0u8; 100];
+    let mut file = File::open(path).map_err(|e| BackupError::io(op, path, "open", e))?;
+    if file_len < 100 || file.read_exact(&mut bytes).is_err() {
+        return Err(BackupError::invalid_db(
+            op,
+            path,
+            format!("only {file_len} bytes, shorter than a database header"),
+        ));
+    }
+    Header::parse(&bytes, file_len).map_err(|reason| BackupError::invalid_db(op, path, reason))
 }
 
 /// Where a save lands, with symbolic links followed so the link itself is not replaced.
