@@ -353,6 +353,32 @@ impl BackupError {
         }
     }
 
+    /// SQLite's `failure` while `op` worked on `path`.
+    pub(crate) fn sqlite(op: Operation, path: &Path, failure: SqliteFailure) -> Self {
+        BackupError::Sqlite {
+            op,
+            path: path.to_path_buf(),
+            failure,
+        }
+    }
+
+    /// [`Self::sqlite`] for `map_err`.
+    pub(crate) fn sqlite_at(
+        op: Operation,
+        path: &Path,
+    ) -> impl Fn(SqliteFailure) -> Self + Copy + '_ {
+        move |failure| Self::sqlite(op, path, failure)
+    }
+
+    /// A path SQLite cannot take: C strings end at NUL.
+    pub(crate) fn nul_in_path(op: Operation, path: &Path) -> Self {
+        BackupError::InvalidInput {
+            op,
+            path: path.to_path_buf(),
+            reason: "path contains a NUL byte".into(),
+        }
+    }
+
     pub(crate) fn invalid_db(op: Operation, path: &Path, reason: impl Into<String>) -> Self {
         BackupError::InvalidDatabase {
             op,

@@ -2,32 +2,53 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+// The layers, bottom first: a module imports only from modules declared before it
+// (tests/layers.rs checks it). Each has a comment, so rustfmt keeps the order.
+// The one public error type.
+mod error;
+// SQLite's on-disk formats, pure functions.
+mod format;
+// File-system rules with no SQLite in them.
+mod fs;
+// The FFI layer: handles, file objects, VFS shims, the budget.
+mod sqlite;
+// Pages between two connections: the one backup loop, checks, conversions.
+mod copy;
+// File or bytes -> memory.
+mod open;
+// Memory -> file.
+mod save;
+// Database images in memory.
+mod snapshot;
+// The public trait, which only dispatches.
+mod ext;
+// The shared in-memory pool.
+mod pool;
+// Background saves of a pool database.
+mod autosave;
+// Prebuilt databases, copied into each test.
+mod template;
+// Async pools and cancel-safe async Save As / Open.
 #[cfg(feature = "async")]
 mod asynchronous;
-mod autosave;
-mod backup;
-mod error;
-mod incremental;
-mod pool;
-mod raw;
-mod snapshot;
-mod template;
 
 #[cfg(feature = "async")]
 pub use asynchronous::{AsyncBackupExt, AsyncSqliteConnection};
 pub use autosave::{Autosave, AutosaveOptions, DEFAULT_EVERY, DEFAULT_QUIET};
-pub use backup::{
-    Backup, BackupExt, BackupOptions, CancelToken, Progress, StepResult, DEFAULT_PAGES_PER_STEP,
-    DEFAULT_TIMEOUT, TEMP_SUFFIX,
+pub use copy::{
+    Backup, BackupOptions, Progress, StepResult, DEFAULT_PAGES_PER_STEP, DEFAULT_TIMEOUT,
 };
 pub use error::{BackupError, Operation, SqliteFailure};
+pub use ext::BackupExt;
+pub use fs::TEMP_SUFFIX;
 pub use pool::{
     memory_pool, shared_thread_pool, MemoryDatabase, ReentrancyCheck, SingletonManager,
     DEFAULT_BUSY_TIMEOUT, DEFAULT_CHECKOUT_TIMEOUT,
 };
-#[allow(deprecated)]
-pub use raw::init;
 pub use snapshot::Snapshot;
+#[allow(deprecated)]
+pub use sqlite::init;
+pub use sqlite::CancelToken;
 pub use template::{KeepOnPanic, Keepable, Template, TemplateCache};
 
 /// Makes a function a test that gets its own migrated database, with fixtures, cloned from a

@@ -54,10 +54,7 @@ impl TargetLock {
         let resolved = resolve(target);
         // Held until our entry is in, so two starts on two links cannot both pass.
         let mut served = served();
-        if served
-            .iter()
-            .any(|s| crate::backup::same_file(s, &resolved))
-        {
+        if served.iter().any(|s| crate::fs::same_file(s, &resolved)) {
             return Err(BackupError::AlreadyAutosaving {
                 op: OP,
                 path: target.to_path_buf(),
@@ -74,14 +71,14 @@ impl TargetLock {
     /// True when `a` and `b` are one file to lock: two spellings of it, or two hard links.
     pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
         let (a, b) = (resolve(a), resolve(b));
-        key_of(&a) == key_of(&b) || crate::backup::same_file(&a, &b)
+        key_of(&a) == key_of(&b) || crate::fs::same_file(&a, &b)
     }
 }
 
 /// The file `target`'s links lead to, in its canonical folder.
 fn resolve(target: &Path) -> PathBuf {
-    let resolved = crate::backup::follow_links(target).unwrap_or_else(|_| target.into());
-    crate::incremental::tracker::canonical(&resolved).unwrap_or(resolved)
+    let resolved = crate::fs::follow_links(target).unwrap_or_else(|_| target.into());
+    crate::fs::canonical(&resolved).unwrap_or(resolved)
 }
 
 /// The lock file of a resolved target: `<name>-autosave.lock` beside it, or, when that name
@@ -93,7 +90,7 @@ fn key_of(resolved: &Path) -> PathBuf {
         return key.into();
     };
     let mut lock = match name.len() + SUFFIX.len() > NAME_MAX {
-        true => crate::backup::short_name(&name.to_string_lossy())
+        true => crate::fs::short_name(&name.to_string_lossy())
             .into_owned()
             .into(),
         false => name.to_os_string(),
@@ -107,7 +104,7 @@ fn hold(key: &Path, target: &Path) -> Result<Option<(PathBuf, File)>, BackupErro
     use std::io::ErrorKind;
     use std::os::unix::fs::OpenOptionsExt;
 
-    use crate::backup::file_lock::{flock, same_inode};
+    use crate::fs::lock::{flock, same_inode};
 
     let io = |action, e| BackupError::io(OP, key, action, e);
     // A name removed between our open and our lock by the holder releasing it is opened
@@ -165,7 +162,7 @@ impl Drop for TargetLock {
         if let Some((path, file)) = self.held.take() {
             // Removed while still held, so no one can take a lock on a name about to vanish
             // and believe it current.
-            if crate::backup::file_lock::same_inode(&file, &path) {
+            if crate::fs::lock::same_inode(&file, &path) {
                 let _ = std::fs::remove_file(&path);
             }
             drop(file);

@@ -24,11 +24,11 @@ use lock::TargetLock;
 pub use options::{AutosaveOptions, DEFAULT_EVERY, DEFAULT_QUIET};
 use worker::{Retarget, Shared, Stop, Worker};
 
-use crate::backup::save_from;
 use crate::error::{BackupError, Operation};
-use crate::incremental::{self, opens::Flush, tracker::Tracker};
+use crate::save::save_from;
+use crate::sqlite::memdb::{self, opens::Flush, record::Tracker};
 use crate::pool::{MemoryDatabase, SingletonManager};
-use crate::raw::{failure_from_code, path_cstring, OwnedDb};
+use crate::sqlite::{failure_from_code, path_cstring, OwnedDb};
 
 /// Saves a [`SingletonManager`] pool's database to a file whenever it changes, on a thread
 /// of its own.
@@ -193,7 +193,7 @@ impl Autosave {
         lock: TargetLock,
         options: AutosaveOptions,
     ) -> Result<Autosave, BackupError> {
-        let tracker = incremental::tracker_of(&db.db(), c"main");
+        let tracker = memdb::tracker_of(&db.db(), c"main");
         // Read before the first save: a commit after this look is saved again later.
         let version = worker::header(&db).unwrap_or([0; 100]);
         let looked_at = Instant::now();
@@ -514,7 +514,7 @@ fn thread_ended() -> BackupError {
 /// A connection of our own to the database of `conn`.
 fn open_private(conn: &mut SqliteConnection) -> Result<OwnedDb, BackupError> {
     let op = Operation::Autosave;
-    let db = crate::raw::raw_handle(conn);
+    let db = crate::sqlite::raw_handle(conn);
     let name = db.filename(c"main").unwrap_or_default();
     let vfs = db.vfs_name(c"main");
     let target = path_cstring(Path::new(&name));

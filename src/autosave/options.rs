@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::backup::BackupOptions;
+use crate::copy::BackupOptions;
 use crate::error::BackupError;
 
 /// The longest time from a commit to the completed save that holds it, by default.

@@ -14,12 +14,12 @@ use libsqlite3_sys as ffi;
 use super::lock::TargetLock;
 use super::options::AutosaveOptions;
 use super::schedule::Schedule;
-use crate::backup::budget::Budget;
-use crate::backup::save_from;
 use crate::error::{BackupError, Operation, SqliteFailure};
-use crate::incremental::opens::Flush;
-use crate::incremental::tracker::Tracker;
-use crate::raw::OwnedDb;
+use crate::save::save_from;
+use crate::sqlite::budget::Budget;
+use crate::sqlite::memdb::opens::Flush;
+use crate::sqlite::memdb::record::Tracker;
+use crate::sqlite::OwnedDb;
 
 /// What the autosave's handle and its thread share.
 pub(crate) struct Shared {
@@ -36,7 +36,7 @@ pub(crate) struct Shared {
 struct State {
     /// Where saves go (a retarget changes it once the thread takes it up).
     path: PathBuf,
-    /// The Opens into the database (`incremental::opens`) the app has accepted, at `start`,
+    /// The Opens into the database (`sqlite::memdb::opens`) the app has accepted, at `start`,
     /// `resume` or `retarget`: a save that finds more is refused.
     accepted: u64,
     /// A retarget for the thread to take up before its next save.

@@ -10,7 +10,7 @@ use diesel::{Connection, ConnectionError, ConnectionResult, QueryResult, SqliteC
 
 use super::DEFAULT_BUSY_TIMEOUT;
 use crate::error::{BackupError, Operation, SqliteFailure};
-use crate::raw::{memdb, OwnedDb};
+use crate::sqlite::{memdb, OwnedDb};
 
 /// One in-memory database that every connection from [`connect`](Self::connect), in any
 /// thread, shares: the database of a [`SingletonManager`](crate::SingletonManager) pool, as a

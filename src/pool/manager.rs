@@ -7,7 +7,7 @@ use diesel::r2d2::{Error, ManageConnection, R2D2Connection};
 use diesel::{Connection, ConnectionError, SqliteConnection};
 
 use super::MemoryDatabase;
-use crate::raw;
+use crate::sqlite;
 
 /// How long a pooled connection waits for another one's lock before giving up.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -159,5 +159,5 @@ impl ManageConnection for SingletonManager {
 
 /// True when a raw transaction is open; asks SQLite directly, so it never waits for a lock.
 pub(crate) fn left_in_transaction(conn: &mut SqliteConnection) -> bool {
-    !raw::raw_handle(conn).autocommit()
+    !sqlite::raw_handle(conn).autocommit()
 }

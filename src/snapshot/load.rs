@@ -7,11 +7,13 @@ use std::path::Path;
 use diesel::SqliteConnection;
 use libsqlite3_sys as ffi;
 
-use crate::backup::restore::{begin_read, check_header, classify, load, verify_integrity};
-use crate::backup::{checks, BackupOptions};
+use crate::copy::checks::{begin_read, check_header, classify, verify_integrity};
+use crate::copy::{checks, BackupOptions};
 use crate::error::{BackupError, Operation};
-use crate::incremental::{opens, record_of};
-use crate::raw::{memdb, OwnedDb};
+use crate::format::header;
+use crate::open::load;
+use crate::sqlite::memdb::{opens, record_of};
+use crate::sqlite::OwnedDb;
 
 const OP: Operation = Operation::Restore;
 
@@ -24,16 +26,16 @@ pub(crate) fn restore_from_bytes(
     opts: &mut BackupOptions<'_>,
 ) -> Result<(), BackupError> {
     let budget = opts.budget(OP);
-    let dest = crate::raw::raw_handle(conn);
+    let dest = crate::sqlite::raw_handle(conn);
     let schema = checks::schema(&dest, &opts.schema, OP)?;
     let dest_path = checks::dest_idle(&dest, &schema, OP)?;
     let label = Path::new(LABEL);
     check_header(bytes, bytes.len() as u64, label)?;
     // memdb cannot open an image whose header says WAL; such an image is read from a copy
     // marked "rollback journal". The caller's bytes are never written.
-    let image: Cow<'_, [u8]> = if memdb::says_wal(bytes) {
+    let image: Cow<'_, [u8]> = if header::says_wal(bytes) {
         let mut copy = bytes.to_vec();
-        memdb::mark_rollback(&mut copy);
+        header::mark_rollback(&mut copy);
         Cow::Owned(copy)
     } else {
         Cow::Borrowed(bytes)

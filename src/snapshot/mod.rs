@@ -18,9 +18,9 @@ use std::path::Path;
 pub(crate) use load::restore_from_bytes;
 pub(crate) use take::snapshot;
 
-use crate::backup::budget::Budget;
-use crate::backup::replace_atomically;
 use crate::error::{BackupError, Operation};
+use crate::save::replace_atomically;
+use crate::sqlite::budget::Budget;
 
 /// A complete SQLite database image, taken with [`BackupExt::snapshot`](crate::BackupExt::snapshot):
 /// one consistent state of the database, as bytes.

@@ -14,11 +14,10 @@ use diesel::SqliteConnection;
 use libsqlite3_sys as ffi;
 
 use super::Snapshot;
-use crate::backup::budget::{Budget, BudgetedBusyHandler};
-use crate::backup::handle::RawBackup;
-use crate::backup::{checks, convert, engine, BackupOptions};
+use crate::copy::{checks, convert, engine, BackupOptions};
 use crate::error::{BackupError, Operation};
-use crate::raw::{DbRef, OwnedDb, Storage};
+use crate::sqlite::budget::{Budget, BudgetedBusyHandler};
+use crate::sqlite::{DbRef, OwnedDb, Storage};
 
 const OP: Operation = Operation::Snapshot;
 
@@ -30,7 +29,7 @@ pub(crate) fn snapshot(
     opts: &mut BackupOptions<'_>,
 ) -> Result<Snapshot, BackupError> {
     let budget = opts.budget(OP);
-    let src = crate::raw::raw_handle(conn);
+    let src = crate::sqlite::raw_handle(conn);
     let schema = checks::schema(&src, &opts.schema, OP)?;
     checks::source_not_writing(&src, &schema, OP)?;
     let path = src.display_path(&schema);
@@ -104,7 +103,7 @@ fn read_store(
         let bytes = src
             .read_file_to_vec(schema, pages * page_size)
             .map_err(|failure| budget.failed(path, failure))?;
-        opts.report(crate::backup::Progress {
+        opts.report(crate::copy::Progress {
             remaining: 0,
             page_count: pages as u32,
         });
@@ -127,11 +126,7 @@ fn copy_into_buffer(
     budget: &Budget,
     path: &Path,
 ) -> Result<Vec<u8>, BackupError> {
-    let sqlite = |failure| BackupError::Sqlite {
-        op: OP,
-        path: path.to_path_buf(),
-        failure,
-    };
+    let sqlite = BackupError::sqlite_at(OP, path);
     // Zeroed pages come from the kernel on first touch: only what is copied becomes memory.
     let mut buffer = vec![0u8; capacity];
     let len = {
@@ -140,9 +135,8 @@ fn copy_into_buffer(
         // SAFETY: `buffer` outlives `copy`, which is closed at the end of this block, and
         // nothing else touches it meanwhile.
         unsafe { dst.write_main_into(&mut buffer) }.map_err(sqlite)?;
-        let mut backup = RawBackup::new(&dst, c"main", src, schema).map_err(sqlite)?;
-        engine::run(&mut backup, opts, budget, path)?;
-        backup.finish().map_err(sqlite)?;
+        let (to, from) = ((&dst, c"main"), (src, schema));
+        engine::copy_pages(to, from, opts, budget, path, sqlite, || {})?;
         // The length memdb wrote, read through the file (page 1 of a WAL source's image says
         // "WAL", which this connection could no longer parse).
         let (_, len) = dst.file_header(c"main").map_err(sqlite)?;

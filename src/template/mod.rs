@@ -16,7 +16,7 @@ pub use cache::TemplateCache;
 pub use guard::{KeepOnPanic, Keepable};
 
 use crate::error::{BackupError, Operation};
-use crate::raw::OwnedDb;
+use crate::sqlite::OwnedDb;
 use crate::{BackupExt, BackupOptions, SingletonManager};
 
 const OP: Operation = Operation::Template;
@@ -118,11 +118,11 @@ impl Template {
 
     /// A template holding a copy of `conn`'s `main` database as it is now.
     pub fn from_connection(conn: &mut SqliteConnection) -> Result<Template, BackupError> {
-        let db = crate::raw::raw_handle(conn);
+        let db = crate::sqlite::raw_handle(conn);
         let image = match db.serialize_main() {
             Some(mut image) => {
                 // No in-memory copy can open an image whose header says WAL.
-                crate::raw::memdb::mark_rollback(&mut image);
+                crate::format::header::mark_rollback(&mut image);
                 image
             }
             // SQLite returns no image for an empty database, but also when it could not
@@ -136,7 +136,7 @@ impl Template {
                 };
                 match db.query_i64("PRAGMA main.page_count") {
                     Ok(0) => Vec::new(),
-                    Ok(_) => return Err(busy(crate::raw::failure_from_code(ffi::SQLITE_BUSY))),
+                    Ok(_) => return Err(busy(crate::sqlite::failure_from_code(ffi::SQLITE_BUSY))),
                     Err(f) if matches!(f.code, ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED) => {
                         return Err(busy(f))
                     }
@@ -164,7 +164,7 @@ impl Template {
     pub fn connection(&self) -> Result<SqliteConnection, BackupError> {
         let mut conn = fresh_connection()?;
         if !self.image.is_empty() {
-            let db = crate::raw::raw_handle(&mut conn);
+            let db = crate::sqlite::raw_handle(&mut conn);
             db.deserialize_main(&self.image).map_err(sqlite)?;
         }
         Ok(conn)
@@ -198,7 +198,7 @@ impl Template {
         // of this function.
         unsafe { source.db().borrow_image_readonly(&self.image) }.map_err(sqlite)?;
         let mut options = BackupOptions::default().pages_per_step(0);
-        crate::backup::copy_between(&source.db(), dest, &mut options, OP)
+        crate::copy::copy_between(&source.db(), dest, &mut options, OP)
     }
 }
 
