@@ -25,9 +25,9 @@ pub use options::{AutosaveOptions, DEFAULT_EVERY, DEFAULT_QUIET};
 use worker::{Retarget, Shared, Stop, Worker};
 
 use crate::error::{BackupError, Operation};
+use crate::pool::{MemoryDatabase, SingletonManager};
 use crate::save::save_from;
 use crate::sqlite::memdb::{self, opens::Flush, record::Tracker};
-use crate::pool::{MemoryDatabase, SingletonManager};
 use crate::sqlite::{failure_from_code, path_cstring, OwnedDb};
 
 /// Saves a [`SingletonManager`] pool's database to a file whenever it changes, on a thread
