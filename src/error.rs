@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What the crate was doing when an error happened.
@@ -58,9 +59,59 @@ impl fmt::Display for SqliteFailure {
     }
 }
 
+/// What kept an operation busy until it gave up ([`BackupError::Busy`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BusyReason {
+    /// SQLite reported `SQLITE_BUSY` or `SQLITE_LOCKED`: another connection held a lock.
+    Locked(SqliteFailure),
+    /// Writers kept changing the source: each change restarted the stepped copy, or grew
+    /// the database past the room a snapshot had made for it.
+    SourceKeptChanging,
+    /// The old file's `-wal` or `-journal` stayed in use by another connection, so it
+    /// could not be settled before the file was replaced.
+    LogsInUse,
+    /// An [`Autosave`](crate::Autosave) of this database was saving, and an Open waits for
+    /// it.
+    AutosaveSaving,
+    /// Another database was being opened into the autosaved one, and the save waits for it.
+    OpenInProgress,
+    /// The [`Autosave`](crate::Autosave) could not save the commits made before this Open
+    /// to its file in time; the database keeps them.
+    AutosaveBehind,
+    /// SQLite gave no image of a database that has pages (it could not read it, for
+    /// example while another connection held it locked).
+    ImageUnavailable,
+}
+
+impl fmt::Display for BusyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BusyReason::Locked(failure) => failure.fmt(f),
+            BusyReason::SourceKeptChanging => {
+                f.write_str("writers kept changing the database faster than it could be copied")
+            }
+            BusyReason::LogsInUse => {
+                f.write_str("the old file's -wal or -journal is still in use by another connection")
+            }
+            BusyReason::AutosaveSaving => f.write_str("an autosave of this database was saving"),
+            BusyReason::OpenInProgress => {
+                f.write_str("another database was being opened into the autosaved one")
+            }
+            BusyReason::AutosaveBehind => f.write_str(
+                "the autosave could not save the commits made before this Open to its file in \
+                 time; the database keeps them",
+            ),
+            BusyReason::ImageUnavailable => {
+                f.write_str("SQLite gave no image of a database that has pages")
+            }
+        }
+    }
+}
+
 /// Every failure of this crate. Each variant names the operation and, where
 /// there is one, the path; SQLite failures keep SQLite's codes and message.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackupError {
     /// A file-system call failed.
@@ -72,9 +123,9 @@ pub enum BackupError {
         path: PathBuf,
         /// The step that failed, for example "fsync" or "rename".
         action: &'static str,
-        /// The OS error.
+        /// The OS error (shared, so that the error is `Clone`).
         #[source]
-        source: io::Error,
+        source: Arc<io::Error>,
     },
 
     /// SQLite reported an error that is not one of the more specific variants.
@@ -90,16 +141,17 @@ pub enum BackupError {
 
     /// A lock stayed busy, or concurrent writers kept restarting the copy,
     /// until the deadline set by [`BackupOptions::timeout`](crate::BackupOptions::timeout) passed.
-    #[error("{op} {}: database stayed busy; gave up after {waited:?} ({failure})", path.display())]
+    #[error("{op} {}: database stayed busy; gave up after {waited:?} ({reason})", path.display())]
     Busy {
         /// What was being done.
         op: Operation,
         /// The database file involved.
         path: PathBuf,
-        /// How long the operation had run when it gave up.
+        /// How long the operation had waited when it gave up.
         waited: Duration,
-        /// The last busy or locked result SQLite gave.
-        failure: SqliteFailure,
+        /// What kept it busy: SQLite's own busy or locked result, or a condition of this
+        /// crate's that SQLite never reported.
+        reason: BusyReason,
     },
 
     /// The call was cancelled through its [`CancelToken`](crate::CancelToken). Nothing was
@@ -212,9 +264,9 @@ pub enum BackupError {
     Init {
         /// What was being done.
         op: Operation,
-        /// The initialiser's own error.
+        /// The initialiser's own error (shared, so that the error is `Clone`).
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: Arc<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -223,7 +275,10 @@ impl BackupError {
     pub fn sqlite_failure(&self) -> Option<&SqliteFailure> {
         match self {
             BackupError::Sqlite { failure, .. }
-            | BackupError::Busy { failure, .. }
+            | BackupError::Busy {
+                reason: BusyReason::Locked(failure),
+                ..
+            }
             | BackupError::DestinationInUse { failure, .. } => Some(failure),
             _ => None,
         }
@@ -266,90 +321,18 @@ impl BackupError {
             op,
             path: path.to_path_buf(),
             action,
-            source,
+            source: Arc::new(source),
         }
     }
 
-    /// An equal error for a second receiver (one autosave serves many `save_now` callers).
-    /// OS errors keep their code; a boxed initialiser error keeps its message.
-    pub(crate) fn duplicate(&self) -> Self {
-        use BackupError as E;
-        match self {
-            E::Io {
-                op,
-                path,
-                action,
-                source,
-            } => E::Io {
-                op: *op,
-                path: path.clone(),
-                action,
-                source: match source.raw_os_error() {
-                    Some(code) => io::Error::from_raw_os_error(code),
-                    None => io::Error::new(source.kind(), source.to_string()),
-                },
-            },
-            E::Sqlite { op, path, failure } => E::Sqlite {
-                op: *op,
-                path: path.clone(),
-                failure: failure.clone(),
-            },
-            E::Busy {
-                op,
-                path,
-                waited,
-                failure,
-            } => E::Busy {
-                op: *op,
-                path: path.clone(),
-                waited: *waited,
-                failure: failure.clone(),
-            },
-            E::Cancelled { op, path } => E::Cancelled {
-                op: *op,
-                path: path.clone(),
-            },
-            E::UnknownSchema { op, schema } => E::UnknownSchema {
-                op: *op,
-                schema: schema.clone(),
-            },
-            E::DestinationInUse { op, path, failure } => E::DestinationInUse {
-                op: *op,
-                path: path.clone(),
-                failure: failure.clone(),
-            },
-            E::SourceInWriteTransaction { op, schema } => E::SourceInWriteTransaction {
-                op: *op,
-                schema: schema.clone(),
-            },
-            E::SameFile { op, path } => E::SameFile {
-                op: *op,
-                path: path.clone(),
-            },
-            E::InvalidDatabase { op, path, reason } => E::InvalidDatabase {
-                op: *op,
-                path: path.clone(),
-                reason: reason.clone(),
-            },
-            #[allow(deprecated)]
-            E::NotBackupCapable { op } => E::NotBackupCapable { op: *op },
-            E::AlreadyAutosaving { op, path } => E::AlreadyAutosaving {
-                op: *op,
-                path: path.clone(),
-            },
-            E::DocumentOpened { op, path } => E::DocumentOpened {
-                op: *op,
-                path: path.clone(),
-            },
-            E::InvalidInput { op, path, reason } => E::InvalidInput {
-                op: *op,
-                path: path.clone(),
-                reason: reason.clone(),
-            },
-            E::Init { op, source } => E::Init {
-                op: *op,
-                source: source.to_string().into(),
-            },
+    /// The error of a set-up step (`source`) while doing `op`.
+    pub(crate) fn init(
+        op: Operation,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        BackupError::Init {
+            op,
+            source: Arc::from(source.into()),
         }
     }
 

@@ -38,7 +38,7 @@ pub use autosave::{Autosave, AutosaveOptions, DEFAULT_EVERY, DEFAULT_QUIET};
 pub use copy::{
     Backup, BackupOptions, Progress, StepResult, DEFAULT_PAGES_PER_STEP, DEFAULT_TIMEOUT,
 };
-pub use error::{BackupError, Operation, SqliteFailure};
+pub use error::{BackupError, BusyReason, Operation, SqliteFailure};
 pub use ext::BackupExt;
 pub use fs::TEMP_SUFFIX;
 pub use pool::{

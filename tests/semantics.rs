@@ -10,7 +10,7 @@ use common::{app, filled_pool, integrity, notes_in_file, LockHolder, Pool};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, SqliteConnection};
 use diesel_sqlite_backup::{
-    Backup, BackupError, BackupExt, BackupOptions, SingletonManager, StepResult,
+    Backup, BackupError, BackupExt, BackupOptions, BusyReason, SingletonManager, StepResult,
 };
 
 /// Pooled connections wait up to this long for a lock on their own: a call that ignored its
@@ -158,6 +158,42 @@ fn save_finishes_although_a_writer_restarts_it_after_every_step() {
     );
     assert_eq!(integrity(&file), "ok");
     assert_eq!(notes_in_file(&file), 2_000);
+}
+
+/// With no time left when a writer restarts the copy, the save gives up as Busy with the
+/// crate's own reason and no SQLite code (SQLite reported none), and writes no file.
+#[test]
+fn a_copy_restarted_after_its_deadline_is_busy_because_the_source_kept_changing() {
+    let pool = pool_of(2);
+    let (mut saver, mut writer) = (pool.get().unwrap(), pool.get().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("restarted.db");
+    let err = saver
+        .save_as_with(
+            &file,
+            BackupOptions::default()
+                .pages_per_step(20)
+                .timeout(Duration::ZERO)
+                .on_progress(|p| {
+                    if p.remaining > 0 {
+                        writer
+                            .batch_execute(
+                                "INSERT INTO notebooks(title) VALUES (hex(randomblob(8)))",
+                            )
+                            .unwrap();
+                    }
+                }),
+        )
+        .unwrap_err();
+    let BackupError::Busy { reason, .. } = &err else {
+        panic!("expected Busy, got {err:?}");
+    };
+    assert_eq!(*reason, BusyReason::SourceKeptChanging, "{err}");
+    assert_eq!(err.code(), None, "SQLite reported no code: {err}");
+    assert!(err.to_string().contains("kept changing"), "{err}");
+    assert!(!file.exists(), "a file was left");
+    // One error for many receivers: it clones.
+    assert_eq!(err.clone().to_string(), err.to_string());
 }
 
 /// Writer threads run flat out while saves run: every save finishes before its deadline and

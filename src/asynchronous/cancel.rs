@@ -108,10 +108,7 @@ impl<T: Send + 'static> Future for Cancelling<'_, T> {
             // Only a dropped future makes the task skip its work, and then nobody polls.
             Ok(None) => Err(BackupError::Cancelled { op, path }),
             // The runtime is shutting down, or the call panicked.
-            Err(e) => Err(BackupError::Init {
-                op,
-                source: Box::new(e),
-            }),
+            Err(e) => Err(BackupError::init(op, e)),
         })
     }
 }

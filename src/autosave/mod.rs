@@ -28,7 +28,7 @@ use crate::error::{BackupError, Operation};
 use crate::pool::{MemoryDatabase, SingletonManager};
 use crate::save::save_from;
 use crate::sqlite::memdb::{self, opens::Flush, record::Tracker};
-use crate::sqlite::{failure_from_code, path_cstring, OwnedDb};
+use crate::sqlite::{path_cstring, OwnedDb};
 
 /// Saves a [`SingletonManager`] pool's database to a file whenever it changes, on a thread
 /// of its own.
@@ -140,10 +140,9 @@ impl Autosave {
     ) -> Result<Autosave, BackupError> {
         let path = absolute(path.as_ref())?;
         let lock = TargetLock::acquire(&path)?;
-        let mut conn = pool.get().map_err(|e| BackupError::Init {
-            op: Operation::Autosave,
-            source: Box::new(e),
-        })?;
+        let mut conn = pool
+            .get()
+            .map_err(|e| BackupError::init(Operation::Autosave, e))?;
         let db = open_private(&mut conn)?;
         drop(conn);
         Self::run(db, path, lock, options)
@@ -176,10 +175,9 @@ impl Autosave {
     ) -> Result<Autosave, BackupError> {
         let path = absolute(path.as_ref())?;
         let lock = TargetLock::acquire(&path)?;
-        let mut conn = db.connect().map_err(|e| BackupError::Init {
-            op: Operation::Autosave,
-            source: Box::new(e),
-        })?;
+        let mut conn = db
+            .connect()
+            .map_err(|e| BackupError::init(Operation::Autosave, e))?;
         let db = open_private(&mut conn)?;
         drop(conn);
         Self::run(db, path, lock, options)
@@ -234,10 +232,7 @@ impl Autosave {
                     worker.run(&shared)
                 }
             })
-            .map_err(|e| BackupError::Init {
-                op: Operation::Autosave,
-                source: Box::new(e),
-            })?;
+            .map_err(|e| BackupError::init(Operation::Autosave, e))?;
         Ok(Autosave {
             shared,
             thread: Some(thread),
@@ -476,10 +471,7 @@ impl Autosave {
 /// A blocking task that panicked or was dropped with its runtime.
 #[cfg(feature = "async")]
 fn join_failed(e: tokio::task::JoinError) -> BackupError {
-    BackupError::Init {
-        op: Operation::Autosave,
-        source: Box::new(e),
-    }
+    BackupError::init(Operation::Autosave, e)
 }
 
 impl Drop for Autosave {
@@ -505,10 +497,10 @@ fn absolute(path: &Path) -> Result<PathBuf, BackupError> {
 }
 
 fn thread_ended() -> BackupError {
-    BackupError::Init {
-        op: Operation::Autosave,
-        source: "the autosave thread ended unexpectedly (it panicked)".into(),
-    }
+    BackupError::init(
+        Operation::Autosave,
+        "the autosave thread ended unexpectedly (it panicked)",
+    )
 }
 
 /// A connection of our own to the database of `conn`.
@@ -527,10 +519,6 @@ fn open_private(conn: &mut SqliteConnection) -> Result<OwnedDb, BackupError> {
             path: PathBuf::from(name),
             failure,
         }),
-        None => Err(BackupError::Sqlite {
-            op,
-            path: PathBuf::from(name),
-            failure: failure_from_code(libsqlite3_sys::SQLITE_CANTOPEN),
-        }),
+        None => Err(BackupError::nul_in_path(op, Path::new(&name))),
     }
 }

@@ -9,12 +9,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::ThreadId;
 use std::time::Instant;
 
-use libsqlite3_sys as ffi;
-
 use super::lock::TargetLock;
 use super::options::AutosaveOptions;
 use super::schedule::Schedule;
-use crate::error::{BackupError, Operation, SqliteFailure};
+use crate::error::BusyReason;
+use crate::error::{BackupError, Operation};
 use crate::save::save_from;
 use crate::sqlite::budget::Budget;
 use crate::sqlite::memdb::opens::Flush;
@@ -59,7 +58,7 @@ impl State {
     /// The result of the save that answered `ticket`, once there is one.
     fn answer(&self, ticket: u64) -> Option<Result<(), BackupError>> {
         (self.answered >= ticket).then(|| match &self.last_error {
-            Some(e) if self.answered_ok < ticket => Err(e.duplicate()),
+            Some(e) if self.answered_ok < ticket => Err(e.clone()),
             _ => Ok(()),
         })
     }
@@ -94,14 +93,7 @@ impl Flush for Shared {
                 }
             }
             if !budget.wait(attempt) {
-                let failure = SqliteFailure {
-                    code: ffi::SQLITE_BUSY,
-                    extended_code: ffi::SQLITE_BUSY,
-                    message: "the autosave could not save the commits made before this Open \
-                              to its file in time; the database keeps them"
-                        .into(),
-                };
-                return Err(budget.gave_up(&self.path(), failure));
+                return Err(budget.gave_up_because(&self.path(), BusyReason::AutosaveBehind));
             }
             attempt += 1;
         }
@@ -343,10 +335,10 @@ impl Worker {
             save_from(&self.db.db(), &self.path, &mut options, &budget)
         }))
         .unwrap_or_else(|payload| {
-            Err(BackupError::Init {
-                op: Operation::Autosave,
-                source: format!("a save panicked: {}", panic_message(&payload)).into(),
-            })
+            Err(BackupError::init(
+                Operation::Autosave,
+                format!("a save panicked: {}", panic_message(&payload)),
+            ))
         });
         match &result {
             Ok(()) => {
@@ -377,7 +369,7 @@ fn answer(shared: &Shared, tickets: u64, result: &Result<(), BackupError>) {
     state.answered = state.answered.max(tickets);
     match result {
         Ok(()) => state.answered_ok = state.answered_ok.max(tickets),
-        Err(e) => state.last_error = Some(e.duplicate()),
+        Err(e) => state.last_error = Some(e.clone()),
     }
     shared.answered.notify_all();
 }

@@ -7,6 +7,7 @@ use std::thread;
 
 use super::handle::{RawBackup, StepOutcome};
 use super::options::BackupOptions;
+use crate::error::BusyReason;
 use crate::error::{BackupError, SqliteFailure};
 use crate::sqlite::{Budget, DbRef};
 
@@ -69,7 +70,7 @@ fn run(
                 // concurrent writer restarted the copy (restarts copy from page 1 again).
                 if last_remaining.is_some_and(|prev| progress.remaining >= prev) {
                     if budget.is_spent() {
-                        return Err(budget.gave_up(path, restarted()));
+                        return Err(budget.gave_up_because(path, BusyReason::SourceKeptChanging));
                     }
                     pages = -1;
                 }
@@ -85,13 +86,5 @@ fn run(
                 busy_tries += 1;
             }
         }
-    }
-}
-
-fn restarted() -> SqliteFailure {
-    SqliteFailure {
-        code: libsqlite3_sys::SQLITE_BUSY,
-        extended_code: libsqlite3_sys::SQLITE_BUSY,
-        message: "concurrent writers kept restarting the backup".to_owned(),
     }
 }

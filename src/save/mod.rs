@@ -186,16 +186,17 @@ fn copy_into_file(
 
 /// Refuses to rename a file whose length disagrees with its own header: the last line of
 /// defence should a write have been lost without an error (SQLite ignores `xClose` errors).
-fn check_complete(temp: &Path, dest: &Path, op: Operation) -> Result<(), BackupError> {
+fn check_complete(temp: &Path, _dest: &Path, op: Operation) -> Result<(), BackupError> {
     let header = read_header(temp, op)?;
     if header.matches_length() {
         return Ok(());
     }
-    Err(BackupError::Sqlite {
-        op,
-        path: dest.to_path_buf(),
-        failure: crate::sqlite::failure_from_code(ffi::SQLITE_IOERR_WRITE),
-    })
+    let lost = std::io::Error::other(format!(
+        "the written file is {} bytes, which its header ({:?} pages of {} bytes) disagrees \
+         with: a write was lost",
+        header.file_len, header.valid_pages, header.page_size
+    ));
+    Err(BackupError::io(op, temp, "check the written length", lost))
 }
 
 /// Reads and checks the header of the file at `path`. Only for files no SQLite connection

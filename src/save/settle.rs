@@ -5,6 +5,7 @@ use std::path::Path;
 
 use libsqlite3_sys as ffi;
 
+use crate::error::BusyReason;
 use crate::error::{BackupError, SqliteFailure};
 use crate::fs::{journal_of, wal_of};
 use crate::sqlite::{is_busy, Budget, BudgetedBusyHandler};
@@ -56,13 +57,9 @@ pub(crate) fn settle_logs(dest: &Path, budget: &Budget) -> Result<(), BackupErro
             return crate::fs::sync_dir(&crate::fs::parent_dir(dest))
                 .map_err(|e| BackupError::io(op, dest, "fsync directory", e));
         }
-        let failure = in_use.unwrap_or_else(|| SqliteFailure {
-            code: ffi::SQLITE_BUSY,
-            extended_code: ffi::SQLITE_BUSY,
-            message: "the old file's -wal or -journal is still in use by another connection".into(),
-        });
         if !budget.wait_for(attempt, || dest.to_path_buf()) {
-            return Err(budget.gave_up(dest, failure));
+            let reason = in_use.map_or(BusyReason::LogsInUse, BusyReason::Locked);
+            return Err(budget.gave_up_because(dest, reason));
         }
         attempt = attempt.saturating_add(1);
     }

@@ -15,6 +15,7 @@ use libsqlite3_sys as ffi;
 
 use super::Snapshot;
 use crate::copy::{checks, convert, engine, BackupOptions};
+use crate::error::BusyReason;
 use crate::error::{BackupError, Operation};
 use crate::sqlite::budget::{Budget, BudgetedBusyHandler};
 use crate::sqlite::{DbRef, OwnedDb, Storage};
@@ -58,16 +59,7 @@ pub(crate) fn snapshot(
             result => return result.map(Snapshot::from_vec),
         }
     }
-    Err(BackupError::Busy {
-        op: OP,
-        path,
-        waited: std::time::Duration::ZERO,
-        failure: crate::error::SqliteFailure {
-            code: ffi::SQLITE_FULL,
-            extended_code: ffi::SQLITE_FULL,
-            message: "the database kept growing faster than it could be copied".into(),
-        },
-    })
+    Err(budget.gave_up_because(&path, BusyReason::SourceKeptChanging))
 }
 
 /// A memdb database's pages in one read, under a read transaction (this connection's own, if

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use libsqlite3_sys as ffi;
 
-use crate::error::{BackupError, Operation, SqliteFailure};
+use crate::error::{BackupError, BusyReason, Operation, SqliteFailure};
 use crate::sqlite::DbRef;
 
 /// First wait after a busy lock; doubled on each further try up to [`MAX_BACKOFF`].
@@ -141,6 +141,11 @@ impl Budget {
     /// The error for a lock that stayed busy, or for a cancelled call. It names the database
     /// whose busy handler gave up, or else `path`.
     pub(crate) fn gave_up(&self, path: &Path, failure: SqliteFailure) -> BackupError {
+        self.gave_up_because(path, BusyReason::Locked(failure))
+    }
+
+    /// [`Self::gave_up`] for a condition of the crate's own that SQLite never reported.
+    pub(crate) fn gave_up_because(&self, path: &Path, reason: BusyReason) -> BackupError {
         if self.is_cancelled() {
             return self.cancelled(path);
         }
@@ -149,7 +154,7 @@ impl Budget {
             op: self.op,
             path: busy,
             waited: self.waited.get(),
-            failure,
+            reason,
         }
     }
 

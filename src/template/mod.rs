@@ -15,6 +15,7 @@ use libsqlite3_sys as ffi;
 pub use cache::TemplateCache;
 pub use guard::{KeepOnPanic, Keepable};
 
+use crate::error::BusyReason;
 use crate::error::{BackupError, Operation};
 use crate::sqlite::OwnedDb;
 use crate::{BackupExt, BackupOptions, SingletonManager};
@@ -80,10 +81,7 @@ impl Template {
         E: Into<Box<dyn Error + Send + Sync>>,
     {
         let mut conn = fresh_connection()?;
-        init(&mut conn).map_err(|e| BackupError::Init {
-            op: OP,
-            source: e.into(),
-        })?;
+        init(&mut conn).map_err(|e| BackupError::init(OP, e))?;
         Self::from_connection(&mut conn)
     }
 
@@ -128,17 +126,17 @@ impl Template {
             // SQLite returns no image for an empty database, but also when it could not
             // read one (locked, out of memory): only the first may become an empty template.
             None => {
-                let busy = |failure| BackupError::Busy {
+                let busy = |reason| BackupError::Busy {
                     op: OP,
                     path: db.display_path(c"main"),
                     waited: std::time::Duration::ZERO,
-                    failure,
+                    reason,
                 };
                 match db.query_i64("PRAGMA main.page_count") {
                     Ok(0) => Vec::new(),
-                    Ok(_) => return Err(busy(crate::sqlite::failure_from_code(ffi::SQLITE_BUSY))),
+                    Ok(_) => return Err(busy(BusyReason::ImageUnavailable)),
                     Err(f) if matches!(f.code, ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED) => {
-                        return Err(busy(f))
+                        return Err(busy(BusyReason::Locked(f)))
                     }
                     Err(f) => return Err(sqlite(f)),
                 }
@@ -173,10 +171,7 @@ impl Template {
     /// A fresh [`SingletonManager`] pool whose shared database starts as a copy of the
     /// template: shared by that pool's connections, isolated from every other copy.
     pub fn pool(&self) -> Result<r2d2::Pool<SingletonManager>, BackupError> {
-        let pool_error = |e: r2d2::Error| BackupError::Init {
-            op: OP,
-            source: e.into(),
-        };
+        let pool_error = |e: r2d2::Error| BackupError::init(OP, e);
         let pool = crate::pool::build(1).map_err(pool_error)?;
         let mut conn = pool.get().map_err(pool_error)?;
         self.copy_into(&mut conn)?;
@@ -203,10 +198,7 @@ impl Template {
 }
 
 fn fresh_connection() -> Result<SqliteConnection, BackupError> {
-    SqliteConnection::establish(":memory:").map_err(|e| BackupError::Init {
-        op: OP,
-        source: e.into(),
-    })
+    SqliteConnection::establish(":memory:").map_err(|e| BackupError::init(OP, e))
 }
 
 fn sqlite(failure: crate::SqliteFailure) -> BackupError {

@@ -15,9 +15,8 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use libsqlite3_sys as ffi;
-
-use crate::error::{BackupError, SqliteFailure};
+use crate::error::BackupError;
+use crate::error::BusyReason;
 use crate::sqlite::budget::Budget;
 use crate::sqlite::memdb::record::Tracker;
 
@@ -75,18 +74,11 @@ impl Opens {
                 }
             }
             if !budget.wait(attempt) {
-                let message = match saving {
-                    true => "another database was being opened into the autosaved one",
-                    false => "an autosave of this database was saving",
+                let reason = match saving {
+                    true => BusyReason::OpenInProgress,
+                    false => BusyReason::AutosaveSaving,
                 };
-                return Err(budget.gave_up(
-                    path,
-                    SqliteFailure {
-                        code: ffi::SQLITE_BUSY,
-                        extended_code: ffi::SQLITE_BUSY,
-                        message: message.into(),
-                    },
-                ));
+                return Err(budget.gave_up_because(path, reason));
             }
             attempt += 1;
         }
