@@ -127,16 +127,35 @@ impl<T: Send + 'static> Drop for Cancelling<'_, T> {
             }
         }
         // diesel-async's wrapper waits with `block_in_place`, which panics on a current-thread
-        // runtime: there it waits on a thread of its own, and the connection's next call
-        // waits for the task instead.
+        // runtime. There the drop waits for the task itself, parking this thread: the task
+        // runs on the blocking pool, not here, and ends at its next step now that its token
+        // is cancelled (a task that never started resolves at once). Once the task is done,
+        // its clone of the connection is gone too, which diesel-async's pools and transaction
+        // checks need; the wrapper's own drop then has nothing to wait for.
         let current_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
         if current_thread {
-            // A thread that cannot start drops the future in place, as diesel-async would.
-            let waiter = std::thread::Builder::new().name("dsb-cancel-wait".into());
-            let _ = waiter.spawn(move || drop(future));
+            let _ = wait_here(future);
         } else {
             drop(future);
         }
+    }
+}
+
+/// Polls `future` to its end on this thread, parking between wake-ups.
+fn wait_here<F: Future + Unpin>(mut future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(output) = Pin::new(&mut future).poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
     }
 }

@@ -96,8 +96,9 @@ impl MemoryDatabase {
 /// torn file, and no temporary file once the blocking task has ended.
 ///
 /// On a current-thread runtime, where diesel-async's wait (`block_in_place`) would panic,
-/// the drop does not wait: a thread of its own does, and the connection's next call waits
-/// for the cancelled task to end. (diesel-async's own queries, dropped there, still panic.)
+/// the drop parks the thread until the cancelled task has ended (at its next step), so the
+/// connection goes back to its pool as on a multi-threaded one. (diesel-async's own queries,
+/// dropped there, still panic.)
 ///
 /// The `_with` methods take a function that makes the options on the blocking thread, so a
 /// progress callback need not be `Send`; it must be `'static`.
