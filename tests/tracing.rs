@@ -26,12 +26,18 @@ thread_local! {
 type Fields = BTreeMap<String, String>;
 
 /// A span as recorded so far, or an event.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Seen {
     meta: &'static Metadata<'static>,
     name: String,
     level: Level,
     fields: Fields,
+}
+
+impl Debug for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {:?}", self.level, self.name, self.fields)
+    }
 }
 
 #[derive(Default)]
