@@ -32,15 +32,18 @@ pub(crate) fn restore_from(
     path: &Path,
     opts: &mut BackupOptions<'_>,
 ) -> Result<(), BackupError> {
-    let bytes = fs::metadata(path).map_or(0, |m| m.len());
-    crate::observe::in_span(restore_span(path, bytes), || restore_file(conn, path, opts))
+    let span = restore_span(path);
+    if !span.is_disabled() {
+        span.record("bytes", fs::metadata(path).map_or(0, |m| m.len()));
+    }
+    crate::observe::in_span(span, || restore_file(conn, path, opts))
 }
 
 /// The span of an Open: `route` and `plan` are recorded by [`load`].
-pub(crate) fn restore_span(path: &Path, bytes: u64) -> tracing::Span {
+pub(crate) fn restore_span(path: &Path) -> tracing::Span {
     use tracing::field::Empty;
-    tracing::info_span!("restore", path = %path.display(), bytes, route = Empty, plan = Empty,
-        pages = Empty, elapsed_ms = Empty, error = Empty)
+    tracing::info_span!("restore", path = %path.display(), bytes = Empty, route = Empty,
+        plan = Empty, pages = Empty, elapsed_ms = Empty, error = Empty)
 }
 
 fn restore_file(

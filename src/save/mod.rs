@@ -50,9 +50,11 @@ pub(crate) fn save_from(
     let span = tracing::info_span!("save", path = %path.display(), incremental = opts.incremental,
         route = Empty, fallback = Empty, rename_reason = Empty, pages = Empty, bytes = Empty,
         elapsed_ms = Empty, error = Empty);
+    let listened = !span.is_disabled();
     crate::observe::in_span(span, || {
         save_routes(src, path, opts, budget)?;
-        if let Ok(meta) = fs::metadata(path) {
+        // One stat, only for a subscriber.
+        if let Some(meta) = listened.then(|| fs::metadata(path).ok()).flatten() {
             crate::observe::record("bytes", meta.len());
         }
         Ok(())

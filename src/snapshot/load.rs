@@ -25,7 +25,8 @@ pub(crate) fn restore_from_bytes(
     bytes: &[u8],
     opts: &mut BackupOptions<'_>,
 ) -> Result<(), BackupError> {
-    let span = crate::open::restore_span(Path::new(LABEL), bytes.len() as u64);
+    let span = crate::open::restore_span(Path::new(LABEL));
+    span.record("bytes", bytes.len() as u64);
     crate::observe::in_span(span, || restore_bytes(conn, bytes, opts))
 }
 
