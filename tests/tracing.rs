@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, SqliteConnection};
@@ -72,11 +72,11 @@ impl Subscriber for &'static Capture {
             level: *span.metadata().level(),
             fields,
         };
-        self.spans.lock().unwrap().insert(id, seen);
+        lock(&self.spans).insert(id, seen);
         Id::from_u64(id)
     }
     fn record(&self, span: &Id, values: &Record<'_>) {
-        if let Some(seen) = self.spans.lock().unwrap().get_mut(&span.into_u64()) {
+        if let Some(seen) = lock(&self.spans).get_mut(&span.into_u64()) {
             values.record(&mut Collect(&mut seen.fields));
         }
     }
@@ -90,7 +90,7 @@ impl Subscriber for &'static Capture {
             level: *event.metadata().level(),
             fields,
         };
-        self.events.lock().unwrap().push(seen);
+        lock(&self.events).push(seen);
     }
     // The crate records fields on `Span::current()`, which asks the subscriber.
     fn enter(&self, span: &Id) {
@@ -106,7 +106,7 @@ impl Subscriber for &'static Capture {
     }
     fn current_span(&self) -> tracing_core::span::Current {
         let current = STACK.with(|s| s.borrow().last().copied());
-        let spans = self.spans.lock().unwrap();
+        let spans = lock(&self.spans);
         match current.and_then(|id| Some((id, spans.get(&id)?.meta))) {
             Some((id, meta)) => Current::new(Id::from_u64(id), meta),
             None => Current::none(),
@@ -123,10 +123,20 @@ fn capture() -> &'static Capture {
     })
 }
 
+/// A panicking test must not poison the records for the others.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Every event so far.
+fn events() -> Vec<Seen> {
+    lock(&capture().events).clone()
+}
+
 /// The spans called `name` whose `path` field is `path`.
 fn spans(name: &str, path: &std::path::Path) -> Vec<Seen> {
     let path = path.display().to_string();
-    let spans = capture().spans.lock().unwrap();
+    let spans = lock(&capture().spans);
     spans
         .values()
         .filter(|s| s.name == name && s.fields.get("path") == Some(&path))
@@ -209,7 +219,7 @@ fn an_incremental_save_that_falls_back_says_why() {
         "the reason names the changed file: {fallback}"
     );
     // And the event at the decision carries it too, for subscribers that print events.
-    let events = capture().events.lock().unwrap();
+    let events = events();
     assert!(
         events
             .iter()
@@ -249,41 +259,74 @@ fn a_restore_reports_its_route_and_plan() {
     }
 }
 
-/// With a subscriber installed, autosave's default `on_error` is a warning naming the error.
-#[test]
-fn autosave_default_on_error_goes_to_tracing() {
-    capture();
+/// An autosave whose every save fails, dropped with a change pending: its final save fails and
+/// goes to the default `on_error` before the drop returns. No scheduled save comes first.
+fn autosave_fails_once_on_drop() -> std::path::PathBuf {
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("gone");
     std::fs::create_dir(&folder).unwrap();
-    let file = folder.join("doc.db");
     let pool = memory_pool().unwrap();
-    let options = AutosaveOptions::default()
-        .every(Duration::from_millis(20))
-        .quiet(Duration::ZERO);
-    let autosave = Autosave::start(&pool, &file, options).unwrap();
+    let never = Duration::from_secs(3600);
+    let options = AutosaveOptions::default().every(never).quiet(never);
+    let autosave = Autosave::start(&pool, folder.join("doc.db"), options).unwrap();
     std::fs::remove_dir_all(&folder).unwrap();
     pool.get()
         .unwrap()
         .batch_execute("CREATE TABLE t(x)")
         .unwrap();
+    drop(autosave);
+    folder
+}
+
+/// With a subscriber installed, autosave's default `on_error` is a warning naming the error,
+/// and the autosave's span records it.
+#[test]
+fn autosave_default_on_error_goes_to_tracing() {
+    capture();
+    let folder = autosave_fails_once_on_drop();
     let folder_name = folder.display().to_string();
-    let warned = || {
-        capture().events.lock().unwrap().iter().any(|e| {
-            e.level == Level::WARN && field(e, "error").is_some_and(|m| m.contains(&folder_name))
-        })
-    };
-    // A hang guard, not a timing assertion: the first failed save comes within `every`.
-    let start = Instant::now();
-    while !warned() {
-        assert!(start.elapsed() < Duration::from_secs(60), "no warning");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // The autosave's own span says it failed, and counts the retries.
-    let saves = spans("autosave", &file);
+    let events = events();
+    let warned = events.iter().any(|e| {
+        e.level == Level::WARN && field(e, "error").is_some_and(|m| m.contains(&folder_name))
+    });
+    assert!(warned, "a warning naming {folder_name}");
+    let saves = spans("autosave", &folder.join("doc.db"));
     assert!(
         saves.iter().any(|s| field(s, "error").is_some()),
         "{saves:?}"
     );
-    drop(autosave);
+}
+
+/// Without a subscriber, the same error is a line on standard error (in a child process of
+/// this test binary, where nothing installs one).
+#[test]
+fn without_a_subscriber_autosave_errors_go_to_standard_error() {
+    const CHILD: &str = "DSB_TRACING_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let folder = autosave_fails_once_on_drop();
+        println!("folder: {}", folder.display());
+        return;
+    }
+    let name = "without_a_subscriber_autosave_errors_go_to_standard_error";
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "{stdout}");
+    let folder = stdout
+        .lines()
+        .find_map(|l| l.split_once("folder: ").map(|(_, f)| f.trim()))
+        .expect("the child names its folder");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("diesel-sqlite-backup autosave:") && l.contains(folder)),
+        "{stderr}"
+    );
 }
