@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, SqliteConnection};
-use diesel_sqlite_backup::{memory_pool, Autosave, AutosaveOptions, BackupExt, BackupOptions};
+use diesel_sqlite_backup::{
+    memory_pool, Autosave, AutosaveOptions, BackupError, BackupExt, BackupOptions, SingletonManager,
+};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
@@ -257,6 +259,45 @@ fn a_restore_reports_its_route_and_plan() {
         assert_eq!(field(restore, "plan"), Some("Direct"), "{restore:?}");
         assert!(field(restore, "pages").is_some(), "{restore:?}");
     }
+}
+
+/// An Open that must wait for a reader of the pool's database: every wait is a TRACE event
+/// with the time waited so far, and the span records the Busy error.
+#[test]
+fn lock_waits_are_trace_events() {
+    capture();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doc.db");
+    let source = memory_pool().unwrap();
+    source
+        .get()
+        .unwrap()
+        .batch_execute("CREATE TABLE t(x)")
+        .unwrap();
+    source.get().unwrap().save_as(&path).unwrap();
+    let pool = SingletonManager::pool_builder(2)
+        .build(SingletonManager::new())
+        .unwrap();
+    let mut reader = pool.get().unwrap();
+    reader
+        .batch_execute("CREATE TABLE u(y); BEGIN; SELECT * FROM u;")
+        .unwrap();
+    // Long enough that even a starved machine reaches the lock before the budget is spent.
+    let options = BackupOptions::default().timeout(Duration::from_secs(1));
+    let result = pool.get().unwrap().restore_from_with(&path, options);
+    assert!(
+        matches!(result, Err(BackupError::Busy { .. })),
+        "{result:?}"
+    );
+    reader.batch_execute("COMMIT").unwrap();
+    let restores = spans("restore", &path);
+    assert!(field(&restores[0], "error").is_some(), "{restores:?}");
+    let waits = events().into_iter().filter(|e| {
+        e.level == Level::TRACE
+            && field(e, "op") == Some("restore")
+            && field(e, "waited_us").is_some()
+    });
+    assert!(waits.count() > 0, "a TRACE event per wait");
 }
 
 /// An autosave whose every save fails, dropped with a change pending: its final save fails and
