@@ -6,6 +6,8 @@
 // (tests/layers.rs checks it). Each has a comment, so rustfmt keeps the order.
 // The one public error type.
 mod error;
+// Spans and events for `tracing` subscribers.
+mod observe;
 // SQLite's on-disk formats, pure functions.
 mod format;
 // File-system rules with no SQLite in them.

@@ -49,7 +49,13 @@ impl Default for AutosaveOptions {
         AutosaveOptions {
             every: DEFAULT_EVERY,
             quiet: DEFAULT_QUIET,
-            on_error: Box::new(|e| eprintln!("diesel-sqlite-backup autosave: {e}")),
+            on_error: Box::new(|e| {
+                if crate::observe::listening() {
+                    tracing::warn!(error = %e, "autosave failed, will retry");
+                } else {
+                    eprintln!("diesel-sqlite-backup autosave: {e}");
+                }
+            }),
             save_options: Box::new(|| BackupOptions::default().incremental(true)),
         }
     }
@@ -98,7 +104,8 @@ impl AutosaveOptions {
     /// Called on the autosave thread with every failed background save (and a failed final
     /// save when the [`Autosave`](super::Autosave) is dropped rather than stopped). The
     /// autosave keeps going and retries on the next change or after [`every`](Self::every).
-    /// A panic in the callback is caught and ignored. Default: print to standard error.
+    /// A panic in the callback is caught and ignored. Default: a `tracing` warning, or a line
+    /// on standard error when no `tracing` subscriber is installed.
     ///
     /// ```
     /// # use diesel_sqlite_backup::AutosaveOptions;

@@ -31,6 +31,8 @@ pub(crate) struct Schedule {
     pending: Option<Pending>,
     /// After a failed save, the next try waits for this moment or a new change.
     retry_at: Option<Instant>,
+    /// Failed saves since the last one that succeeded.
+    failures: u32,
 }
 
 impl Schedule {
@@ -43,7 +45,13 @@ impl Schedule {
             poll,
             pending: None,
             retry_at: None,
+            failures: 0,
         }
+    }
+
+    /// Failed saves since the last one that succeeded: how many retries the next save makes.
+    pub(crate) fn failures(&self) -> u32 {
+        self.failures
     }
 
     /// A look at `now` found a commit made after the previous look, at `previous`.
@@ -82,6 +90,7 @@ impl Schedule {
     pub(crate) fn saved(&mut self) {
         self.pending = None;
         self.retry_at = None;
+        self.failures = 0;
     }
 
     /// A save failed at `now`: the changes stay pending, and the next try comes after a new
@@ -93,6 +102,7 @@ impl Schedule {
             last: now,
         });
         self.retry_at = Some(after(now, self.every));
+        self.failures = self.failures.saturating_add(1);
     }
 }
 

@@ -313,6 +313,19 @@ impl Worker {
     /// `on_error` once per Open, when the database holds a document opened since the app
     /// last accepted one ([`BackupError::DocumentOpened`]).
     fn save(&mut self, shared: &Shared, schedule: &mut Schedule) -> Result<(), BackupError> {
+        let span = tracing::info_span!("autosave", path = %self.path.display(),
+            retry = schedule.failures(), elapsed_ms = tracing::field::Empty,
+            error = tracing::field::Empty);
+        crate::observe::in_span(span, || {
+            let result = self.save_once(shared, schedule);
+            if result.is_err() {
+                tracing::debug!("the changes stay pending: retried after a new change or `every`");
+            }
+            result
+        })
+    }
+
+    fn save_once(&mut self, shared: &Shared, schedule: &mut Schedule) -> Result<(), BackupError> {
         let mut refused = None;
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
             let mut options = (self.options.save_options)().schema("main");

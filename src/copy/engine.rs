@@ -58,7 +58,9 @@ fn run(
             .map_err(BackupError::sqlite_at(budget.op(), path))?;
         match outcome {
             StepOutcome::Done => {
-                opts.report(backup.progress());
+                let progress = backup.progress();
+                crate::observe::record("pages", progress.page_count);
+                opts.report(progress);
                 return Ok(());
             }
             StepOutcome::More => {
@@ -73,6 +75,10 @@ fn run(
                         return Err(budget.gave_up_because(path, BusyReason::SourceKeptChanging));
                     }
                     pages = -1;
+                    tracing::debug!(
+                        remaining = progress.remaining,
+                        "the source changed during the backup: the rest goes in one step"
+                    );
                 }
                 last_remaining = Some(progress.remaining);
                 if !opts.pause.is_zero() {

@@ -25,11 +25,21 @@ pub(crate) fn backup_to(
     dest: &mut SqliteConnection,
     options: &mut BackupOptions<'_>,
 ) -> Result<(), BackupError> {
-    let budget = options.budget(Operation::Backup);
-    let src = sqlite::raw_handle(src);
-    let src_schema = checks::schema(&src, &options.schema, budget.op())?;
-    let dst = sqlite::raw_handle(dest);
-    copy(&src, &src_schema, &dst, options, &budget)
+    use tracing::field::Empty;
+    let span = tracing::info_span!(
+        "backup_to",
+        plan = Empty,
+        pages = Empty,
+        elapsed_ms = Empty,
+        error = Empty
+    );
+    crate::observe::in_span(span, || {
+        let budget = options.budget(Operation::Backup);
+        let src = sqlite::raw_handle(src);
+        let src_schema = checks::schema(&src, &options.schema, budget.op())?;
+        let dst = sqlite::raw_handle(dest);
+        copy(&src, &src_schema, &dst, options, &budget)
+    })
 }
 
 /// Copies a raw source's `main` database over `dest`'s `main` database, converting it first
@@ -72,7 +82,8 @@ fn copy(
     };
     let tracker = memdb::tracker_of(dst, c"main");
     let opening = memdb::opens::begin(tracker, budget, &path)?;
-    convert::copy(from, to, false, &path, options, budget)?;
+    let plan = convert::copy(from, to, false, &path, options, budget)?;
+    crate::observe::record("plan", tracing::field::debug(&plan));
     opening.completed();
     Ok(())
 }

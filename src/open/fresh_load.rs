@@ -72,6 +72,7 @@ pub(crate) fn try_load(
         done: false,
     };
     loading.run(src, &source, dst_path, label, opts, budget)?;
+    crate::observe::record("pages", source.pages);
     drop(file);
     refresh(dst, schema);
     Ok(Some(Plan::Direct))

@@ -32,6 +32,25 @@ pub(crate) fn restore_from(
     path: &Path,
     opts: &mut BackupOptions<'_>,
 ) -> Result<(), BackupError> {
+    let span = restore_span(path);
+    if !span.is_disabled() {
+        span.record("bytes", fs::metadata(path).map_or(0, |m| m.len()));
+    }
+    crate::observe::in_span(span, || restore_file(conn, path, opts))
+}
+
+/// The span of an Open: `route` and `plan` are recorded by [`load`].
+pub(crate) fn restore_span(path: &Path) -> tracing::Span {
+    use tracing::field::Empty;
+    tracing::info_span!("restore", path = %path.display(), bytes = Empty, route = Empty,
+        plan = Empty, pages = Empty, elapsed_ms = Empty, error = Empty)
+}
+
+fn restore_file(
+    conn: &mut SqliteConnection,
+    path: &Path,
+    opts: &mut BackupOptions<'_>,
+) -> Result<(), BackupError> {
     let budget = opts.budget(OP);
     let dest = crate::sqlite::raw_handle(conn);
     let schema = checks::schema(&dest, &opts.schema, OP)?;
@@ -108,8 +127,11 @@ pub(crate) fn load(
     budget: &Budget,
 ) -> Result<convert::Plan, BackupError> {
     if let Some(plan) = fresh_load::try_load(src, dest, schema, dest_path, label, opts, budget)? {
+        crate::observe::record("route", "fast_load");
+        crate::observe::record("plan", tracing::field::debug(&plan));
         return Ok(plan);
     }
+    crate::observe::record("route", "backup");
     let from = convert::End {
         db: src,
         schema: c"main",
@@ -120,7 +142,9 @@ pub(crate) fn load(
         schema,
         path: dest_path,
     };
-    convert::copy(from, to, true, label, opts, budget)
+    let plan = convert::copy(from, to, true, label, opts, budget)?;
+    crate::observe::record("plan", tracing::field::debug(&plan));
+    Ok(plan)
 }
 
 /// Opens the file read-only (SQLite never creates it) and starts the read transaction the

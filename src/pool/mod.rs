@@ -20,7 +20,8 @@ pub use shared::{shared_thread_pool, ReentrancyCheck, DEFAULT_CHECKOUT_TIMEOUT};
 ///
 /// **Re-entrancy pitfall:** a thread that calls `pool.get()` while it still holds the only
 /// connection can never get one. After [`DEFAULT_CHECKOUT_TIMEOUT`] the call returns r2d2's
-/// error and [`ReentrancyCheck`] writes a line to standard error that names the cause. Pass
+/// error and [`ReentrancyCheck`] gives a line that names the cause (a `tracing` error event,
+/// or standard error without a subscriber). Pass
 /// the connection you hold down the call chain instead, or build a larger pool with
 /// [`SingletonManager::pool_builder`].
 ///

@@ -93,8 +93,9 @@ impl SingletonManager {
 ///
 /// r2d2 offers no hook before `get` starts waiting, and cannot see a connection handed to
 /// another thread, so this neither fails sooner nor changes the result: `get()` still returns
-/// r2d2's `Err` at the pool's `connection_timeout`. It writes one line to standard error that
-/// names the likely cause and the fix, so the reason shows up within that timeout
+/// r2d2's `Err` at the pool's `connection_timeout`. It gives one line that names the likely
+/// cause and the fix (a `tracing` error event, or standard error when no `tracing`
+/// subscriber is installed), so the reason shows up within that timeout
 /// ([`DEFAULT_CHECKOUT_TIMEOUT`] for [`memory_pool`](crate::memory_pool)) instead of after
 /// 30 s of silence. A thread that handed its connection to another thread and is waiting for
 /// it to come back gets the same line; the "if" in it is for that case.
@@ -159,7 +160,11 @@ impl HandleEvent for ReentrancyCheck {
 
     fn handle_timeout(&self, event: TimeoutEvent) {
         if let Some(explanation) = self.explanation(event.timeout()) {
-            eprintln!("{explanation}");
+            if crate::observe::listening() {
+                tracing::error!("{explanation}");
+            } else {
+                eprintln!("{explanation}");
+            }
         }
     }
 }

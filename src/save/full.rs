@@ -61,13 +61,14 @@ pub(crate) fn save_over_existing(
     budget: &Budget,
 ) -> Result<bool, BackupError> {
     let Some(id) = FileId::of(dest) else {
-        return Ok(false); // missing, a directory, a device: the rename route decides
+        // missing, a directory, a device: the rename route decides
+        return Ok(rename_because("no regular file at the path"));
     };
     let Some(name) = path_cstring(dest) else {
-        return Ok(false);
+        return Ok(rename_because("the path has a NUL"));
     };
     let Ok(file) = OwnedDb::open(&name, ffi::SQLITE_OPEN_READWRITE) else {
-        return Ok(false);
+        return Ok(rename_because("SQLite cannot open the file read-write"));
     };
     let db = file.db();
     let saved = {
@@ -102,6 +103,7 @@ fn inspect(
     budget: &Budget,
 ) -> Result<Option<Existing>, BackupError> {
     if db.is_readonly(c"main") {
+        rename_because("the file is read-only");
         return Ok(None);
     }
     let looked = db
@@ -111,15 +113,34 @@ fn inspect(
     let (header, len) = match looked {
         Ok(found) => found,
         Err(f) if crate::sqlite::budget::is_busy(&f) => return Err(budget.gave_up(dest, f)),
-        Err(f) if is_not_a_database(&f) => return Ok(None),
+        Err(f) if is_not_a_database(&f) => {
+            rename_because("the file is not a database");
+            return Ok(None);
+        }
         Err(f) => return Err(budget.failed(dest, f)),
     };
     let rollback_mode = len == 0 || header::is_rollback_mode(&header);
     let same_file = FileId::of(dest).is_some_and(|now| (now.dev, now.ino) == (id.dev, id.ino));
+    if !rollback_mode {
+        rename_because("the file is in WAL mode");
+    } else if !same_file {
+        rename_because("the file was replaced meanwhile");
+    }
     Ok((rollback_mode && same_file).then(|| Existing {
         id,
         counter: header::change_counter(&header),
     }))
+}
+
+/// Why the full save replaces the file by rename after all: on the save's span and as an
+/// event. Returns `false`, the answer "not in place".
+fn rename_because(reason: &'static str) -> bool {
+    crate::observe::record("rename_reason", reason);
+    tracing::debug!(
+        rename_reason = reason,
+        "the full save replaces the file by rename"
+    );
+    false
 }
 
 fn is_not_a_database(f: &SqliteFailure) -> bool {

@@ -145,6 +145,7 @@ pub(crate) fn save_in_place(
     });
     match write_in_place(&changes, &baseline, dest, opts, budget) {
         Ok(new_base) => {
+            crate::observe::record("pages", changes.numbers.len() as u64);
             tracker.install(taken.epoch, new_base);
             Ok(())
         }

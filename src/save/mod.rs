@@ -39,8 +39,29 @@ pub(crate) fn save_as(
     save_from(&src, path, opts, &budget)
 }
 
-/// [`save_as`] from a raw connection, under the caller's budget.
+/// [`save_as`] from a raw connection, under the caller's budget, in a `save` span.
 pub(crate) fn save_from(
+    src: &DbRef<'_>,
+    path: &Path,
+    opts: &mut BackupOptions<'_>,
+    budget: &Budget,
+) -> Result<(), BackupError> {
+    use tracing::field::Empty;
+    let span = tracing::info_span!("save", path = %path.display(), incremental = opts.incremental,
+        route = Empty, fallback = Empty, rename_reason = Empty, pages = Empty, bytes = Empty,
+        elapsed_ms = Empty, error = Empty);
+    let listened = !span.is_disabled();
+    crate::observe::in_span(span, || {
+        save_routes(src, path, opts, budget)?;
+        // One stat, only for a subscriber.
+        if let Some(meta) = listened.then(|| fs::metadata(path).ok()).flatten() {
+            crate::observe::record("bytes", meta.len());
+        }
+        Ok(())
+    })
+}
+
+fn save_routes(
     src: &DbRef<'_>,
     path: &Path,
     opts: &mut BackupOptions<'_>,
@@ -70,6 +91,7 @@ pub(crate) fn save_from(
             return Ok(());
         }
     }
+    crate::observe::record("route", "rename");
     // A full save makes a new baseline.
     rebase(tracker.as_deref(), || {
         let mut baseline = None;
@@ -105,13 +127,25 @@ fn save_in_place(
     if let Some(t) = tracker {
         use incremental::Stop;
         match incremental::save_in_place(src, t, dest, opts, budget) {
-            Ok(()) => return Ok(true),
+            Ok(()) => {
+                crate::observe::record("route", "incremental");
+                return Ok(true);
+            }
             Err(Stop::Failed(e)) => return Err(e),
             // Any other reason not to write only the changes means the whole database goes.
-            Err(Stop::Fallback(_)) => {}
+            Err(Stop::Fallback(why)) => {
+                crate::observe::record("fallback", why);
+                tracing::debug!(fallback = why, "incremental save falls back to a full one");
+            }
         }
+    } else {
+        crate::observe::record("fallback", "the database has no write record");
     }
-    full::save_over_existing(src, schema, tracker, dest, opts, budget)
+    let in_place = full::save_over_existing(src, schema, tracker, dest, opts, budget)?;
+    if in_place {
+        crate::observe::record("route", "in_place");
+    }
+    Ok(in_place)
 }
 
 /// The baseline a full save leaves: the finished temporary file's identity (a rename keeps

@@ -36,11 +36,13 @@ pub(crate) fn settle_logs(dest: &Path, budget: &Budget) -> Result<(), BackupErro
         });
     }
     let name = path_cstring(dest).ok_or_else(|| BackupError::nul_in_path(op, dest))?;
+    tracing::debug!(path = %dest.display(), "settling the old file's -wal or -journal");
     let mut attempt = 0;
     loop {
         let in_use = match settle_once(&name, dest, budget) {
             // The old file is not a database: its logs cannot belong to anything worth keeping.
             Err(f) if matches!(f.code, ffi::SQLITE_NOTADB | ffi::SQLITE_CORRUPT) => {
+                tracing::debug!(path = %dest.display(), "the old file is no database: its logs are removed");
                 for l in &logs {
                     let _ = fs::remove_file(l);
                 }
@@ -57,6 +59,7 @@ pub(crate) fn settle_logs(dest: &Path, budget: &Budget) -> Result<(), BackupErro
             return crate::fs::sync_dir(&crate::fs::parent_dir(dest))
                 .map_err(|e| BackupError::io(op, dest, "fsync directory", e));
         }
+        tracing::debug!(path = %dest.display(), attempt, "the old file's log is still in use: waiting");
         if !budget.wait_for(attempt, || dest.to_path_buf()) {
             let reason = in_use.map_or(BusyReason::LogsInUse, BusyReason::Locked);
             return Err(budget.gave_up_because(dest, reason));

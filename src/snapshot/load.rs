@@ -25,6 +25,16 @@ pub(crate) fn restore_from_bytes(
     bytes: &[u8],
     opts: &mut BackupOptions<'_>,
 ) -> Result<(), BackupError> {
+    let span = crate::open::restore_span(Path::new(LABEL));
+    span.record("bytes", bytes.len() as u64);
+    crate::observe::in_span(span, || restore_bytes(conn, bytes, opts))
+}
+
+fn restore_bytes(
+    conn: &mut SqliteConnection,
+    bytes: &[u8],
+    opts: &mut BackupOptions<'_>,
+) -> Result<(), BackupError> {
     let budget = opts.budget(OP);
     let dest = crate::sqlite::raw_handle(conn);
     let schema = checks::schema(&dest, &opts.schema, OP)?;

@@ -96,10 +96,15 @@ impl Snapshot {
     pub fn save_as(&self, path: impl AsRef<Path>) -> Result<(), BackupError> {
         let op = Operation::Snapshot;
         let budget = Budget::new(op, crate::DEFAULT_TIMEOUT, None);
-        replace_atomically(path.as_ref(), op, &budget, |temp, dest| {
-            let mut file = temp.as_file();
-            file.write_all(&self.bytes)
-                .map_err(|e| BackupError::io(op, dest, "write", e))
+        let span = tracing::info_span!("snapshot_save", path = %path.as_ref().display(),
+            bytes = self.bytes.len() as u64, elapsed_ms = tracing::field::Empty,
+            error = tracing::field::Empty);
+        crate::observe::in_span(span, || {
+            replace_atomically(path.as_ref(), op, &budget, |temp, dest| {
+                let mut file = temp.as_file();
+                file.write_all(&self.bytes)
+                    .map_err(|e| BackupError::io(op, dest, "write", e))
+            })
         })
     }
 }

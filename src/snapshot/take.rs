@@ -29,6 +29,26 @@ pub(crate) fn snapshot(
     conn: &mut SqliteConnection,
     opts: &mut BackupOptions<'_>,
 ) -> Result<Snapshot, BackupError> {
+    use tracing::field::Empty;
+    let span = tracing::info_span!(
+        "snapshot",
+        route = Empty,
+        bytes = Empty,
+        pages = Empty,
+        elapsed_ms = Empty,
+        error = Empty
+    );
+    crate::observe::in_span(span, || {
+        let taken = take(conn, opts)?;
+        crate::observe::record("bytes", taken.len() as u64);
+        Ok(taken)
+    })
+}
+
+fn take(
+    conn: &mut SqliteConnection,
+    opts: &mut BackupOptions<'_>,
+) -> Result<Snapshot, BackupError> {
     let budget = opts.budget(OP);
     let src = crate::sqlite::raw_handle(conn);
     let schema = checks::schema(&src, &opts.schema, OP)?;
@@ -43,9 +63,11 @@ pub(crate) fn snapshot(
     };
     if matches!(src.storage(&schema), Storage::Memdb | Storage::PatchedMemdb) {
         if let Some(bytes) = read_store(&src, &schema, opts, &budget, &path)? {
+            crate::observe::record("route", "read_store");
             return Ok(Snapshot::from_vec(bytes));
         }
     }
+    crate::observe::record("route", "backup");
     let mut pages = query(&format!("PRAGMA {quoted}.page_count"))?;
     for _ in 0..MAX_TRIES {
         let page_size = query(&format!("PRAGMA {quoted}.page_size"))?;
@@ -54,6 +76,10 @@ pub(crate) fn snapshot(
         let capacity = (pages + pages / 16 + 16) * page_size;
         match copy_into_buffer(&src, &schema, capacity, opts, &budget, &path) {
             Err(BackupError::Sqlite { failure, .. }) if failure.code == ffi::SQLITE_FULL => {
+                tracing::debug!(
+                    capacity,
+                    "the database outgrew the snapshot's buffer: again"
+                );
                 pages = pages.max(capacity / page_size) * 2;
             }
             result => return result.map(Snapshot::from_vec),
@@ -95,6 +121,7 @@ fn read_store(
         let bytes = src
             .read_file_to_vec(schema, pages * page_size)
             .map_err(|failure| budget.failed(path, failure))?;
+        crate::observe::record("pages", pages as u64);
         opts.report(crate::copy::Progress {
             remaining: 0,
             page_count: pages as u32,

@@ -125,7 +125,15 @@ impl Budget {
             .saturating_mul(1 << attempt.min(6))
             .min(MAX_BACKOFF);
         thread::sleep(backoff.min(left));
-        self.waited.set(self.waited.get() + now.elapsed());
+        let slept = now.elapsed();
+        self.waited.set(self.waited.get() + slept);
+        tracing::trace!(
+            op = %self.op,
+            attempt,
+            slept_us = slept.as_micros() as u64,
+            waited_us = self.waited.get().as_micros() as u64,
+            "waited for a busy lock"
+        );
         true
     }
 
@@ -133,7 +141,11 @@ impl Budget {
     pub(crate) fn wait_for(&self, attempt: u32, path: impl FnOnce() -> PathBuf) -> bool {
         let again = self.wait(attempt);
         if !again {
-            self.busy_at.replace(Some(path()));
+            let path = path();
+            tracing::debug!(op = %self.op, path = %path.display(),
+                waited_us = self.waited.get().as_micros() as u64,
+                "a lock stayed busy: the budget is spent or the call cancelled");
+            self.busy_at.replace(Some(path));
         }
         again
     }

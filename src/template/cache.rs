@@ -177,9 +177,11 @@ impl TemplateCache {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let path = self.path()?;
+        let _span = tracing::info_span!("template_cache", path = %path.display()).entered();
         let load = || Template::from_file(&path).ok();
         if path.is_file() {
             if let Some(template) = load() {
+                tracing::debug!("template loaded from the cache");
                 return Ok(template);
             }
         }
@@ -191,6 +193,7 @@ impl TemplateCache {
                 return Ok(template);
             }
         }
+        tracing::debug!("no usable cached template: building it");
         let template = Template::new(init)?;
         template.connection()?.save_as(&path)?;
         Ok(template)

@@ -118,16 +118,23 @@ impl<T: Keepable> KeepOnPanic<T> {
         if self.inner.is_none() {
             return;
         }
+        // On standard error always: the test's user reads it next to the failure.
         match self.keep() {
-            Ok(path) => eprintln!(
-                "kept the database of failed test {}: sqlite3 {}",
-                self.name,
-                path.display()
-            ),
-            Err(e) => eprintln!(
-                "could not keep the database of failed test {}: {e}",
-                self.name
-            ),
+            Ok(path) => {
+                eprintln!(
+                    "kept the database of failed test {}: sqlite3 {}",
+                    self.name,
+                    path.display()
+                );
+                tracing::warn!(test = %self.name, path = %path.display(), "kept the database of a failed test");
+            }
+            Err(e) => {
+                eprintln!(
+                    "could not keep the database of failed test {}: {e}",
+                    self.name
+                );
+                tracing::warn!(test = %self.name, error = %e, "could not keep the database of a failed test");
+            }
         }
     }
 }

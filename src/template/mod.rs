@@ -80,17 +80,21 @@ impl Template {
         F: FnOnce(&mut SqliteConnection) -> Result<(), E>,
         E: Into<Box<dyn Error + Send + Sync>>,
     {
-        let mut conn = fresh_connection()?;
-        init(&mut conn).map_err(|e| BackupError::init(OP, e))?;
-        Self::from_connection(&mut conn)
+        build("init", || {
+            let mut conn = fresh_connection()?;
+            init(&mut conn).map_err(|e| BackupError::init(OP, e))?;
+            Self::from_connection(&mut conn)
+        })
     }
 
     /// A template holding the database file at `path`, checked the way
     /// [`restore_from`](crate::BackupExt::restore_from) checks files.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Template, BackupError> {
-        let mut conn = fresh_connection()?;
-        conn.restore_from(path)?;
-        Self::from_connection(&mut conn)
+        build("file", || {
+            let mut conn = fresh_connection()?;
+            conn.restore_from(path)?;
+            Self::from_connection(&mut conn)
+        })
     }
 
     /// A template holding the database image `bytes` (a [`Snapshot`](crate::Snapshot), or
@@ -109,9 +113,11 @@ impl Template {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn from_bytes(bytes: &[u8]) -> Result<Template, BackupError> {
-        let mut conn = fresh_connection()?;
-        conn.restore_from_bytes(bytes)?;
-        Self::from_connection(&mut conn)
+        build("bytes", || {
+            let mut conn = fresh_connection()?;
+            conn.restore_from_bytes(bytes)?;
+            Self::from_connection(&mut conn)
+        })
     }
 
     /// A template holding a copy of `conn`'s `main` database as it is now.
@@ -160,6 +166,7 @@ impl Template {
     /// A private, writable in-memory copy of the template. Writes to it never
     /// reach the template or any other copy.
     pub fn connection(&self) -> Result<SqliteConnection, BackupError> {
+        let _span = self.clone_span("deserialize").entered();
         let mut conn = fresh_connection()?;
         if !self.image.is_empty() {
             let db = crate::sqlite::raw_handle(&mut conn);
@@ -186,6 +193,7 @@ impl Template {
         if self.image.is_empty() {
             return Ok(());
         }
+        let _span = self.clone_span("backup").entered();
         // URI names on, so that a page-size conversion can VACUUM INTO a memdb URI.
         let flags = ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_URI;
         let source = OwnedDb::open(c":memory:", flags).map_err(sqlite)?;
@@ -195,6 +203,33 @@ impl Template {
         let mut options = BackupOptions::default().pages_per_step(0);
         crate::copy::copy_between(&source.db(), dest, &mut options, OP)
     }
+}
+
+impl Template {
+    /// A copy of the template is made: one debug span, since tests make one each.
+    fn clone_span(&self, route: &'static str) -> tracing::Span {
+        tracing::debug_span!("template_clone", route, bytes = self.image.len() as u64)
+    }
+}
+
+/// A template is built from `source` ("init", "file", "bytes") in a `template_build` span.
+fn build(
+    source: &'static str,
+    f: impl FnOnce() -> Result<Template, BackupError>,
+) -> Result<Template, BackupError> {
+    use tracing::field::Empty;
+    let span = tracing::info_span!(
+        "template_build",
+        source,
+        bytes = Empty,
+        elapsed_ms = Empty,
+        error = Empty
+    );
+    crate::observe::in_span(span, || {
+        let template = f()?;
+        crate::observe::record("bytes", template.len() as u64);
+        Ok(template)
+    })
 }
 
 fn fresh_connection() -> Result<SqliteConnection, BackupError> {
