@@ -8,6 +8,8 @@ mod error;
 mod incremental;
 mod pool;
 mod raw;
+#[cfg(feature = "replica")]
+mod replica;
 mod snapshot;
 mod template;
 
@@ -23,6 +25,10 @@ pub use pool::{
 };
 #[allow(deprecated)]
 pub use raw::init;
+#[cfg(feature = "replica")]
+pub use replica::{
+    list_syncs, Compression, Replica, ReplicaOptions, RestoreInfo, RestoreTarget, Retain, SyncInfo,
+};
 pub use snapshot::Snapshot;
 pub use template::{KeepOnPanic, Keepable, Template, TemplateCache};
 
@@ -39,6 +45,9 @@ mod docs_performance {}
 #[cfg(doctest)]
 #[doc = include_str!("../docs/reliability.md")]
 mod docs_reliability {}
+#[cfg(all(doctest, feature = "replica"))]
+#[doc = include_str!("../docs/replica.md")]
+mod docs_replica {}
 
 use diesel::{Connection, ConnectionResult, SqliteConnection};
 

@@ -9,8 +9,8 @@
 
 mod lock;
 mod options;
-mod schedule;
-mod worker;
+pub(crate) mod schedule;
+pub(crate) mod worker;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -399,7 +399,7 @@ fn thread_ended() -> BackupError {
 }
 
 /// A connection of our own to the pool's database, found through one borrowed connection.
-fn open_private(pool: &r2d2::Pool<SingletonManager>) -> Result<OwnedDb, BackupError> {
+pub(crate) fn open_private(pool: &r2d2::Pool<SingletonManager>) -> Result<OwnedDb, BackupError> {
     let op = Operation::Autosave;
     let mut conn = pool.get().map_err(|e| BackupError::Init {
         op,
