@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use object_store::path::Path;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, PutPayload};
 
 pub use options::{Compression, ReplicaOptions, Retain};
 pub(crate) use restore::restore_from_replica;
@@ -356,15 +356,17 @@ impl Shared {
     }
 }
 
-/// A PUT whose fate is unknown (it failed, but the store may have kept it).
-#[derive(Debug, Clone, Copy)]
+/// A PUT whose fate is unknown (it failed, but the store may have kept it or may still
+/// do so). The same bytes are sent again before anything else, so that whichever copy
+/// lands, the store holds what the replica believes.
+#[derive(Debug, Clone)]
 struct Attempt {
     sync: u64,
     uploaded: Uploaded,
     time_ns: u64,
     header: [u8; 100],
     full: bool,
-    bytes: u64,
+    object: PutPayload,
 }
 
 /// The thread's own state.
@@ -509,30 +511,19 @@ impl Worker {
         } else {
             (format::Kind::Delta, &read.numbers, &read.data)
         };
-        let object = self.encode(kind, &read, n, time_ns, numbers, pages);
-        let bytes = object.len() as u64;
-        let location = self.store.location(Folder::Syncs, n);
-        let uploaded = Uploaded {
-            mark: read.mark,
-            page_size: read.page_size,
-            pages: read.pages,
+        let attempt = Attempt {
+            sync: n,
+            uploaded: Uploaded {
+                mark: read.mark,
+                page_size: read.page_size,
+                pages: read.pages,
+            },
+            time_ns,
+            header: read.header,
+            full: whole,
+            object: self.encode(kind, &read, n, time_ns, numbers, pages).into(),
         };
-        match self.store.create(&location, object) {
-            Ok(Created::Done) => {}
-            Ok(Created::Taken) => return Err(self.conflicted(n)),
-            Err(e) => {
-                self.uncertain = Some(Attempt {
-                    sync: n,
-                    uploaded,
-                    time_ns,
-                    header: read.header,
-                    full: whole,
-                    bytes,
-                });
-                return Err(e);
-            }
-        }
-        self.done(shared, n, uploaded, time_ns, whole, bytes, read.header);
+        self.put(shared, attempt)?;
         if read.full && !whole {
             // Compaction: the same read as a whole image, beside the delta.
             let image = self.encode(
@@ -545,7 +536,7 @@ impl Worker {
             );
             let image_bytes = image.len() as u64;
             let location = self.store.location(Folder::Snapshots, n);
-            match self.store.create(&location, image) {
+            match self.store.create(&location, image.into()) {
                 Ok(_) => {
                     self.rebased(image_bytes);
                 }
@@ -615,20 +606,43 @@ impl Worker {
         }
     }
 
-    /// After a failed PUT: if the store kept it after all, it is our last sync.
+    /// After a failed PUT: sends the same object again; found there already (the failed
+    /// one landed after all), it is our last sync.
     fn settle(&mut self, shared: &Shared) -> Result<(), BackupError> {
-        let Some(a) = self.uncertain else {
-            return Ok(());
-        };
-        let location = self.store.location(Folder::Syncs, a.sync);
-        match self.store.header(&location)? {
-            Ok(h) if h.generation == self.generation => {
-                self.done(
-                    shared, a.sync, a.uploaded, a.time_ns, a.full, a.bytes, a.header,
-                );
-            }
-            _ => self.uncertain = None,
+        match self.uncertain.take() {
+            Some(a) => self.put(shared, a),
+            None => Ok(()),
         }
+    }
+
+    /// PUTs a sync object, create-only. A name taken by the very object (our earlier try
+    /// landed) counts as done; by another, it is a conflict.
+    fn put(&mut self, shared: &Shared, a: Attempt) -> Result<(), BackupError> {
+        let location = self.store.location(Folder::Syncs, a.sync);
+        let taken = match self.store.create(&location, a.object.clone()) {
+            Ok(Created::Done) => false,
+            Ok(Created::Taken) => true,
+            Err(e) => {
+                self.uncertain = Some(a);
+                return Err(e);
+            }
+        };
+        if taken {
+            let ours = match self.store.header(&location) {
+                Ok(h) => h.is_ok_and(|h| h.generation == self.generation && h.time_ns == a.time_ns),
+                Err(e) => {
+                    self.uncertain = Some(a);
+                    return Err(e);
+                }
+            };
+            if !ours {
+                return Err(self.conflicted(a.sync));
+            }
+        }
+        let bytes = a.object.content_length() as u64;
+        self.done(
+            shared, a.sync, a.uploaded, a.time_ns, a.full, bytes, a.header,
+        );
         Ok(())
     }
 

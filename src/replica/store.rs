@@ -123,14 +123,16 @@ impl Store {
     }
 
     /// Writes `bytes` at `location` unless an object is there already.
-    pub(crate) fn create(&self, location: &Path, bytes: Vec<u8>) -> Result<Created, BackupError> {
+    pub(crate) fn create(
+        &self,
+        location: &Path,
+        bytes: PutPayload,
+    ) -> Result<Created, BackupError> {
         let options = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
-        let put = self
-            .store
-            .put_opts(location, PutPayload::from(bytes), options);
+        let put = self.store.put_opts(location, bytes, options);
         match self.block_on(put) {
             Ok(_) => Ok(Created::Done),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(Created::Taken),
