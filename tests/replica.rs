@@ -728,3 +728,44 @@ fn works_from_inside_a_runtime() {
         .unwrap();
     assert_eq!(syncs.len(), 2);
 }
+
+/// An Open into the replicated database (`restore_from` of a file, through SQLite's backup,
+/// whose writes the incremental saves' record leaves out) reaches the store like any commit.
+#[test]
+fn an_open_into_the_replicated_database_is_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let prefix = Path::from("open");
+    let other = memory_pool().unwrap();
+    exec(
+        &other,
+        "CREATE TABLE doc(body BLOB);
+         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 300)
+         INSERT INTO doc SELECT randomblob(700) FROM s;",
+    );
+    let file = dir.path().join("doc.db");
+    other.get().unwrap().save_as(&file).unwrap();
+    let pool = memory_pool().unwrap();
+    exec(
+        &pool,
+        "CREATE TABLE mine(body BLOB);
+         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 100)
+         INSERT INTO mine SELECT randomblob(500) FROM s;",
+    );
+    let replica = Replica::start(&pool, store.clone(), prefix.clone(), manual()).unwrap();
+    pool.get().unwrap().restore_from(&file).unwrap();
+    replica.sync_now().unwrap(); // sync 2: a delta of the pages the Open wrote
+    let opened = pages(&mut pool.get().unwrap());
+    exec(&pool, "DELETE FROM doc WHERE rowid % 2 = 0");
+    replica.sync_now().unwrap();
+    let edited = pages(&mut pool.get().unwrap());
+    replica.stop().unwrap();
+    for (sync, want) in [(2, opened), (3, edited)] {
+        let dest = target_pool();
+        dest.get()
+            .unwrap()
+            .restore_from_replica(store.clone(), &prefix, RestoreTarget::Sync(sync))
+            .unwrap();
+        same(&pages(&mut dest.get().unwrap()), &want, &format!("sync {sync}"));
+    }
+}
