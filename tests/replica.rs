@@ -766,6 +766,143 @@ fn an_open_into_the_replicated_database_is_synced() {
             .unwrap()
             .restore_from_replica(store.clone(), &prefix, RestoreTarget::Sync(sync))
             .unwrap();
-        same(&pages(&mut dest.get().unwrap()), &want, &format!("sync {sync}"));
+        same(
+            &pages(&mut dest.get().unwrap()),
+            &want,
+            &format!("sync {sync}"),
+        );
     }
+}
+
+/// Figures for docs/replica.md (not a check: run with `--ignored --nocapture`). A database
+/// of `DSB_REPLICA_MIB` MiB (default 64): bytes uploaded for a 1% change against the bytes
+/// of the pages it changed, and restore times from a folder against `restore_from`.
+#[test]
+#[ignore]
+fn figures() {
+    use std::time::Instant;
+    let mib: usize = std::env::var("DSB_REPLICA_MIB").map_or(64, |v| v.parse().unwrap());
+    let rows = mib * 1024; // 1 KiB each
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let prefix = Path::from("figures");
+    let pool = memory_pool().unwrap();
+    exec(
+        &pool,
+        &format!(
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB);
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {rows})
+             INSERT INTO t(body) SELECT randomblob(1000) FROM s;"
+        ),
+    );
+    let replica = Replica::start(&pool, store.clone(), prefix.clone(), manual()).unwrap();
+    let mut uploaded = 0u64;
+    let mut changed = 0u64;
+    for round in 0..100u64 {
+        let before = pool.get().unwrap().snapshot().unwrap().into_vec();
+        // 1% of the rows, spread over the table.
+        exec(
+            &pool,
+            &format!(
+                "UPDATE t SET body = randomblob(1000) WHERE id % 100 = {}",
+                round % 100
+            ),
+        );
+        replica.sync_now().unwrap();
+        let after = pool.get().unwrap().snapshot().unwrap().into_vec();
+        let pages = before
+            .chunks(4096)
+            .zip(after.chunks(4096))
+            .filter(|(a, b)| a != b)
+            .count();
+        changed += pages as u64 * 4096;
+        let object = Path::from(format!("figures/syncs/{:020}.dsbr", round + 2));
+        uploaded += get(&store, &object).len() as u64;
+        if round == 0 {
+            println!(
+                "1% change: {pages} pages changed, object of {} bytes",
+                get(&store, &object).len()
+            );
+        }
+    }
+    replica.stop().unwrap();
+    println!(
+        "100 syncs of a 1% change: {uploaded} bytes uploaded for {changed} bytes of changed pages \
+         (page 1 included in the upload): ratio {:.4}",
+        uploaded as f64 / changed as f64
+    );
+    let file = dir.path().join("same.db");
+    pool.get().unwrap().save_as(&file).unwrap();
+    let dest = memory_pool().unwrap();
+    let time = |f: &dyn Fn()| {
+        let start = Instant::now();
+        f();
+        start.elapsed()
+    };
+    let from_file = time(&|| dest.get().unwrap().restore_from(&file).unwrap());
+    let latest = time(&|| {
+        dest.get()
+            .unwrap()
+            .restore_from_replica(store.clone(), &prefix, RestoreTarget::Latest)
+            .map(drop)
+            .unwrap()
+    });
+    let middle = time(&|| {
+        dest.get()
+            .unwrap()
+            .restore_from_replica(store.clone(), &prefix, RestoreTarget::Sync(50))
+            .map(drop)
+            .unwrap()
+    });
+    println!(
+        "{mib} MiB: restore_from {from_file:?}; Latest after 100 syncs {latest:?} ({:.2}x); \
+         Sync(50) {middle:?} ({:.2}x)",
+        latest.as_secs_f64() / from_file.as_secs_f64(),
+        middle.as_secs_f64() / from_file.as_secs_f64()
+    );
+}
+
+/// Feature `replica-zstd`: compressed objects restore the same, and a text-heavy database
+/// takes less room.
+#[cfg(feature = "replica-zstd")]
+#[test]
+fn zstd_objects_round_trip_and_are_smaller() {
+    use diesel_sqlite_backup::Compression;
+    let sizes = |compression: Compression| {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let prefix = Path::from("z");
+        let pool = memory_pool().unwrap();
+        exec(
+            &pool,
+            "CREATE TABLE t(body TEXT);
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 500)
+             INSERT INTO t SELECT 'the same words again ' || i FROM s;",
+        );
+        let options = manual().compression(compression);
+        let replica = Replica::start(&pool, store.clone(), prefix.clone(), options).unwrap();
+        exec(
+            &pool,
+            "UPDATE t SET body = body || '!' WHERE rowid % 50 = 0",
+        );
+        replica.sync_now().unwrap();
+        replica.stop().unwrap();
+        let want = pages(&mut pool.get().unwrap());
+        let dest = target_pool();
+        dest.get()
+            .unwrap()
+            .restore_from_replica(store.clone(), &prefix, RestoreTarget::Latest)
+            .unwrap();
+        same(
+            &pages(&mut dest.get().unwrap()),
+            &want,
+            &format!("{compression:?}"),
+        );
+        object_sizes(&store, &prefix)
+            .iter()
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    let (plain, packed) = (sizes(Compression::None), sizes(Compression::Zstd(3)));
+    assert!(packed * 3 < plain, "zstd {packed} bytes, plain {plain}");
 }

@@ -347,6 +347,7 @@ impl State {
 }
 
 /// What [`Tracker::written_since`] hands a replica.
+#[cfg(feature = "replica")]
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Written {
     /// The mark to pass next time: this answer covers every write up to it.
@@ -359,6 +360,7 @@ pub(crate) struct Written {
     pub(crate) counter: Option<u32>,
 }
 
+#[cfg(feature = "replica")]
 impl Tracker {
     /// The pages written after `mark` (a [`Written::mark`] from an earlier call; `None`:
     /// never asked). Asked under a read transaction, so that no write lands in between.
@@ -381,7 +383,9 @@ impl Tracker {
 
 /// The replicas' write record: the number of the last write of each page. A replica keeps
 /// the number it last saw; the pages stamped after it are what changed since. Nothing is
-/// ever cleared, so it cannot interfere with saves, nor one replica with another.
+/// ever cleared, so it cannot interfere with saves, nor one replica with another. Without
+/// the `replica` feature it records nothing.
+#[cfg(feature = "replica")]
 #[derive(Debug, Default)]
 struct Stamps {
     /// Writes recorded so far.
@@ -394,6 +398,19 @@ struct Stamps {
     page_size: u32,
 }
 
+#[cfg(not(feature = "replica"))]
+#[derive(Debug, Default)]
+struct Stamps {
+    page_size: u32,
+}
+
+#[cfg(not(feature = "replica"))]
+impl Stamps {
+    fn doubt(&mut self) {}
+    fn record(&mut self, _: i64, _: i32, _: i64) {}
+}
+
+#[cfg(feature = "replica")]
 impl Stamps {
     fn doubt(&mut self) {
         self.now += 1;
@@ -527,6 +544,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "replica")]
     fn replicas_see_writes_whatever_saves_take() {
         let t = Tracker::default();
         let write = |offset: i64, size: i64, untracked: bool| {

@@ -193,9 +193,13 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Object, String> {
     let ps = header.page_size as usize;
     let entries = header.entries as usize;
     let want = entries * (4 + ps);
-    let mut body = match header.codec {
-        Codec::Plain => stored.to_vec(),
-        Codec::Zstd => decompress(stored, want)?,
+    let unpacked;
+    let body: &[u8] = match header.codec {
+        Codec::Plain => stored,
+        Codec::Zstd => {
+            unpacked = decompress(stored, want)?;
+            &unpacked
+        }
     };
     if body.len() != want {
         return Err(format!(
@@ -213,11 +217,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Object, String> {
     if !ascending || !in_range || !whole {
         return Err("page numbers out of order or out of range".into());
     }
-    body.drain(..entries * 4);
     Ok(Object {
         header,
         numbers,
-        pages: body,
+        pages: body[entries * 4..].to_vec(),
     })
 }
 

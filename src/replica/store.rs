@@ -32,6 +32,18 @@ impl Drop for Store {
     }
 }
 
+/// Header reads in flight at once while listing.
+const READS_AT_ONCE: usize = 16;
+
+/// Reads the first [`HEADER_LEN`] bytes of `location`.
+async fn read_header(
+    store: Arc<dyn ObjectStore>,
+    location: Path,
+) -> (Path, object_store::Result<bytes::Bytes>) {
+    let answer = store.get_range(&location, 0..HEADER_LEN as u64).await;
+    (location, answer)
+}
+
 /// Where an object of sync `n` lives: `syncs/` holds the sync objects, `snapshots/` the
 /// images compaction writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -140,10 +152,9 @@ impl Store {
         }
     }
 
-    pub(crate) fn get(&self, location: &Path) -> Result<Vec<u8>, BackupError> {
+    pub(crate) fn get(&self, location: &Path) -> Result<bytes::Bytes, BackupError> {
         let get = async { self.store.get(location).await?.bytes().await };
         self.block_on(get)
-            .map(|b| b.to_vec())
             .map_err(|e| self.error(location, "get", e))
     }
 
@@ -156,11 +167,22 @@ impl Store {
 
     /// The header of the object at `location`: its first bytes only.
     pub(crate) fn header(&self, location: &Path) -> Result<Result<Header, String>, BackupError> {
-        let range = self.store.get_range(location, 0..HEADER_LEN as u64);
-        match self.block_on(range) {
+        let read = read_header(Arc::clone(&self.store), location.clone());
+        let (location, answer) = self.block_on(read);
+        self.judge(&location, answer)
+    }
+
+    /// A header read's answer: a store failure is an error; a short or damaged object is
+    /// an unusable header.
+    fn judge(
+        &self,
+        location: &Path,
+        answer: object_store::Result<bytes::Bytes>,
+    ) -> Result<Result<Header, String>, BackupError> {
+        match answer {
             Ok(bytes) => Ok(Header::parse(&bytes)),
-            // A store may refuse a range past the end of a short object.
             Err(object_store::Error::NotFound { .. }) => Ok(Err("missing".into())),
+            // A store may refuse a range past the end of a short object.
             Err(e @ object_store::Error::Generic { .. })
             | Err(e @ object_store::Error::NotSupported { .. }) => {
                 Ok(Err(format!("unreadable header: {e}")))
@@ -172,7 +194,7 @@ impl Store {
     /// Every object under the prefix with a name of ours, and its header. Other names are
     /// ignored.
     pub(crate) fn list(&self) -> Result<Listing, BackupError> {
-        let mut found = Listing::new();
+        let mut names = Vec::new();
         for folder in [Folder::Syncs, Folder::Snapshots] {
             let dir = self.prefix.clone().join(folder.name());
             let listed = self
@@ -185,18 +207,43 @@ impl Store {
                 let Some(n) = name.strip_suffix(".dsbr").filter(|n| n.len() == 20) else {
                     continue;
                 };
-                let Ok(sync) = n.parse::<u64>() else {
-                    continue;
-                };
-                let header = self.header(&meta.location)?.and_then(|h| {
-                    let kind_ok = folder == Folder::Syncs || h.kind == format::Kind::Snapshot;
-                    match (h.sync == sync, kind_ok) {
-                        (true, true) => Ok(h),
-                        _ => Err(format!("its header says sync {} ({:?})", h.sync, h.kind)),
-                    }
-                });
-                found.insert((folder, sync), header);
+                if let Ok(sync) = n.parse::<u64>() {
+                    names.push((folder, sync, meta.location));
+                }
             }
+        }
+        // The headers, a few requests at a time: a listing is one round trip per object.
+        let store = Arc::clone(&self.store);
+        let locations: Vec<Path> = names.iter().map(|(_, _, l)| l.clone()).collect();
+        let mut answers: std::collections::HashMap<Path, _> = self.block_on(async move {
+            let mut pending = locations.into_iter();
+            let mut running = tokio::task::JoinSet::new();
+            let mut done = Vec::new();
+            loop {
+                while running.len() < READS_AT_ONCE {
+                    let Some(location) = pending.next() else {
+                        break;
+                    };
+                    running.spawn(read_header(Arc::clone(&store), location));
+                }
+                match running.join_next().await {
+                    Some(answer) => done.push(answer.expect("a header read panicked")),
+                    None => break,
+                }
+            }
+            done.into_iter().collect()
+        });
+        let mut found = Listing::new();
+        for (folder, sync, location) in names {
+            let answer = answers.remove(&location).expect("every name was read");
+            let header = self.judge(&location, answer)?.and_then(|h| {
+                let kind_ok = folder == Folder::Syncs || h.kind == format::Kind::Snapshot;
+                match (h.sync == sync, kind_ok) {
+                    (true, true) => Ok(h),
+                    _ => Err(format!("its header says sync {} ({:?})", h.sync, h.kind)),
+                }
+            });
+            found.insert((folder, sync), header);
         }
         Ok(found)
     }
