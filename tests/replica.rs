@@ -861,6 +861,38 @@ fn figures() {
         latest.as_secs_f64() / from_file.as_secs_f64(),
         middle.as_secs_f64() / from_file.as_secs_f64()
     );
+    // A writer loop, alone and beside a replica on its defaults, alternating.
+    let commits = |pool: &common::Pool| {
+        let mut c = pool.get().unwrap();
+        let start = Instant::now();
+        for _ in 0..40000 {
+            c.batch_execute(
+                "UPDATE t SET body = randomblob(1000) WHERE id = abs(random()) % 60000 + 1",
+            )
+            .unwrap();
+        }
+        start.elapsed()
+    };
+    let (mut alone, mut beside) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..3 {
+        alone += commits(&pool);
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let replica = Replica::start(
+            &pool,
+            store,
+            Path::from("writers"),
+            ReplicaOptions::default(),
+        )
+        .unwrap();
+        beside += commits(&pool);
+        println!("syncs during 40000 commits: {}", replica.syncs());
+        replica.stop().unwrap();
+    }
+    println!(
+        "120000 commits: alone {alone:?}, beside a replica {beside:?}: {:.1}% slower",
+        (beside.as_secs_f64() / alone.as_secs_f64() - 1.0) * 100.0
+    );
 }
 
 /// Feature `replica-zstd`: compressed objects restore the same, and a text-heavy database
