@@ -591,8 +591,15 @@ fn retention_keeps_the_latest_restorable() {
     let prefix = Path::from("retain");
     let pool = memory_pool().unwrap();
     let options = manual().compact_after(3).retain(Retain::Snapshots(2));
+    // Enough pages that an insert changes few of them: syncs are deltas, then compaction.
+    exec(
+        &pool,
+        "CREATE TABLE pad(x);
+         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 40)
+         INSERT INTO pad SELECT randomblob(3000) FROM s;
+         CREATE TABLE t(x);",
+    );
     let replica = Replica::start(&pool, store.clone(), prefix.clone(), options).unwrap();
-    exec(&pool, "CREATE TABLE t(x)");
     for i in 0..20 {
         exec(&pool, &format!("INSERT INTO t VALUES ({i})"));
         replica.sync_now().unwrap();
@@ -616,6 +623,7 @@ fn retention_keeps_the_latest_restorable() {
     let oldest = format!("retain/snapshots/{:020}.dsbr", numbers[0]);
     assert_eq!(images[0], &oldest, "{objects:?}");
     assert_eq!(*numbers.last().unwrap(), 21);
+    assert!(numbers.len() > 2, "deltas between the images: {objects:?}");
     assert_eq!(
         objects.len(),
         numbers.len() + 2,
@@ -633,7 +641,7 @@ fn retention_keeps_the_latest_restorable() {
         20
     );
     // A damaged compaction image: the restore goes back to the older one and the deltas.
-    let image = Path::from("retain/snapshots/00000000000000000021.dsbr");
+    let image = Path::from(images[1].as_str());
     let mut bad = get(&store, &image);
     bad[100] ^= 1;
     put(&store, &image, bad);
@@ -878,13 +886,10 @@ fn figures() {
         alone += commits(&pool);
         let store: Arc<dyn ObjectStore> =
             Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
-        let replica = Replica::start(
-            &pool,
-            store,
-            Path::from("writers"),
-            ReplicaOptions::default(),
-        )
-        .unwrap();
+        // DSB_REPLICA_EVERY_MS=3600000: the cost of a replica that does not sync.
+        let every = std::env::var("DSB_REPLICA_EVERY_MS").map_or(1000, |v| v.parse().unwrap());
+        let options = ReplicaOptions::default().every(Duration::from_millis(every));
+        let replica = Replica::start(&pool, store, Path::from("writers"), options).unwrap();
         beside += commits(&pool);
         println!("syncs during 40000 commits: {}", replica.syncs());
         replica.stop().unwrap();

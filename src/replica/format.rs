@@ -145,15 +145,23 @@ pub(crate) struct Contents<'a> {
 
 /// Encodes `c`, its body compressed with zstd at `zstd_level` if given.
 pub(crate) fn encode(c: &Contents<'_>, zstd_level: Option<i32>) -> Vec<u8> {
-    let mut body = Vec::with_capacity(c.numbers.len() * 4 + c.pages.len());
+    // The body is built in place after room for the header: one copy of the pages.
+    let mut out = Vec::with_capacity(HEADER_LEN + c.numbers.len() * 4 + c.pages.len());
+    out.resize(HEADER_LEN, 0);
     for n in c.numbers {
-        body.extend_from_slice(&n.to_le_bytes());
+        out.extend_from_slice(&n.to_le_bytes());
     }
-    body.extend_from_slice(c.pages);
-    let (codec, body) = match zstd_level {
-        None => (Codec::Plain, body),
-        Some(level) => (Codec::Zstd, compress(&body, level)),
+    out.extend_from_slice(c.pages);
+    let codec = match zstd_level {
+        None => Codec::Plain,
+        Some(level) => {
+            let packed = compress(&out[HEADER_LEN..], level);
+            out.truncate(HEADER_LEN);
+            out.extend_from_slice(&packed);
+            Codec::Zstd
+        }
     };
+    let body = &out[HEADER_LEN..];
     let header = Header {
         kind: c.kind,
         codec,
@@ -168,11 +176,9 @@ pub(crate) fn encode(c: &Contents<'_>, zstd_level: Option<i32>) -> Vec<u8> {
         generation: c.generation,
         time_ns: c.time_ns,
         body_len: body.len() as u64,
-        body_crc: crc32fast::hash(&body),
+        body_crc: crc32fast::hash(body),
     };
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-    out.extend_from_slice(&header.to_bytes());
-    out.extend_from_slice(&body);
+    out[..HEADER_LEN].copy_from_slice(&header.to_bytes());
     out
 }
 

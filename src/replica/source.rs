@@ -128,6 +128,8 @@ impl Source {
                 _ => None,
             };
             let mark = written.map_or(0, |w| w.mark);
+            // Most pages changed: a whole image costs the same, and starts a new chain.
+            let changed = changed.filter(|c| c.len() as u64 * 2 <= u64::from(pages));
             let full = whole || changed.is_none();
             let numbers: Vec<u32> = if full {
                 (1..=pages).collect()
