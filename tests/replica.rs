@@ -873,7 +873,7 @@ fn figures() {
     let commits = |pool: &common::Pool| {
         let mut c = pool.get().unwrap();
         let start = Instant::now();
-        for _ in 0..40000 {
+        for _ in 0..150000 {
             c.batch_execute(
                 "UPDATE t SET body = randomblob(1000) WHERE id = abs(random()) % 60000 + 1",
             )
@@ -891,11 +891,11 @@ fn figures() {
         let options = ReplicaOptions::default().every(Duration::from_millis(every));
         let replica = Replica::start(&pool, store, Path::from("writers"), options).unwrap();
         beside += commits(&pool);
-        println!("syncs during 40000 commits: {}", replica.syncs());
+        println!("syncs during 150000 commits: {}", replica.syncs());
         replica.stop().unwrap();
     }
     println!(
-        "120000 commits: alone {alone:?}, beside a replica {beside:?}: {:.1}% slower",
+        "450000 commits: alone {alone:?}, beside a replica {beside:?}: {:.1}% slower",
         (beside.as_secs_f64() / alone.as_secs_f64() - 1.0) * 100.0
     );
 }

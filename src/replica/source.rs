@@ -82,6 +82,7 @@ impl Source {
             path: label.clone(),
             failure,
         };
+        let mut data = touched(self.estimate(last, whole));
         begin_read(&db, &label, &budget).map_err(|f| budget.failed(&label, f))?;
         let read = (|| {
             let page_size = db.query_i64("PRAGMA main.page_size").map_err(sqlite)? as u32;
@@ -136,7 +137,7 @@ impl Source {
             } else {
                 changed.clone().unwrap_or_default()
             };
-            let mut data = vec![0u8; numbers.len() * ps as usize];
+            data.resize(numbers.len() * ps as usize, 0);
             if full {
                 db.read_at(c"main", 0, &mut data).map_err(sqlite)?;
             } else {
@@ -165,6 +166,28 @@ impl Source {
         let _ = db.exec("COMMIT");
         read
     }
+}
+
+impl Source {
+    /// About how many bytes the next read copies, asked before its read lock.
+    fn estimate(&self, last: Option<Uploaded>, whole: bool) -> usize {
+        let len = self.db.db().file_len(c"main").unwrap_or(0) as usize;
+        match (&self.tracker, last) {
+            (Some(t), Some(l)) if !whole => {
+                let changed = t.written_since(Some(l.mark)).pages;
+                let ps = l.page_size as usize;
+                changed.map_or(len, |p| ((p.len() + 1) * ps).min(len))
+            }
+            _ => len,
+        }
+    }
+}
+
+/// A buffer for about `bytes`, plus a margin for commits landing before the read lock, with
+/// every page of it written once: faulting a fresh allocation in during the copy would hold
+/// the read lock (which writers wait for) twice as long (as `incremental::save` found).
+fn touched(bytes: usize) -> Vec<u8> {
+    vec![1u8; bytes + bytes / 8 + (64 << 10)]
 }
 
 /// Replaces the database of `conn` with `image`, with every guarantee of
