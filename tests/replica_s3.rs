@@ -224,7 +224,8 @@ fn replica_over_s3() {
     );
     drop(second);
     drop(replica);
-    // One byte flipped in the newest delta: named, and the old data kept.
+    // One byte flipped in sync 11's object (and compaction's image of it, if any, gone):
+    // named, and the old data kept.
     let latest = list_syncs(store.clone(), &prefix)
         .unwrap()
         .last()
@@ -236,6 +237,8 @@ fn replica_over_s3() {
         .enable_all()
         .build()
         .unwrap();
+    let image = Path::from(format!("{prefix}/snapshots/{:020}.dsbr", 11));
+    let _ = rt.block_on(store.delete(&image));
     let mut bytes = rt.block_on(async {
         store
             .get(&at)
