@@ -270,6 +270,34 @@ pub trait BackupExt {
         bytes: &[u8],
         options: BackupOptions<'_>,
     ) -> Result<(), BackupError>;
+
+    /// Replaces the database with the sync `target` names from the replica under `prefix`
+    /// in `store` (written by a [`Replica`](crate::Replica), in any process), with every
+    /// guarantee of [`restore_from_bytes`](Self::restore_from_bytes): the image is rebuilt
+    /// in memory, every object's checksums, sync number, generation and page count checked,
+    /// and the image passes `PRAGMA integrity_check`, before one destination transaction
+    /// replaces the database; on any failure the old data stays. Feature `replica`.
+    ///
+    /// # Errors
+    /// [`BackupError::InvalidInput`] naming the prefix when no sync matches `target`;
+    /// [`BackupError::InvalidDatabase`] naming the object when one is missing, truncated,
+    /// corrupt or from another replica; [`BackupError::Io`] naming it when the store
+    /// fails; and as [`restore_from_bytes_with`](Self::restore_from_bytes_with).
+    #[cfg(feature = "replica")]
+    fn restore_from_replica(
+        &mut self,
+        store: std::sync::Arc<dyn object_store::ObjectStore>,
+        prefix: &object_store::path::Path,
+        target: crate::RestoreTarget,
+    ) -> Result<crate::RestoreInfo, BackupError> {
+        // A default body, so that implementations outside the crate keep compiling.
+        let _ = (store, target);
+        Err(BackupError::InvalidInput {
+            op: crate::Operation::Restore,
+            path: prefix.as_ref().into(),
+            reason: "restore_from_replica is implemented for SqliteConnection only".into(),
+        })
+    }
 }
 
 impl BackupExt for SqliteConnection {
@@ -307,5 +335,15 @@ impl BackupExt for SqliteConnection {
         mut options: BackupOptions<'_>,
     ) -> Result<(), BackupError> {
         crate::snapshot::restore_from_bytes(self, bytes, &mut options)
+    }
+
+    #[cfg(feature = "replica")]
+    fn restore_from_replica(
+        &mut self,
+        store: std::sync::Arc<dyn object_store::ObjectStore>,
+        prefix: &object_store::path::Path,
+        target: crate::RestoreTarget,
+    ) -> Result<crate::RestoreInfo, BackupError> {
+        crate::replica::restore_from_replica(self, store, prefix, target)
     }
 }

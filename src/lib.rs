@@ -22,12 +22,15 @@ mod open;
 mod save;
 // Database images in memory.
 mod snapshot;
-// The public trait, which only dispatches.
-mod ext;
 // The shared in-memory pool.
 mod pool;
 // Background saves of a pool database.
 mod autosave;
+// Replicas in object storage.
+#[cfg(feature = "replica")]
+mod replica;
+// The public trait, which only dispatches.
+mod ext;
 // Prebuilt databases, copied into each test.
 mod template;
 // Async pools and cancel-safe async Save As / Open.
@@ -46,6 +49,10 @@ pub use fs::TEMP_SUFFIX;
 pub use pool::{
     memory_pool, shared_thread_pool, MemoryDatabase, ReentrancyCheck, SingletonManager,
     DEFAULT_BUSY_TIMEOUT, DEFAULT_CHECKOUT_TIMEOUT,
+};
+#[cfg(feature = "replica")]
+pub use replica::{
+    list_syncs, Compression, Replica, ReplicaOptions, RestoreInfo, RestoreTarget, Retain, SyncInfo,
 };
 pub use snapshot::Snapshot;
 #[allow(deprecated)]
@@ -132,6 +139,9 @@ mod docs_performance {}
 #[cfg(doctest)]
 #[doc = include_str!("../docs/reliability.md")]
 mod docs_reliability {}
+#[cfg(all(doctest, feature = "replica"))]
+#[doc = include_str!("../docs/replica.md")]
+mod docs_replica {}
 
 use diesel::{Connection, ConnectionResult, SqliteConnection};
 

@@ -9,8 +9,8 @@
 
 mod lock;
 mod options;
-mod schedule;
-mod worker;
+pub(crate) mod schedule;
+pub(crate) mod worker;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -504,7 +504,7 @@ fn thread_ended() -> BackupError {
 }
 
 /// A connection of our own to the database of `conn`.
-fn open_private(conn: &mut SqliteConnection) -> Result<OwnedDb, BackupError> {
+pub(crate) fn open_private(conn: &mut SqliteConnection) -> Result<OwnedDb, BackupError> {
     let op = Operation::Autosave;
     let db = crate::sqlite::raw_handle(conn);
     let name = db.filename(c"main").unwrap_or_default();

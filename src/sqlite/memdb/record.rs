@@ -83,6 +83,8 @@ struct State {
     /// leaves a counter in the store the record never saw.
     counter: Option<u32>,
     baseline: Option<Baseline>,
+    /// The replicas' record, independent of the one above.
+    stamps: Stamps,
 }
 
 /// What [`Tracker::take`] hands an incremental save.
@@ -106,6 +108,7 @@ impl Tracker {
                 let mut g = poisoned.into_inner();
                 g.unknown = true;
                 g.baseline = None;
+                g.stamps.doubt();
                 g
             }
         }
@@ -134,6 +137,7 @@ impl Tracker {
         // writing back the original page 1) would otherwise install that counter as seen.
         if counter.is_some() && !untracked && stored_counter() != s.counter {
             s.unknown = true;
+            s.stamps.doubt();
         }
         let size_before = match s.size {
             Some(size) => size,
@@ -143,10 +147,13 @@ impl Tracker {
         if rc != 0 {
             // The store may or may not hold the bytes: no longer sure of anything.
             s.unknown = true;
+            s.stamps.doubt();
             s.size = None;
             return rc;
         }
         s.size = Some(size_before.max(offset + i64::from(amount)));
+        // A restore's untracked writes are changes all the same for a replica.
+        s.stamps.record(offset, amount, size_before);
         if !untracked {
             s.record_write(offset, amount, size_before);
             s.check_counter(counter);
@@ -171,7 +178,11 @@ impl Tracker {
         s.size = None; // memdb refuses to grow by truncation; ask it next time
         if rc != 0 {
             s.unknown = true;
+            s.stamps.doubt();
             return rc;
+        }
+        if s.stamps.page_size == 0 || size % i64::from(s.stamps.page_size) != 0 {
+            s.stamps.doubt();
         }
         if size < 28 {
             s.counter = None; // the store holds no counter now
@@ -298,6 +309,7 @@ impl State {
         if let (Some(now), Some(last)) = (counter, self.counter) {
             if now.wrapping_sub(last) > 1 && last.wrapping_sub(now) > 1 {
                 self.unknown = true;
+                self.stamps.doubt();
             }
         }
     }
@@ -329,6 +341,108 @@ impl State {
             }
         }
         out
+    }
+}
+
+/// What [`Tracker::written_since`] hands a replica.
+#[cfg(feature = "replica")]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Written {
+    /// The mark to pass next time: this answer covers every write up to it.
+    pub(crate) mark: u64,
+    /// Pages written after the mark asked about, ascending; `None` when not provable.
+    pub(crate) pages: Option<Vec<u32>>,
+    /// The size of those writes (0: none yet).
+    pub(crate) page_size: u32,
+    /// The change counter memory's page 1 must hold for the answer to be complete.
+    pub(crate) counter: Option<u32>,
+}
+
+#[cfg(feature = "replica")]
+impl Tracker {
+    /// The pages written after `mark` (a [`Written::mark`] from an earlier call; `None`:
+    /// never asked). Asked under a read transaction, so that no write lands in between.
+    /// Independent of saves: nothing is cleared, so any number of replicas can ask.
+    pub(crate) fn written_since(&self, mark: Option<u64>) -> Written {
+        let s = self.lock();
+        let st = &s.stamps;
+        let pages = mark.filter(|&m| st.doubt <= m).map(|m| {
+            let pages = st.pages.iter().enumerate().filter(|&(_, &w)| w > m);
+            pages.map(|(p, _)| p as u32 + 1).collect()
+        });
+        Written {
+            mark: st.now,
+            pages,
+            page_size: st.page_size,
+            counter: s.counter,
+        }
+    }
+}
+
+/// The replicas' write record: the number of the last write of each page. A replica keeps
+/// the number it last saw; the pages stamped after it are what changed since. Nothing is
+/// ever cleared, so it cannot interfere with saves, nor one replica with another. Without
+/// the `replica` feature it records nothing.
+#[cfg(feature = "replica")]
+#[derive(Debug, Default)]
+struct Stamps {
+    /// Writes recorded so far.
+    now: u64,
+    /// The number of the last write of page `p + 1` (0: none).
+    pages: Vec<u64>,
+    /// The number of the last write it could not describe.
+    doubt: u64,
+    /// The size of every write since the last doubt about it (0: none yet).
+    page_size: u32,
+}
+
+#[cfg(not(feature = "replica"))]
+#[derive(Debug, Default)]
+struct Stamps {
+    page_size: u32,
+}
+
+#[cfg(not(feature = "replica"))]
+impl Stamps {
+    fn doubt(&mut self) {}
+    fn record(&mut self, _: i64, _: i32, _: i64) {}
+}
+
+#[cfg(feature = "replica")]
+impl Stamps {
+    fn doubt(&mut self) {
+        self.now += 1;
+        self.doubt = self.now;
+    }
+
+    /// Stamps the page an aligned one-page write touched, and the gap memdb zero-fills;
+    /// anything else is a doubt (a fresh load's large chunks, a page-size change).
+    fn record(&mut self, offset: i64, amount: i32, size_before: i64) {
+        let ps = i64::from(amount);
+        let aligned = (512..=65536).contains(&amount)
+            && (amount as u32).is_power_of_two()
+            && offset >= 0
+            && offset % ps == 0
+            && size_before >= 0
+            && size_before % ps == 0;
+        if !aligned || (self.page_size != 0 && self.page_size != amount as u32) {
+            self.doubt();
+            self.pages.clear();
+            self.page_size = 0;
+            return;
+        }
+        self.page_size = amount as u32;
+        self.now += 1;
+        let (first, last) = (
+            (offset.min(size_before) / ps) as usize,
+            (offset / ps) as usize,
+        );
+        if last >= self.pages.len() {
+            self.pages.resize(last + 1, 0);
+        }
+        for page in first..=last {
+            self.pages[page] = self.now;
+        }
     }
 }
 
@@ -425,6 +539,49 @@ mod tests {
         store.set(None);
         page1(1, false); // a new database in the emptied store
         assert_eq!(t.take().dirty, Some(vec![1]));
+    }
+
+    #[test]
+    #[cfg(feature = "replica")]
+    fn replicas_see_writes_whatever_saves_take() {
+        let t = Tracker::default();
+        let write = |offset: i64, size: i64, untracked: bool| {
+            t.track_write(offset, 4096, untracked, None, || None, || Some(size), || 0);
+        };
+        assert_eq!(t.written_since(None).pages, None, "never asked: unknown");
+        write(0, 0, false);
+        let first = t.written_since(None).mark;
+        write(4096 * 2, 4096, false); // pages 2 and 3 (the gap)
+        let _ = t.take(); // a save takes its record: the replica's stays
+        let w = t.written_since(Some(first));
+        assert_eq!(w.pages, Some(vec![2, 3]));
+        assert_eq!(w.page_size, 4096);
+        write(0, 4096 * 3, true); // a restore's untracked write counts
+        assert_eq!(t.written_since(Some(w.mark)).pages, Some(vec![1]));
+        let mark = t.written_since(Some(w.mark)).mark;
+        assert_eq!(t.written_since(Some(mark)).pages, Some(vec![]));
+        t.track_write(0, 1 << 20, true, None, || None, || Some(0), || 0);
+        assert_eq!(
+            t.written_since(Some(mark)).pages,
+            None,
+            "a chunk is a doubt"
+        );
+        let mark = t.written_since(None).mark;
+        t.track_write(0, 4096, false, None, || None, || Some(0), || 1);
+        assert_eq!(t.written_since(Some(mark)).pages, None, "a failed write");
+        let mark = t.written_since(None).mark;
+        write(0, 4096, false);
+        t.track_truncate(4000, false, || 0);
+        assert_eq!(t.written_since(Some(mark)).pages, None, "a partial page");
+        let mark = t.written_since(None).mark;
+        write(0, 4096, false);
+        write(0, 4096, false);
+        t.clear();
+        assert_eq!(
+            t.written_since(Some(mark)).pages,
+            Some(vec![1]),
+            "saves clear theirs"
+        );
     }
 
     #[test]

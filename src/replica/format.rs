@@ -1,0 +1,306 @@
+//! The objects a replica writes, byte for byte (docs/replica.md is the reference).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The first 8 bytes of every object.
+pub(crate) const MAGIC: &[u8; 8] = b"DSBREPL1";
+/// The header's length; the body follows.
+pub(crate) const HEADER_LEN: usize = 72;
+
+/// A whole database image, or the pages that changed since the sync before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Snapshot = 1,
+    Delta = 2,
+}
+
+/// How the body is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Codec {
+    Plain = 0,
+    Zstd = 1,
+}
+
+/// The header of an object, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub(crate) kind: Kind,
+    pub(crate) codec: Codec,
+    pub(crate) page_size: u32,
+    /// The database's size in pages after this sync.
+    pub(crate) page_count: u32,
+    /// How many pages the body holds.
+    pub(crate) entries: u32,
+    pub(crate) sync: u64,
+    /// The sync this object applies to (a delta: `sync - 1`; a snapshot: `sync`).
+    pub(crate) base: u64,
+    /// The id of the replica that wrote it: a delta applies only to its own generation.
+    pub(crate) generation: u64,
+    /// Nanoseconds since the Unix epoch when the sync read the database.
+    pub(crate) time_ns: u64,
+    /// The stored body's length and CRC-32.
+    pub(crate) body_len: u64,
+    pub(crate) body_crc: u32,
+}
+
+impl Header {
+    pub(crate) fn time(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_nanos(self.time_ns)
+    }
+
+    fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0..8].copy_from_slice(MAGIC);
+        h[8] = self.kind as u8;
+        h[9] = self.codec as u8;
+        h[12..16].copy_from_slice(&self.page_size.to_le_bytes());
+        h[16..20].copy_from_slice(&self.page_count.to_le_bytes());
+        h[20..24].copy_from_slice(&self.entries.to_le_bytes());
+        h[24..32].copy_from_slice(&self.sync.to_le_bytes());
+        h[32..40].copy_from_slice(&self.base.to_le_bytes());
+        h[40..48].copy_from_slice(&self.generation.to_le_bytes());
+        h[48..56].copy_from_slice(&self.time_ns.to_le_bytes());
+        h[56..64].copy_from_slice(&self.body_len.to_le_bytes());
+        h[64..68].copy_from_slice(&self.body_crc.to_le_bytes());
+        let crc = crc32fast::hash(&h[..68]);
+        h[68..72].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    /// Parses and checks the first [`HEADER_LEN`] bytes of an object.
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Header, String> {
+        if bytes.len() < HEADER_LEN {
+            return Err(format!(
+                "truncated: {} bytes, shorter than a header",
+                bytes.len()
+            ));
+        }
+        let h = &bytes[..HEADER_LEN];
+        if &h[0..8] != MAGIC {
+            return Err("not a replica object (bad magic)".into());
+        }
+        let u32_at = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().unwrap());
+        let u64_at = |at: usize| u64::from_le_bytes(h[at..at + 8].try_into().unwrap());
+        if crc32fast::hash(&h[..68]) != u32_at(68) {
+            return Err("header checksum mismatch (corrupt)".into());
+        }
+        let kind = match h[8] {
+            1 => Kind::Snapshot,
+            2 => Kind::Delta,
+            k => return Err(format!("unknown kind {k}")),
+        };
+        let codec = match h[9] {
+            0 => Codec::Plain,
+            1 => Codec::Zstd,
+            c => return Err(format!("unknown compression {c}")),
+        };
+        let header = Header {
+            kind,
+            codec,
+            page_size: u32_at(12),
+            page_count: u32_at(16),
+            entries: u32_at(20),
+            sync: u64_at(24),
+            base: u64_at(32),
+            generation: u64_at(40),
+            time_ns: u64_at(48),
+            body_len: u64_at(56),
+            body_crc: u32_at(64),
+        };
+        let ps = header.page_size;
+        if h[10..12] != [0, 0] || !(512..=65536).contains(&ps) || !ps.is_power_of_two() {
+            return Err(format!("bad page size {ps} or reserved bytes"));
+        }
+        let base_ok = match kind {
+            Kind::Snapshot => header.base == header.sync && header.entries == header.page_count,
+            Kind::Delta => header.base.checked_add(1) == Some(header.sync),
+        };
+        if !base_ok || header.entries > header.page_count {
+            return Err("inconsistent sync, base, entries or page count".into());
+        }
+        Ok(header)
+    }
+}
+
+/// A decoded object: its header, and its pages (`numbers[i]` is `pages[i * page_size..]`).
+#[derive(Debug)]
+pub(crate) struct Object {
+    pub(crate) header: Header,
+    pub(crate) numbers: Vec<u32>,
+    pub(crate) pages: Vec<u8>,
+}
+
+/// What an object holds, before encoding.
+pub(crate) struct Contents<'a> {
+    pub(crate) kind: Kind,
+    pub(crate) page_size: u32,
+    pub(crate) page_count: u32,
+    pub(crate) sync: u64,
+    pub(crate) generation: u64,
+    pub(crate) time_ns: u64,
+    pub(crate) numbers: &'a [u32],
+    /// `numbers.len()` pages, one after another.
+    pub(crate) pages: &'a [u8],
+}
+
+/// Encodes `c`, its body compressed with zstd at `zstd_level` if given.
+pub(crate) fn encode(c: &Contents<'_>, zstd_level: Option<i32>) -> Vec<u8> {
+    // The body is built in place after room for the header: one copy of the pages.
+    let mut out = Vec::with_capacity(HEADER_LEN + c.numbers.len() * 4 + c.pages.len());
+    out.resize(HEADER_LEN, 0);
+    for n in c.numbers {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+    out.extend_from_slice(c.pages);
+    let codec = match zstd_level {
+        None => Codec::Plain,
+        Some(level) => {
+            let packed = compress(&out[HEADER_LEN..], level);
+            out.truncate(HEADER_LEN);
+            out.extend_from_slice(&packed);
+            Codec::Zstd
+        }
+    };
+    let body = &out[HEADER_LEN..];
+    let header = Header {
+        kind: c.kind,
+        codec,
+        page_size: c.page_size,
+        page_count: c.page_count,
+        entries: c.numbers.len() as u32,
+        sync: c.sync,
+        base: match c.kind {
+            Kind::Snapshot => c.sync,
+            Kind::Delta => c.sync - 1,
+        },
+        generation: c.generation,
+        time_ns: c.time_ns,
+        body_len: body.len() as u64,
+        body_crc: crc32fast::hash(body),
+    };
+    out[..HEADER_LEN].copy_from_slice(&header.to_bytes());
+    out
+}
+
+/// Decodes and checks a whole object: checksums, lengths, page numbers.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Object, String> {
+    let header = Header::parse(bytes)?;
+    let stored = &bytes[HEADER_LEN..];
+    if stored.len() as u64 != header.body_len {
+        return Err(format!(
+            "truncated or padded: body of {} bytes, header says {}",
+            stored.len(),
+            header.body_len
+        ));
+    }
+    if crc32fast::hash(stored) != header.body_crc {
+        return Err("body checksum mismatch (corrupt)".into());
+    }
+    let ps = header.page_size as usize;
+    let entries = header.entries as usize;
+    let want = entries * (4 + ps);
+    let unpacked;
+    let body: &[u8] = match header.codec {
+        Codec::Plain => stored,
+        Codec::Zstd => {
+            unpacked = decompress(stored, want)?;
+            &unpacked
+        }
+    };
+    if body.len() != want {
+        return Err(format!(
+            "body holds {} bytes, {entries} pages need {want}",
+            body.len()
+        ));
+    }
+    let numbers: Vec<u32> = body[..entries * 4]
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let ascending = numbers.windows(2).all(|w| w[0] < w[1]);
+    let in_range = numbers.iter().all(|&n| n >= 1 && n <= header.page_count);
+    let whole = header.kind != Kind::Snapshot || numbers.iter().copied().eq(1..=header.page_count);
+    if !ascending || !in_range || !whole {
+        return Err("page numbers out of order or out of range".into());
+    }
+    Ok(Object {
+        header,
+        numbers,
+        pages: body[entries * 4..].to_vec(),
+    })
+}
+
+#[cfg(feature = "replica-zstd")]
+fn compress(body: &[u8], level: i32) -> Vec<u8> {
+    zstd::bulk::compress(body, level).expect("zstd compression of a memory buffer")
+}
+
+#[cfg(not(feature = "replica-zstd"))]
+fn compress(_: &[u8], _: i32) -> Vec<u8> {
+    unreachable!("Compression::Zstd exists only with the replica-zstd feature")
+}
+
+#[cfg(feature = "replica-zstd")]
+fn decompress(stored: &[u8], want: usize) -> Result<Vec<u8>, String> {
+    zstd::bulk::decompress(stored, want).map_err(|e| format!("zstd body unreadable: {e}"))
+}
+
+#[cfg(not(feature = "replica-zstd"))]
+fn decompress(_: &[u8], _: usize) -> Result<Vec<u8>, String> {
+    Err("compressed with zstd: build with the replica-zstd feature to read it".into())
+}
+
+/// Applies a delta to `image` (a whole database of `page_size` pages): resizes it to the
+/// delta's page count and writes its pages.
+pub(crate) fn apply(image: &mut Vec<u8>, delta: &Object) {
+    let ps = delta.header.page_size as usize;
+    image.resize(delta.header.page_count as usize * ps, 0);
+    for (i, &n) in delta.numbers.iter().enumerate() {
+        let at = (n as usize - 1) * ps;
+        image[at..at + ps].copy_from_slice(&delta.pages[i * ps..(i + 1) * ps]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        let pages = vec![7u8; 1024];
+        encode(
+            &Contents {
+                kind: Kind::Delta,
+                page_size: 512,
+                page_count: 9,
+                sync: 5,
+                generation: 42,
+                time_ns: 1,
+                numbers: &[1, 9],
+                pages: &pages,
+            },
+            None,
+        )
+    }
+
+    #[test]
+    fn round_trips_and_every_flipped_byte_is_caught() {
+        let bytes = sample();
+        let o = decode(&bytes).unwrap();
+        assert_eq!(o.numbers, vec![1, 9]);
+        assert_eq!(
+            (o.header.sync, o.header.base, o.header.generation),
+            (5, 4, 42)
+        );
+        for at in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x10;
+            assert!(decode(&bad).is_err(), "flip at {at} not caught");
+        }
+        assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+        let mut image = vec![1u8; 512 * 2];
+        apply(&mut image, &o);
+        assert_eq!(image.len(), 512 * 9);
+        assert_eq!(image[..512], [7u8; 512]);
+        assert_eq!(image[512..1024], [1u8; 512]);
+    }
+}

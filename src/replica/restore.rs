@@ -1,0 +1,230 @@
+//! Reading a replica back: which syncs can be restored, and the image of one of them.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use object_store::path::Path;
+
+use super::format::{self, Header, Kind};
+use super::source::object_label;
+use super::store::{Folder, Listing, Store};
+use super::{RestoreTarget, SyncInfo};
+use crate::error::{BackupError, Operation};
+
+const OP: Operation = Operation::Restore;
+
+/// The object that makes sync `n` a base (a whole image), if any: compaction's snapshot
+/// first, else a sync object that is itself a snapshot.
+fn bases_at(listing: &Listing, n: u64) -> Vec<(Folder, &Header)> {
+    let mut out = Vec::new();
+    if let Some(Ok(h)) = listing.get(&(Folder::Snapshots, n)) {
+        out.push((Folder::Snapshots, h));
+    }
+    if let Some(Ok(h)) = listing.get(&(Folder::Syncs, n)) {
+        if h.kind == Kind::Snapshot {
+            out.push((Folder::Syncs, h));
+        }
+    }
+    out
+}
+
+/// Every sync whose chain of headers is complete (a base, then deltas of its generation
+/// numbered one after another), oldest first, with its time.
+pub(crate) fn restorable(listing: &Listing) -> Vec<SyncInfo> {
+    let numbers: std::collections::BTreeSet<u64> = listing.keys().map(|&(_, n)| n).collect();
+    let mut out = Vec::new();
+    // The last restorable sync and its generation.
+    let mut chain: Option<(u64, u64)> = None;
+    for n in numbers {
+        let bases = bases_at(listing, n);
+        let delta = match listing.get(&(Folder::Syncs, n)) {
+            Some(Ok(h)) if h.kind == Kind::Delta => Some(h),
+            _ => None,
+        };
+        let step = if let Some((_, h)) = bases.first() {
+            Some(*h)
+        } else {
+            delta.filter(|d| chain == Some((n - 1, d.generation)))
+        };
+        chain = step.map(|h| (n, h.generation));
+        if let Some(h) = step {
+            out.push(SyncInfo {
+                number: n,
+                time: h.time(),
+            });
+        }
+    }
+    out
+}
+
+/// The sync `target` names, from what the store holds.
+fn resolve(listing: &Listing, target: &RestoreTarget, prefix: &Path) -> Result<u64, BackupError> {
+    let syncs = restorable(listing);
+    let range = match (syncs.first(), syncs.last()) {
+        (Some(a), Some(b)) => format!("syncs {} to {} can be restored", a.number, b.number),
+        _ => "no sync can be restored".into(),
+    };
+    let none = |what: String| BackupError::InvalidInput {
+        op: OP,
+        path: object_label(prefix),
+        reason: format!("{what} in this replica ({range})"),
+    };
+    match *target {
+        // The newest sync the store has: if its chain is broken, restoring it fails and
+        // says where, rather than quietly going back in time.
+        RestoreTarget::Latest => listing
+            .keys()
+            .map(|&(_, n)| n)
+            .max()
+            .ok_or_else(|| none("no sync".into())),
+        RestoreTarget::Sync(n) => {
+            if listing.keys().any(|&(_, m)| m == n) {
+                Ok(n)
+            } else {
+                Err(none(format!("no sync {n}")))
+            }
+        }
+        RestoreTarget::At(t) => syncs
+            .iter()
+            .rev()
+            .find(|s| s.time <= t)
+            .map(|s| s.number)
+            .ok_or_else(|| none(format!("no sync at or before {t:?}"))),
+    }
+}
+
+/// The whole image of the database at sync `n`, every object checked on the way.
+fn image_of(
+    store: &Store,
+    listing: &Listing,
+    n: u64,
+) -> Result<(Vec<u8>, SystemTime), BackupError> {
+    let invalid = |location: &Path, reason: String| {
+        BackupError::invalid_db(OP, &object_label(location), reason)
+    };
+    // Newest first; at one number, compaction's snapshot before the sync object.
+    let mut bases: Vec<(u64, Folder)> = listing
+        .keys()
+        .filter(|&&(_, m)| m <= n)
+        .flat_map(|&(_, m)| bases_at(listing, m).into_iter().map(move |(f, _)| (m, f)))
+        .collect();
+    bases.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+    bases.dedup();
+    let mut first_error = None;
+    for (b, folder) in bases {
+        let location = store.location(folder, b);
+        let base = store.get(&location).and_then(|bytes| {
+            let o = format::decode(&bytes).map_err(|r| invalid(&location, r))?;
+            if o.header.kind != Kind::Snapshot || o.header.sync != b {
+                return Err(invalid(
+                    &location,
+                    format!("its header says sync {}", o.header.sync),
+                ));
+            }
+            Ok(o)
+        });
+        let base = match base {
+            Ok(o) => o,
+            Err(e) => {
+                // An older base may still lead to `n`.
+                first_error.get_or_insert(e);
+                continue;
+            }
+        };
+        let generation = base.header.generation;
+        let page_size = base.header.page_size;
+        let mut time = base.header.time();
+        let mut image = base.pages;
+        for m in b + 1..=n {
+            let location = store.location(Folder::Syncs, m);
+            if !listing.contains_key(&(Folder::Syncs, m)) {
+                return Err(invalid(
+                    &location,
+                    format!(
+                        "missing from the store: sync {n} needs it (from the image of sync {b})"
+                    ),
+                ));
+            }
+            let bytes = store.get(&location)?;
+            let delta = format::decode(&bytes).map_err(|r| invalid(&location, r))?;
+            let h = &delta.header;
+            if h.kind != Kind::Delta || h.sync != m {
+                return Err(invalid(
+                    &location,
+                    format!(
+                        "not the delta of sync {m}: its header says sync {} ({:?})",
+                        h.sync, h.kind
+                    ),
+                ));
+            }
+            if h.generation != generation {
+                return Err(invalid(
+                    &location,
+                    format!(
+                        "written by another replica (generation {:016x}, the image of sync {b} is {generation:016x})",
+                        h.generation
+                    ),
+                ));
+            }
+            if h.page_size != page_size {
+                return Err(invalid(
+                    &location,
+                    format!(
+                        "page size {} differs from its base's {page_size}",
+                        h.page_size
+                    ),
+                ));
+            }
+            format::apply(&mut image, &delta);
+            time = h.time();
+        }
+        return Ok((image, time));
+    }
+    // No usable base: name the newest object whose header was bad, if any.
+    let unreadable = listing
+        .iter()
+        .rev()
+        .filter(|(&(_, m), _)| m <= n)
+        .find_map(|(&(f, m), h)| {
+            h.as_ref()
+                .err()
+                .map(|r| invalid(&store.location(f, m), r.clone()))
+        });
+    Err(first_error.or(unreadable).unwrap_or_else(|| {
+        invalid(
+            &store.location(Folder::Syncs, n),
+            format!("no image of sync {n} or of a sync before it is left in the store"),
+        )
+    }))
+}
+
+pub(crate) fn list_syncs(
+    store: std::sync::Arc<dyn object_store::ObjectStore>,
+    prefix: &Path,
+) -> Result<Vec<SyncInfo>, BackupError> {
+    let store = Store::new(store, prefix.clone(), OP)?;
+    Ok(restorable(&store.list()?))
+}
+
+/// Rebuilds the image of the sync `target` names and loads it into `conn`.
+pub(crate) fn restore_from_replica(
+    conn: &mut diesel::SqliteConnection,
+    store: std::sync::Arc<dyn object_store::ObjectStore>,
+    prefix: &Path,
+    target: RestoreTarget,
+) -> Result<super::RestoreInfo, BackupError> {
+    let store = Store::new(store, prefix.clone(), OP)?;
+    let listing = store.list()?;
+    let sync = resolve(&listing, &target, prefix)?;
+    let (image, time) = image_of(&store, &listing, sync)?;
+    super::source::restore_image(conn, &image)?;
+    Ok(super::RestoreInfo { sync, time })
+}
+
+/// The bases (whole images) in `listing`, oldest first, with their times.
+pub(crate) fn bases(listing: &Listing) -> BTreeMap<u64, SystemTime> {
+    listing
+        .keys()
+        .filter_map(|&(_, n)| bases_at(listing, n).first().map(|(_, h)| (n, h.time())))
+        .collect()
+}
