@@ -148,6 +148,29 @@ fn cache_key_follows_migration_content_and_seed() {
     assert_eq!(builds.get(), 2, "a changed migration rebuilds the template");
 }
 
+/// A cached file cut to zero bytes (a crash of another tool, a `: > file`) is rebuilt: SQLite
+/// would open it as an empty database, and every test would get no tables.
+#[test]
+fn an_empty_cached_file_is_rebuilt_not_used() {
+    let root = tempfile::tempdir().unwrap();
+    let cache = TemplateCache::new("empty-file")
+        .migrations_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .dir(root.path());
+    let builds = std::cell::Cell::new(0);
+    let init = |conn: &mut diesel::SqliteConnection| {
+        builds.set(builds.get() + 1);
+        conn.run_pending_migrations(app::MIGRATIONS)?;
+        app::fill(conn, "e", 5, 10);
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    };
+    cache.get_or_build(init).unwrap();
+    fs::write(cache.path().unwrap(), b"").unwrap();
+    let t = cache.get_or_build(init).unwrap();
+    assert_eq!(builds.get(), 2, "the empty file was used");
+    assert_eq!(app::note_count(&mut t.connection().unwrap()), 5);
+    assert_eq!(common::notes_in_file(&cache.path().unwrap()), 5);
+}
+
 /// Many builders of the same key at once (threads here; the rename makes processes equally
 /// safe) all get a complete template, and the cache file is a valid database.
 #[test]

@@ -178,7 +178,12 @@ impl TemplateCache {
     {
         let path = self.path()?;
         let _span = tracing::info_span!("template_cache", path = %path.display()).entered();
-        let load = || Template::from_file(&path).ok();
+        // Every file the cache writes has at least one page (SQLite writes page 1 of any
+        // database it saves): an empty one was cut short or made by someone else.
+        let load = || match fs::metadata(&path) {
+            Ok(m) if m.len() > 0 => Template::from_file(&path).ok(),
+            _ => None,
+        };
         if path.is_file() {
             if let Some(template) = load() {
                 tracing::debug!("template loaded from the cache");
