@@ -106,7 +106,8 @@ for i in $(seq 1 "$runs"); do
     if [ $((i % 2)) = 1 ]; then order="A B"; else order="B A"; fi
     for l in $order; do
         echo "run $i: $l" >&2
-        (cd "${tree[$l]}" && "${bin[$l]}" "${bench_args[@]}" >"$out/run-$l-$i.md" 2>"$out/run-$l-$i.err")
+        (cd "${tree[$l]}" && "${bin[$l]}" "${bench_args[@]}" >"$out/run-$l-$i.md" 2>"$out/run-$l-$i.err") ||
+            echo "run $i of $l failed, its rows are partial: see $out/run-$l-$i.err" >&2
     done
 done
 python3 - "$out" "$runs" <<'EOF'
