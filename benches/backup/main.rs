@@ -1,6 +1,9 @@
 //! `cargo bench --bench backup [-- --mib 200 --rounds 5 --rss-mib 200,1024 --dir PATH]
 //! [--only open|incremental|autosave|attribute]]`
 //!
+//! `--profile ROUTE MIB DIR` runs one route once, for callgrind (`profile.rs`);
+//! `benches/compare.sh` compares two commits with either.
+//!
 //! Times every way to get the same durable file out of (and back into) an in-memory SQLite
 //! database, interleaved round by round on the same content, and prints medians, MiB/s and
 //! ratios to `save_as`. Also measures the peak RSS growth while `save_as` runs, and the cost
@@ -11,6 +14,7 @@ mod autosave;
 mod incremental;
 mod methods;
 mod open;
+mod profile;
 mod report;
 mod rss;
 mod snapshot;
@@ -85,6 +89,13 @@ fn main() {
             // cargo bench appends `--bench`, which is no count.
             let repeat = raw.next().and_then(|r| r.parse().ok()).unwrap_or(1);
             open::profile_child(&route, mib, std::path::Path::new(&file), repeat);
+            return;
+        }
+        Some(profile::ARG) => {
+            let route = raw.next().expect("route");
+            let mib = raw.next().and_then(|m| m.parse().ok()).expect("MiB");
+            let dir = raw.next().expect("directory");
+            profile::run(&route, mib, std::path::Path::new(&dir));
             return;
         }
         _ => {}

@@ -56,7 +56,7 @@ pub fn filled_pool(mib: u64) -> r2d2::Pool<SingletonManager> {
     pool
 }
 
-fn scalar(conn: &mut SqliteConnection, sql: &str) -> u64 {
+pub fn scalar(conn: &mut SqliteConnection, sql: &str) -> u64 {
     #[derive(QueryableByName)]
     struct N {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
