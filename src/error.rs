@@ -22,6 +22,8 @@ pub enum Operation {
     Snapshot,
     /// Setting up or running an [`Autosave`](crate::Autosave) (its saves are [`Operation::Save`]).
     Autosave,
+    /// Opening a shared in-memory database ([`MemoryDatabase::new`](crate::MemoryDatabase::new)).
+    Connect,
 }
 
 impl fmt::Display for Operation {
@@ -33,6 +35,7 @@ impl fmt::Display for Operation {
             Operation::Template => "template",
             Operation::Snapshot => "snapshot",
             Operation::Autosave => "autosave",
+            Operation::Connect => "connect",
         })
     }
 }
