@@ -7,7 +7,8 @@
 const README: &str = include_str!("../README.md");
 
 /// The texts under docs/, by name: each is doctested through src/lib.rs.
-const DOCS: [(&str, &str); 5] = [
+const DOCS: [(&str, &str); 6] = [
+    ("async.md", include_str!("../docs/async.md")),
     ("design.md", include_str!("../docs/design.md")),
     ("guarantees.md", include_str!("../docs/guarantees.md")),
     ("performance.md", include_str!("../docs/performance.md")),
