@@ -1,11 +1,13 @@
-//! `cargo bench --bench backup [-- --mib 200 --rounds 5 --rss-mib 200,1024 --dir PATH]
-//! [--only open|incremental|autosave|attribute]]`
+//! `cargo bench --bench backup [--features async] [-- --mib 200 --rounds 5 --rss-mib 200,1024
+//! --dir PATH] [--only open|incremental|autosave|attribute|async]]`
 //!
 //! Times every way to get the same durable file out of (and back into) an in-memory SQLite
 //! database, interleaved round by round on the same content, and prints medians, MiB/s and
 //! ratios to `save_as`. Also measures the peak RSS growth while `save_as` runs, and the cost
 //! of a pool checkout.
 
+#[cfg(feature = "async")]
+mod asynchronous;
 mod attribute;
 mod autosave;
 mod incremental;
@@ -107,6 +109,10 @@ fn main() {
         Some("incremental") => Some(incremental::run(args.mib, args.rounds, work.path())),
         Some("autosave") => Some(autosave::run(work.path(), args.rounds)),
         Some("attribute") => Some(attribute::run(args.rounds)),
+        #[cfg(feature = "async")]
+        Some("async") => Some(asynchronous::run(args.mib, args.rounds, work.path())),
+        #[cfg(not(feature = "async"))]
+        Some("async") => panic!("--only async: run with `cargo bench --features async`"),
         Some(other) => panic!("--only {other}: no such section"),
         None => None,
     };
@@ -202,6 +208,8 @@ fn main() {
     goals.extend(snapshot_goals);
     goals.extend(incremental::run(args.mib, args.rounds, work.path()));
     goals.extend(autosave_goals);
+    #[cfg(feature = "async")]
+    goals.extend(asynchronous::run(args.mib, args.rounds, work.path()));
     report::print_goals(&goals);
 }
 
