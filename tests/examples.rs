@@ -303,7 +303,11 @@ fn async_service_autosaves_every_note_and_takes_backups() {
     assert!(!backups.is_empty(), "{out}");
     for backup in backups {
         assert_eq!(backup.parent(), Some(dir.path()));
-        assert!((0..=total).contains(&notes_in(&backup)), "{}", backup.display());
+        assert!(
+            (0..=total).contains(&notes_in(&backup)),
+            "{}",
+            backup.display()
+        );
     }
 }
 
