@@ -159,13 +159,17 @@ pub fn run(mib: u64, rounds: usize, dir: &Path) -> Vec<Goal> {
     }
 
     println!("\n### Async Save As ({mib} MiB, {rounds} rounds, interleaved)\n");
-    println!("| method | median | ratio to sync |");
-    println!("| --- | ---: | ---: |");
+    println!("| method | median | fastest | slowest | ratio to sync (medians) |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
     for row in [&sync_row, &async_row] {
+        let fastest = row.samples.iter().min().copied().unwrap_or_default();
+        let slowest = row.samples.iter().max().copied().unwrap_or_default();
         println!(
-            "| {} | {} | {:.3}x |",
+            "| {} | {} | {} | {} | {:.3}x |",
             row.name,
             fmt(row.median()),
+            fmt(fastest),
+            fmt(slowest),
             ratio(row, &sync_row)
         );
     }
