@@ -23,6 +23,8 @@ pub enum Operation {
     Snapshot,
     /// Setting up or running an [`Autosave`](crate::Autosave) (its saves are [`Operation::Save`]).
     Autosave,
+    /// Opening a shared in-memory database ([`MemoryDatabase::new`](crate::MemoryDatabase::new)).
+    Connect,
 }
 
 impl fmt::Display for Operation {
@@ -34,6 +36,7 @@ impl fmt::Display for Operation {
             Operation::Template => "template",
             Operation::Snapshot => "snapshot",
             Operation::Autosave => "autosave",
+            Operation::Connect => "connect",
         })
     }
 }

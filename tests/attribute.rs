@@ -140,6 +140,64 @@ async fn an_async_test_may_take_a_pool_on_a_multi_thread_runtime(
     Ok(())
 }
 
+/// Rows of `table` through an async connection.
+#[cfg(feature = "async")]
+async fn async_rows(conn: &mut diesel_sqlite_backup::AsyncSqliteConnection, table: &str) -> i64 {
+    let query = diesel::sql_query(format!("SELECT count(*) AS n FROM {table}"));
+    let count: Count = diesel_async::RunQueryDsl::get_result(query, conn)
+        .await
+        .unwrap();
+    count.n
+}
+
+#[cfg(feature = "async")]
+#[diesel_sqlite_backup::test(
+    migrations = "tests/attribute/migrations",
+    fixtures(path = "tests/attribute/fixtures", "users")
+)]
+async fn an_async_test_may_borrow_an_async_connection(
+    conn: &mut diesel_async::sync_connection_wrapper::SyncConnectionWrapper<SqliteConnection>,
+) {
+    assert_eq!(async_rows(conn, "users").await, 1000);
+    assert_eq!(async_rows(conn, "posts").await, 0);
+}
+
+#[cfg(feature = "async")]
+#[diesel_sqlite_backup::test(
+    migrations = "tests/attribute/migrations",
+    fixtures(path = "tests/attribute/fixtures", "users")
+)]
+async fn an_async_test_may_own_an_async_connection(
+    mut conn: diesel_sqlite_backup::AsyncSqliteConnection,
+) -> QueryResult<()> {
+    use diesel_async::SimpleAsyncConnection;
+    conn.batch_execute("DELETE FROM users").await?;
+    assert_eq!(async_rows(&mut conn, "users").await, 0);
+    drop(conn);
+    Ok(())
+}
+
+/// A deadpool pool holding a private copy: its connections share it, other tests never see it.
+#[cfg(feature = "async")]
+#[diesel_sqlite_backup::test(
+    migrations = "tests/attribute/migrations",
+    fixtures(path = "tests/attribute/fixtures", "users")
+)]
+async fn an_async_test_may_take_a_deadpool_pool(
+    pool: diesel_async::pooled_connection::deadpool::Pool<
+        diesel_async::sync_connection_wrapper::SyncConnectionWrapper<SqliteConnection>,
+    >,
+) {
+    use diesel_async::SimpleAsyncConnection;
+    let mut one = pool.get().await.unwrap();
+    let mut two = pool.get().await.unwrap(); // a second connection, held at once
+    one.batch_execute("INSERT INTO users (name, email) VALUES ('async', 'async@x')")
+        .await
+        .unwrap();
+    assert_eq!(async_rows(&mut two, "users").await, 1001, "one database");
+    assert_eq!(pool.status().size, 2);
+}
+
 /// Both isolation tests hold here until the other has inserted its row (at most a few
 /// seconds: under `--test-threads=1` or nextest they never meet, and check alone).
 fn meet() {
@@ -230,6 +288,59 @@ fn failing_with_err(conn: &mut SqliteConnection) -> Result<(), String> {
     Ok(())
 }
 
+/// Evidence through an async connection.
+#[cfg(feature = "async")]
+async fn async_evidence(conn: &mut diesel_sqlite_backup::AsyncSqliteConnection) {
+    use diesel_async::SimpleAsyncConnection;
+    conn.batch_execute("INSERT INTO posts (user_id, title) VALUES (7, 'evidence')")
+        .await
+        .unwrap();
+}
+
+#[cfg(feature = "async")]
+#[diesel_sqlite_backup::test(
+    migrations = "tests/attribute/migrations",
+    fixtures(path = "tests/attribute/fixtures", "users")
+)]
+async fn failing_async_borrowed(conn: &mut diesel_sqlite_backup::AsyncSqliteConnection) {
+    if child() {
+        async_evidence(conn).await;
+        panic!("simulated failure");
+    }
+}
+
+#[cfg(feature = "async")]
+#[diesel_sqlite_backup::test(
+    migrations = "tests/attribute/migrations",
+    fixtures(path = "tests/attribute/fixtures", "users"),
+    flavor = "multi_thread"
+)]
+async fn failing_async_owned(
+    mut conn: diesel_sqlite_backup::AsyncSqliteConnection,
+) -> Result<(), String> {
+    if child() {
+        async_evidence(&mut conn).await;
+        return Err("simulated failure".into());
+    }
+    Ok(())
+}
+
+#[cfg(feature = "async")]
+#[diesel_sqlite_backup::test(
+    migrations = "tests/attribute/migrations",
+    fixtures(path = "tests/attribute/fixtures", "users")
+)]
+async fn failing_async_pool(
+    pool: diesel_async::pooled_connection::deadpool::Pool<
+        diesel_sqlite_backup::AsyncSqliteConnection,
+    >,
+) {
+    if child() {
+        async_evidence(&mut pool.get().await.unwrap()).await;
+        panic!("simulated failure");
+    }
+}
+
 /// Runs `test` of this binary as a failing child; returns the database it kept.
 fn kept_by(test: &str) -> (tempfile::TempDir, SqliteConnection) {
     let dir = tempfile::tempdir().unwrap();
@@ -288,4 +399,22 @@ fn a_panicking_test_with_a_pool_keeps_its_database() {
 #[test]
 fn a_test_that_returns_err_keeps_its_database() {
     assert_kept("failing_with_err");
+}
+
+#[cfg(feature = "async")]
+#[test]
+fn a_panicking_async_test_with_a_borrowed_async_connection_keeps_its_database() {
+    assert_kept("failing_async_borrowed");
+}
+
+#[cfg(feature = "async")]
+#[test]
+fn an_async_test_that_owned_its_connection_and_returns_err_keeps_its_database() {
+    assert_kept("failing_async_owned");
+}
+
+#[cfg(feature = "async")]
+#[test]
+fn a_panicking_async_test_with_a_deadpool_pool_keeps_its_database() {
+    assert_kept("failing_async_pool");
 }

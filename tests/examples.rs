@@ -25,6 +25,11 @@ fn example(name: &str) -> Command {
         build
             .args(["build", "--example", name])
             .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // The features this test was built with: the async example requires `async`, and
+        // the others then reuse the same build of the crate.
+        if cfg!(feature = "async") {
+            build.args(["--features", "async"]);
+        }
         match profile_dir.file_name().and_then(|n| n.to_str()) {
             Some("release") => {
                 build.arg("--release");
@@ -269,6 +274,50 @@ fn autosave_survives_a_kill_and_carries_on() {
         third.contains(&format!("with {} notes", survived + 2)),
         "{third}"
     );
+}
+
+/// The async service: its tasks' notes all reach the autosaved file, and every backup it
+/// took while they wrote is a complete database.
+#[cfg(feature = "async")]
+#[test]
+fn async_service_autosaves_every_note_and_takes_backups() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("live.db");
+    let out = run(example("async_service").arg(&file));
+    assert_eq!(printed_path(&out, "autosaving to ", None), file);
+    let total: i64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("4 tasks wrote "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of notes in:\n{out}"));
+    assert!(total > 0, "{out}");
+    let autosaved = format!("autosaved {total} notes to {}", file.display());
+    assert!(out.contains(&autosaved), "{out}");
+    assert_eq!(notes_in(&file), total);
+    let backups: Vec<PathBuf> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("backup ")?.split_once(": saved "))
+        .map(|(_, path)| PathBuf::from(path))
+        .collect();
+    assert!(!backups.is_empty(), "{out}");
+    for backup in backups {
+        assert_eq!(backup.parent(), Some(dir.path()));
+        assert!(
+            (0..=total).contains(&notes_in(&backup)),
+            "{}",
+            backup.display()
+        );
+    }
+}
+
+#[cfg(feature = "async")]
+#[test]
+fn async_service_defaults_to_a_new_private_temp_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(in_temp_dir(&mut example("async_service"), tmp.path()));
+    let printed = printed_path(&out, "autosaving to ", None);
+    assert_private_default(&printed, tmp.path(), "live.db");
 }
 
 /// Notes in a database file, through a plain connection.

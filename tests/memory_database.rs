@@ -21,7 +21,7 @@ use common::scalar;
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, SqliteConnection};
 use diesel_sqlite_backup::{
-    Autosave, AutosaveOptions, BackupExt, MemoryDatabase, SingletonManager,
+    Autosave, AutosaveOptions, BackupError, BackupExt, MemoryDatabase, SingletonManager,
 };
 
 fn rows(conn: &mut SqliteConnection) -> i64 {
@@ -279,4 +279,28 @@ fn pool_builder_carries_the_set_up() {
     );
     assert_eq!(pool.idle_timeout(), None);
     assert_eq!(pool.max_lifetime(), None);
+}
+
+/// A database SQLite cannot open (no memory under a hard heap limit) fails as what it is,
+/// opening the database, naming its URI: not as a template.
+#[test]
+fn a_database_that_cannot_open_says_so() {
+    if !common::in_own_process("a_database_that_cannot_open_says_so") {
+        return;
+    }
+    drop(MemoryDatabase::new().unwrap()); // one-time set-up before the limit
+    let used = sqlite_memory_used();
+    // SAFETY: sets a process-wide SQLite limit; this test runs alone in its own process.
+    let old = unsafe { libsqlite3_sys::sqlite3_hard_heap_limit64(used + 1024) };
+    let result = MemoryDatabase::new();
+    // SAFETY: as above; restores the limit before anything else runs.
+    unsafe { libsqlite3_sys::sqlite3_hard_heap_limit64(old) };
+    let err = result.expect_err("opening a database with 1 KiB of heap left");
+    let BackupError::Sqlite { op, path, failure } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(*op, diesel_sqlite_backup::Operation::Connect, "{err}");
+    assert!(path.to_string_lossy().starts_with("file:"), "{err}");
+    assert_eq!(failure.code, libsqlite3_sys::SQLITE_NOMEM, "{err}");
+    assert!(err.to_string().starts_with("connect file:"), "{err}");
 }

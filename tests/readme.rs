@@ -7,7 +7,8 @@
 const README: &str = include_str!("../README.md");
 
 /// The texts under docs/, by name: each is doctested through src/lib.rs.
-const DOCS: [(&str, &str); 5] = [
+const DOCS: [(&str, &str); 6] = [
+    ("async.md", include_str!("../docs/async.md")),
     ("design.md", include_str!("../docs/design.md")),
     ("guarantees.md", include_str!("../docs/guarantees.md")),
     ("performance.md", include_str!("../docs/performance.md")),
@@ -75,12 +76,49 @@ fn every_code_block_says_its_language() {
     let texts = [("README.md", README)].into_iter().chain(DOCS);
     for (name, text) in texts {
         for (lang, _, at) in blocks_of(text) {
+            // `rs`: Rust to Markdown, not a doctest to rustdoc; the README's copies of
+            // feature-gated examples (checked below).
+            let rs = name == "README.md" && lang == "rs";
             assert!(
-                ["rust", "sh", "toml", "text"].contains(&lang),
+                rs || ["rust", "sh", "toml", "text"].contains(&lang),
                 "{name} line {at}: code block tagged {lang:?}; use rust (a doctest), sh, toml \
                  or text"
             );
         }
+    }
+}
+
+/// The README's async example needs the `async` feature, which plain `cargo test` (the
+/// README's own command) does not turn on: it is tagged `rs`, which rustdoc does not run, and
+/// is a verbatim copy of a ```rust block of docs/async.md, which runs as a doctest with
+/// `--features async` (src/lib.rs includes it then). So it is tested, and never twice.
+#[test]
+fn the_async_example_is_a_tested_copy() {
+    let rs: Vec<_> = code_blocks()
+        .into_iter()
+        .filter(|(lang, _, _)| *lang == "rs")
+        .collect();
+    assert_eq!(rs.len(), 1, "the async example");
+    let (_, async_md) = DOCS.iter().find(|(name, _)| *name == "async.md").unwrap();
+    let lib = include_str!("../src/lib.rs");
+    assert!(
+        lib.contains("#[cfg(all(doctest, feature = \"async\"))]\n#[doc = include_str!(\"../docs/async.md\")]"),
+        "src/lib.rs doctests docs/async.md with the async feature"
+    );
+    for (_, lines, at) in rs {
+        assert!(lines.len() <= 8, "README line {at}: a few lines");
+        assert!(
+            blocks_of(async_md)
+                .iter()
+                .any(|(lang, theirs, _)| *lang == "rust" && *theirs == lines),
+            "README block at line {at} is not a copy of a ```rust block of docs/async.md"
+        );
+        let before = &README[..README.lines().take(at - 1).map(|l| l.len() + 1).sum()];
+        let paragraph = before.rsplit("\n\n").nth(1).unwrap_or_default();
+        assert!(
+            paragraph.contains("`async`"),
+            "README line {at}: the text before says it needs the `async` feature"
+        );
     }
 }
 
@@ -137,7 +175,7 @@ fn every_linked_doc_exists() {
 fn rust_blocks_are_complete_programs_without_hidden_lines() {
     let rust: Vec<_> = code_blocks()
         .into_iter()
-        .filter(|(lang, _, _)| *lang == "rust")
+        .filter(|(lang, _, _)| ["rust", "rs"].contains(lang))
         .collect();
     assert!(rust.len() >= 2, "the quick start and the test harness");
     for (_, lines, at) in rust {
@@ -149,7 +187,9 @@ fn rust_blocks_are_complete_programs_without_hidden_lines() {
             );
         }
         assert!(
-            lines.iter().any(|l| l.starts_with("fn main()")),
+            lines
+                .iter()
+                .any(|l| l.starts_with("fn main()") || l.starts_with("async fn main()")),
             "README block at line {at} needs its own `fn main`, so it runs as pasted"
         );
     }
@@ -209,6 +249,7 @@ fn the_set_up_commands_are_there_and_the_examples_exist() {
         "save_with_progress",
         "open_modify_save",
         "test_harness",
+        "async_service",
     ] {
         assert!(README.contains(name), "README names the {name} example");
         let file = std::path::Path::new(examples).join(format!("{name}.rs"));

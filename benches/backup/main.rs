@@ -1,5 +1,5 @@
-//! `cargo bench --bench backup [-- --mib 200 --rounds 5 --rss-mib 200,1024 --dir PATH]
-//! [--only open|incremental|autosave|attribute]]`
+//! `cargo bench --bench backup [--features async] [-- --mib 200 --rounds 5 --rss-mib 200,1024
+//! --dir PATH] [--only open|incremental|autosave|attribute|async]]`
 //!
 //! `--profile ROUTE MIB DIR` runs one route once, for callgrind (`profile.rs`);
 //! `benches/compare.sh` compares two commits with either.
@@ -9,6 +9,8 @@
 //! ratios to `save_as`. Also measures the peak RSS growth while `save_as` runs, and the cost
 //! of a pool checkout.
 
+#[cfg(feature = "async")]
+mod asynchronous;
 mod attribute;
 mod autosave;
 mod incremental;
@@ -118,6 +120,10 @@ fn main() {
         Some("incremental") => Some(incremental::run(args.mib, args.rounds, work.path())),
         Some("autosave") => Some(autosave::run(work.path(), args.rounds)),
         Some("attribute") => Some(attribute::run(args.rounds)),
+        #[cfg(feature = "async")]
+        Some("async") => Some(asynchronous::run(args.mib, args.rounds, work.path())),
+        #[cfg(not(feature = "async"))]
+        Some("async") => panic!("--only async: run with `cargo bench --features async`"),
         Some(other) => panic!("--only {other}: no such section"),
         None => None,
     };
@@ -213,6 +219,8 @@ fn main() {
     goals.extend(snapshot_goals);
     goals.extend(incremental::run(args.mib, args.rounds, work.path()));
     goals.extend(autosave_goals);
+    #[cfg(feature = "async")]
+    goals.extend(asynchronous::run(args.mib, args.rounds, work.path()));
     report::print_goals(&goals);
 }
 

@@ -13,6 +13,11 @@ use syn::spanned::Spanned;
 use syn::{FnArg, Ident, ItemFn, LitBool, LitStr, ReturnType, Token, Type};
 
 /// See `diesel_sqlite_backup::test`.
+///
+/// With the `async` feature, an `async fn` test may also take
+/// `conn: &mut SyncConnectionWrapper<SqliteConnection>` (or `&mut AsyncSqliteConnection`),
+/// the same by value, or diesel-async's deadpool `Pool<SyncConnectionWrapper<SqliteConnection>>`:
+/// each on a private copy, kept when the test fails (docs/async.md, "Tests").
 #[proc_macro_attribute]
 pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut parsed = Args::default();
@@ -119,6 +124,17 @@ enum Kind {
     Owned,
     /// `Pool<SingletonManager>`
     Pool,
+    /// `&mut SyncConnectionWrapper<SqliteConnection>` (or `&mut AsyncSqliteConnection`)
+    AsyncBorrowed,
+    /// `SyncConnectionWrapper<SqliteConnection>`, a deadpool
+    /// `Pool<SyncConnectionWrapper<SqliteConnection>>`: opened on a private database.
+    AsyncOwned,
+}
+
+impl Kind {
+    fn is_async(&self) -> bool {
+        matches!(self, Kind::AsyncBorrowed | Kind::AsyncOwned)
+    }
 }
 
 const ARGUMENT_KINDS: &str =
@@ -153,6 +169,11 @@ fn is_named(ty: &Type, name: &str) -> bool {
     last_segment(ty).is_some_and(|s| s.ident == name)
 }
 
+/// diesel-async's `SyncConnectionWrapper<..>`, or the crate's alias of it.
+fn is_async_connection(ty: &Type) -> bool {
+    is_named(ty, "SyncConnectionWrapper") || is_named(ty, "AsyncSqliteConnection")
+}
+
 fn kind_of(ty: &Type) -> syn::Result<Kind> {
     let wrong = || {
         syn::Error::new_spanned(
@@ -164,19 +185,29 @@ fn kind_of(ty: &Type) -> syn::Result<Kind> {
         )
     };
     if let Type::Reference(r) = ty {
-        if !is_named(&r.elem, "SqliteConnection") {
+        let kind = if is_named(&r.elem, "SqliteConnection") {
+            Kind::Borrowed
+        } else if is_async_connection(&r.elem) {
+            Kind::AsyncBorrowed
+        } else {
             return Err(wrong());
-        }
+        };
         if r.mutability.is_none() {
             return Err(syn::Error::new_spanned(
                 ty,
-                "take `&mut SqliteConnection`: diesel runs queries on a mutable connection",
+                format!(
+                    "take `&mut {}`: diesel runs queries on a mutable connection",
+                    shown(&r.elem)
+                ),
             ));
         }
-        return Ok(Kind::Borrowed);
+        return Ok(kind);
     }
     if is_named(ty, "SqliteConnection") {
         return Ok(Kind::Owned);
+    }
+    if is_async_connection(ty) {
+        return Ok(Kind::AsyncOwned);
     }
     if let Some(segment) = last_segment(ty).filter(|s| s.ident == "Pool") {
         if let syn::PathArguments::AngleBracketed(args) = &segment.arguments {
@@ -186,6 +217,10 @@ fn kind_of(ty: &Type) -> syn::Result<Kind> {
             });
             if manager.is_some_and(|m| is_named(m, "SingletonManager")) {
                 return Ok(Kind::Pool);
+            }
+            // diesel-async's deadpool pool, whose parameter is the connection.
+            if manager.is_some_and(is_async_connection) {
+                return Ok(Kind::AsyncOwned);
             }
         }
     }
@@ -365,8 +400,8 @@ fn expand(args: Args, item: ItemFn) -> syn::Result<Tokens> {
             "a test function has no generic parameters",
         ));
     }
-    let kind = match sig.inputs.iter().collect::<Vec<_>>()[..] {
-        [FnArg::Typed(arg)] => kind_of(&arg.ty)?,
+    let (kind, ty) = match sig.inputs.iter().collect::<Vec<_>>()[..] {
+        [FnArg::Typed(arg)] => (kind_of(&arg.ty)?, &*arg.ty),
         _ => {
             let message = format!("the test takes one argument, its database: {ARGUMENT_KINDS}");
             // No argument: the name; too many: the second.
@@ -382,6 +417,20 @@ fn expand(args: Args, item: ItemFn) -> syn::Result<Tokens> {
         return Err(syn::Error::new(
             sig.asyncness.span(),
             "`async fn` tests need the `async` feature of diesel-sqlite-backup",
+        ));
+    }
+    if kind.is_async() && !is_async {
+        return Err(syn::Error::new_spanned(
+            ty,
+            format!(
+                "an async connection or pool is for `async fn` tests: make the test `async fn`, \
+                 or take `{}`",
+                match kind {
+                    Kind::AsyncBorrowed => "&mut SqliteConnection",
+                    _ if is_named(ty, "Pool") => "Pool<SingletonManager>",
+                    _ => "SqliteConnection",
+                }
+            ),
         ));
     }
     if let (Some(flavor), false) = (&args.flavor, is_async) {
@@ -413,29 +462,52 @@ fn expand(args: Args, item: ItemFn) -> syn::Result<Tokens> {
             quote!(let mut __dsb_db = #private::connection(&__dsb_template, #test_name);),
             quote!(&mut *__dsb_db),
         ),
-        Kind::Owned => (
-            quote!(let (__dsb_db, __dsb_conn) = #private::owned(&__dsb_template, #test_name);),
+        // The argument's type, as written, picks what `owned` opens.
+        Kind::Owned | Kind::AsyncOwned => (
+            quote_spanned! {ty.span()=>
+                let (__dsb_db, __dsb_conn): (_, #ty) =
+                    #private::owned(&__dsb_template, #test_name);
+            },
             quote!(__dsb_conn),
         ),
+        Kind::AsyncBorrowed => {
+            let Type::Reference(r) = ty else {
+                unreachable!("kind_of gives AsyncBorrowed for references only")
+            };
+            let elem = &r.elem;
+            (
+                quote_spanned! {elem.span()=>
+                    let (__dsb_db, mut __dsb_conn): (_, #elem) =
+                        #private::owned(&__dsb_template, #test_name);
+                },
+                quote!(&mut __dsb_conn),
+            )
+        }
         Kind::Pool => (
             quote!(let __dsb_db = #private::pool(&__dsb_template, #test_name);),
             quote!(::core::clone::Clone::clone(&*__dsb_db)),
         ),
     };
-    let call = if is_async {
+    // An async test's runtime is made and entered before its argument, so that async
+    // connections bind to it (made outside, diesel-async's wrapper makes a runtime of its
+    // own, which panics when the test drops it).
+    let (runtime, call) = if is_async {
         let builder = match args.flavor.as_ref().map(LitStr::value).as_deref() {
             Some("multi_thread") => quote!(new_multi_thread),
             _ => quote!(new_current_thread),
         };
-        quote! {
-            #private::tokio::runtime::Builder::#builder()
-                .enable_all()
-                .build()
-                .expect("building the tokio runtime of the test")
-                .block_on(__dsb_test(#argument))
-        }
+        (
+            quote! {
+                let __dsb_runtime = #private::tokio::runtime::Builder::#builder()
+                    .enable_all()
+                    .build()
+                    .expect("building the tokio runtime of the test");
+                let __dsb_entered = __dsb_runtime.enter();
+            },
+            quote!(__dsb_runtime.block_on(__dsb_test(#argument))),
+        )
     } else {
-        quote!(__dsb_test(#argument))
+        (quote!(), quote!(__dsb_test(#argument)))
     };
     Ok(quote! {
         // Outside `cfg(test)` (a doctest, an example's `main`) an ordinary function to call.
@@ -453,6 +525,7 @@ fn expand(args: Args, item: ItemFn) -> syn::Result<Tokens> {
                 };
                 #private::template(&SET)
             };
+            #runtime
             #guard
             let __dsb_result = #call;
             #private::finish(__dsb_db, __dsb_result)

@@ -68,7 +68,7 @@ impl MemoryDatabase {
     pub fn new() -> Result<MemoryDatabase, BackupError> {
         let db = Self::unopened();
         db.ensure_keeper().map_err(|failure| BackupError::Sqlite {
-            op: Operation::Template,
+            op: Operation::Connect,
             path: PathBuf::from(db.uri()),
             failure,
         })?;

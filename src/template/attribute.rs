@@ -6,11 +6,11 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use diesel::connection::SimpleConnection;
-use diesel::{Connection, SqliteConnection};
+use diesel::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 
 use super::{KeepOnPanic, Keepable, Template, TemplateCache};
-use crate::SingletonManager;
+use crate::{MemoryDatabase, SingletonManager};
 
 /// One set of migrations and fixtures, as the attribute embedded them.
 pub struct Set {
@@ -99,31 +99,55 @@ pub fn pool(template: &Template, test: &str) -> KeepOnPanic<r2d2::Pool<Singleton
     KeepOnPanic::pool(pool, test)
 }
 
-/// A private copy for tests that own their connection: a connection of its own to a pool's
-/// database, so that the guard, holding the pool, still has the database when the test
-/// dropped its connection in a panic.
-pub fn owned(
+/// A private copy for tests that own what they take (a connection, or an async pool): a
+/// database of its own, whose guard, holding a pool of it, still has the database when the
+/// test dropped what it owned in a panic.
+pub fn owned<T: Owned>(
     template: &Template,
     test: &str,
-) -> (KeepOnPanic<r2d2::Pool<SingletonManager>>, SqliteConnection) {
+) -> (KeepOnPanic<r2d2::Pool<SingletonManager>>, T) {
     let fail = |e: &dyn std::fmt::Display| -> ! { panic!("copying the test template: {e}") };
-    let manager = SingletonManager::new();
-    let uri = manager.uri().to_owned();
-    let pool = r2d2::Pool::builder()
-        .max_size(1)
-        .thread_pool(crate::shared_thread_pool())
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .build(manager)
+    let db = MemoryDatabase::new().unwrap_or_else(|e| fail(&e));
+    let pool = SingletonManager::pool_builder(1)
+        .build(SingletonManager::from_database(db.clone()))
         .unwrap_or_else(|e| fail(&e));
     template
         .copy_into(&mut pool.get().unwrap_or_else(|e| fail(&e)))
         .unwrap_or_else(|e| fail(&e));
-    let mut conn = SqliteConnection::establish(&uri).unwrap_or_else(|e| fail(&e));
-    let busy = crate::DEFAULT_BUSY_TIMEOUT.as_millis();
-    conn.batch_execute(&format!("PRAGMA busy_timeout = {busy}"))
-        .unwrap_or_else(|e| fail(&e));
-    (KeepOnPanic::pool(pool, test), conn)
+    let value = T::open(&db).unwrap_or_else(|e| fail(&e));
+    (KeepOnPanic::pool(pool, test), value)
+}
+
+/// What a test may take by value, opened on its private database.
+#[diagnostic::on_unimplemented(
+    message = "`#[diesel_sqlite_backup::test]` cannot give a test a `{Self}`",
+    note = "it gives `SqliteConnection`, `&mut SqliteConnection`, `r2d2::Pool<SingletonManager>` \
+            and, with the `async` feature, `SyncConnectionWrapper<SqliteConnection>` (or a \
+            `&mut` one) and diesel-async's deadpool `Pool<SyncConnectionWrapper<SqliteConnection>>`"
+)]
+pub trait Owned: Sized {
+    /// Opens it on `db`.
+    fn open(db: &MemoryDatabase) -> Result<Self, Box<dyn Error + Send + Sync>>;
+}
+
+impl Owned for SqliteConnection {
+    fn open(db: &MemoryDatabase) -> Result<Self, Box<dyn Error + Send + Sync>> {
+        Ok(db.connect()?)
+    }
+}
+
+#[cfg(feature = "async")]
+impl Owned for crate::AsyncSqliteConnection {
+    fn open(db: &MemoryDatabase) -> Result<Self, Box<dyn Error + Send + Sync>> {
+        Ok(crate::AsyncSqliteConnection::new(db.connect()?))
+    }
+}
+
+#[cfg(feature = "async")]
+impl Owned for diesel_async::pooled_connection::deadpool::Pool<crate::AsyncSqliteConnection> {
+    fn open(db: &MemoryDatabase) -> Result<Self, Box<dyn Error + Send + Sync>> {
+        Ok(Self::builder(db.async_manager()).build()?)
+    }
 }
 
 /// Keeps the database of a test that returned `Err` (a panic keeps it in the guard's drop).
