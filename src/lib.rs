@@ -31,11 +31,11 @@ mod autosave;
 mod replica;
 // The public trait, which only dispatches.
 mod ext;
-// Prebuilt databases, copied into each test.
-mod template;
 // Async pools and cancel-safe async Save As / Open.
 #[cfg(feature = "async")]
 mod asynchronous;
+// Prebuilt databases, copied into each test.
+mod template;
 
 #[cfg(feature = "async")]
 pub use asynchronous::{AsyncBackupExt, AsyncSqliteConnection};
