@@ -127,7 +127,8 @@ impl Header {
 pub(crate) struct Object {
     pub(crate) header: Header,
     pub(crate) numbers: Vec<u32>,
-    pub(crate) pages: Vec<u8>,
+    /// A slice of the object as read (no copy), or of its decompressed body.
+    pub(crate) pages: bytes::Bytes,
 }
 
 /// What an object holds, before encoding.
@@ -183,8 +184,8 @@ pub(crate) fn encode(c: &Contents<'_>, zstd_level: Option<i32>) -> Vec<u8> {
 }
 
 /// Decodes and checks a whole object: checksums, lengths, page numbers.
-pub(crate) fn decode(bytes: &[u8]) -> Result<Object, String> {
-    let header = Header::parse(bytes)?;
+pub(crate) fn decode(bytes: bytes::Bytes) -> Result<Object, String> {
+    let header = Header::parse(&bytes)?;
     let stored = &bytes[HEADER_LEN..];
     if stored.len() as u64 != header.body_len {
         return Err(format!(
@@ -199,13 +200,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Object, String> {
     let ps = header.page_size as usize;
     let entries = header.entries as usize;
     let want = entries * (4 + ps);
-    let unpacked;
-    let body: &[u8] = match header.codec {
-        Codec::Plain => stored,
-        Codec::Zstd => {
-            unpacked = decompress(stored, want)?;
-            &unpacked
-        }
+    let body = match header.codec {
+        Codec::Plain => bytes.slice(HEADER_LEN..),
+        Codec::Zstd => bytes::Bytes::from(decompress(stored, want)?),
     };
     if body.len() != want {
         return Err(format!(
@@ -226,7 +223,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Object, String> {
     Ok(Object {
         header,
         numbers,
-        pages: body[entries * 4..].to_vec(),
+        pages: body.slice(entries * 4..),
     })
 }
 
@@ -285,7 +282,7 @@ mod tests {
     #[test]
     fn round_trips_and_every_flipped_byte_is_caught() {
         let bytes = sample();
-        let o = decode(&bytes).unwrap();
+        let o = decode(bytes.clone().into()).unwrap();
         assert_eq!(o.numbers, vec![1, 9]);
         assert_eq!(
             (o.header.sync, o.header.base, o.header.generation),
@@ -294,9 +291,9 @@ mod tests {
         for at in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[at] ^= 0x10;
-            assert!(decode(&bad).is_err(), "flip at {at} not caught");
+            assert!(decode(bad.into()).is_err(), "flip at {at} not caught");
         }
-        assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode(bytes[..bytes.len() - 1].to_vec().into()).is_err());
         let mut image = vec![1u8; 512 * 2];
         apply(&mut image, &o);
         assert_eq!(image.len(), 512 * 9);
