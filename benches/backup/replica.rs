@@ -60,7 +60,8 @@ pub fn run(mib: u64, rounds: usize, dir: &Path) -> Vec<Goal> {
         .ok()
         .and_then(|m| m.parse().ok())
         .unwrap_or(mib);
-    let rows = mib * 1024 * 1024 / 1100;
+    // Four rows of 1 KiB fill a 4 KiB page.
+    let rows = mib * 1024 * 4;
     let pool = memory_pool().unwrap();
     pool.get()
         .unwrap()
@@ -76,8 +77,8 @@ pub fn run(mib: u64, rounds: usize, dir: &Path) -> Vec<Goal> {
     let prefix = StorePath::from("bench");
     let syncs = folder.join("bench").join("syncs");
 
-    // 1. Uploads: sync_now after each change of 1% of the pages (every 100th page's rows:
-    // about 3 rows of 1 KiB a page, so rows whose id / 3 is k modulo 100).
+    // 1. Uploads: sync_now after each change of 1% of the pages (the rows of every 100th
+    // page).
     let options = ReplicaOptions::default().every(Duration::from_secs(3600));
     let replica = Replica::start(&pool, store.clone(), prefix.clone(), options).unwrap();
     let mut before = pool.get().unwrap().snapshot().unwrap().into_vec();
@@ -87,7 +88,7 @@ pub fn run(mib: u64, rounds: usize, dir: &Path) -> Vec<Goal> {
         pool.get()
             .unwrap()
             .batch_execute(&format!(
-                "UPDATE item SET body = randomblob(1000) WHERE (id / 3) % 100 = {}",
+                "UPDATE item SET body = randomblob(1000) WHERE ((id - 1) / 4) % 100 = {}",
                 k % 100
             ))
             .unwrap();

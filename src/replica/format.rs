@@ -127,8 +127,20 @@ impl Header {
 pub(crate) struct Object {
     pub(crate) header: Header,
     pub(crate) numbers: Vec<u32>,
-    /// A slice of the object as read (no copy), or of its decompressed body.
+    /// `source[pages_at..]`: no copy.
     pub(crate) pages: bytes::Bytes,
+    /// The object as read, or its decompressed body.
+    source: bytes::Bytes,
+    pages_at: usize,
+}
+
+impl Object {
+    /// The buffer the pages are in, and where they start: an image's pages become the
+    /// restore's buffer without a copy when nothing else holds the object.
+    pub(crate) fn into_buffer(self) -> (Vec<u8>, usize) {
+        drop(self.pages);
+        (Vec::from(self.source), self.pages_at)
+    }
 }
 
 /// What an object holds, before encoding.
@@ -200,10 +212,12 @@ pub(crate) fn decode(bytes: bytes::Bytes) -> Result<Object, String> {
     let ps = header.page_size as usize;
     let entries = header.entries as usize;
     let want = entries * (4 + ps);
-    let body = match header.codec {
-        Codec::Plain => bytes.slice(HEADER_LEN..),
-        Codec::Zstd => bytes::Bytes::from(decompress(stored, want)?),
+    let (source, body_at) = match header.codec {
+        Codec::Plain => (bytes.clone(), HEADER_LEN),
+        Codec::Zstd => (bytes::Bytes::from(decompress(stored, want)?), 0),
     };
+    drop(bytes);
+    let body = &source[body_at..];
     if body.len() != want {
         return Err(format!(
             "body holds {} bytes, {entries} pages need {want}",
@@ -220,10 +234,13 @@ pub(crate) fn decode(bytes: bytes::Bytes) -> Result<Object, String> {
     if !ascending || !in_range || !whole {
         return Err("page numbers out of order or out of range".into());
     }
+    let pages_at = body_at + entries * 4;
     Ok(Object {
         header,
         numbers,
-        pages: body.slice(entries * 4..),
+        pages: source.slice(pages_at..),
+        source,
+        pages_at,
     })
 }
 
@@ -247,13 +264,13 @@ fn decompress(_: &[u8], _: usize) -> Result<Vec<u8>, String> {
     Err("compressed with zstd: build with the replica-zstd feature to read it".into())
 }
 
-/// Applies a delta to `image` (a whole database of `page_size` pages): resizes it to the
-/// delta's page count and writes its pages.
-pub(crate) fn apply(image: &mut Vec<u8>, delta: &Object) {
+/// Applies a delta to the image at `image[start..]` (a whole database of `page_size` pages):
+/// resizes it to the delta's page count and writes its pages.
+pub(crate) fn apply(image: &mut Vec<u8>, start: usize, delta: &Object) {
     let ps = delta.header.page_size as usize;
-    image.resize(delta.header.page_count as usize * ps, 0);
+    image.resize(start + delta.header.page_count as usize * ps, 0);
     for (i, &n) in delta.numbers.iter().enumerate() {
-        let at = (n as usize - 1) * ps;
+        let at = start + (n as usize - 1) * ps;
         image[at..at + ps].copy_from_slice(&delta.pages[i * ps..(i + 1) * ps]);
     }
 }
@@ -295,7 +312,7 @@ mod tests {
         }
         assert!(decode(bytes[..bytes.len() - 1].to_vec().into()).is_err());
         let mut image = vec![1u8; 512 * 2];
-        apply(&mut image, &o);
+        apply(&mut image, 0, &o);
         assert_eq!(image.len(), 512 * 9);
         assert_eq!(image[..512], [7u8; 512]);
         assert_eq!(image[512..1024], [1u8; 512]);

@@ -93,12 +93,13 @@ fn resolve(listing: &Listing, target: &RestoreTarget, prefix: &Path) -> Result<u
     }
 }
 
-/// The whole image of the database at sync `n`, every object checked on the way.
+/// The whole image of the database at sync `n` (`buffer[start..]`: the base object's own
+/// buffer, not copied), every object checked on the way.
 fn image_of(
     store: &Store,
     listing: &Listing,
     n: u64,
-) -> Result<(Vec<u8>, SystemTime), BackupError> {
+) -> Result<(Vec<u8>, usize, SystemTime), BackupError> {
     let invalid = |location: &Path, reason: String| {
         BackupError::invalid_db(OP, &object_label(location), reason)
     };
@@ -154,9 +155,8 @@ fn image_of(
         let generation = base.header.generation;
         let page_size = base.header.page_size;
         let mut time = base.header.time();
-        let mut image = Vec::with_capacity(final_len.max(base.pages.len()));
-        image.extend_from_slice(&base.pages);
-        drop(base);
+        let (mut image, start) = base.into_buffer();
+        image.reserve_exact((start + final_len).saturating_sub(image.len()));
         for m in b + 1..=n {
             let location = store.location(Folder::Syncs, m);
             if !listing.contains_key(&(Folder::Syncs, m)) {
@@ -198,10 +198,15 @@ fn image_of(
                 ));
             }
             check_first_page(&delta).map_err(|r| invalid(&location, r))?;
-            format::apply(&mut image, &delta);
+            format::apply(&mut image, start, &delta);
             time = h.time();
         }
-        return Ok((image, time));
+        // SQLite reads the pages in place: start them 8-byte aligned, as an allocation is.
+        if (image.as_ptr() as usize + start) % 8 != 0 {
+            image.drain(..start);
+            return Ok((image, 0, time));
+        }
+        return Ok((image, start, time));
     }
     // No usable base: name the newest object whose header was bad, if any.
     let unreadable = listing
@@ -257,8 +262,8 @@ pub(crate) fn restore_from_replica(
     let store = Store::new(store, prefix.clone(), OP)?;
     let listing = store.list()?;
     let sync = resolve(&listing, &target, prefix)?;
-    let (image, time) = image_of(&store, &listing, sync)?;
-    super::source::restore_image(conn, &image)?;
+    let (buffer, start, time) = image_of(&store, &listing, sync)?;
+    super::source::restore_image(conn, &buffer[start..])?;
     Ok(super::RestoreInfo { sync, time })
 }
 
