@@ -202,7 +202,7 @@ fn image_of(
             time = h.time();
         }
         // SQLite reads the pages in place: start them 8-byte aligned, as an allocation is.
-        if (image.as_ptr() as usize + start) % 8 != 0 {
+        if !(image.as_ptr() as usize + start).is_multiple_of(8) {
             image.drain(..start);
             return Ok((image, 0, time));
         }
