@@ -60,8 +60,8 @@ pub fn run(mib: u64, rounds: usize, dir: &Path) -> Vec<Goal> {
         .ok()
         .and_then(|m| m.parse().ok())
         .unwrap_or(mib);
-    // Three rows of 1 KiB fill a 4 KiB page.
-    let rows = mib * 1024 * 3;
+    // Four rows of 1000 bytes fill a 4 KiB page: 1024 rows a MiB.
+    let rows = mib * 1024;
     let pool = memory_pool().unwrap();
     pool.get()
         .unwrap()
@@ -88,7 +88,7 @@ pub fn run(mib: u64, rounds: usize, dir: &Path) -> Vec<Goal> {
         pool.get()
             .unwrap()
             .batch_execute(&format!(
-                "UPDATE item SET body = randomblob(1000) WHERE ((id - 1) / 3) % 100 = {}",
+                "UPDATE item SET body = randomblob(1000) WHERE ((id - 1) / 4) % 100 = {}",
                 k % 100
             ))
             .unwrap();
