@@ -11,6 +11,11 @@ use std::sync::{Mutex, PoisonError};
 /// plain `cargo test` would leave an example that fails to compile at its old binary. The
 /// build is cargo's no-op when the example is up to date.
 fn example(name: &str) -> Command {
+    example_with(name, &[])
+}
+
+/// `example` of one that needs `features` (its `required-features`).
+fn example_with(name: &str, features: &[&str]) -> Command {
     static BUILT: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<this test> -> target/<profile>/examples/<name>
@@ -24,6 +29,7 @@ fn example(name: &str) -> Command {
         let mut build = Command::new(cargo);
         build
             .args(["build", "--example", name])
+            .args(features.iter().flat_map(|f| ["--features", f]))
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         // The features this test was built with: the async example requires `async`, and
         // the others then reuse the same build of the crate.
@@ -337,4 +343,23 @@ fn notes_in(path: &Path) -> i64 {
         .get_result::<N>(&mut c)
         .unwrap()
         .n
+}
+
+#[cfg(feature = "replica")]
+#[test]
+fn replica_restores_a_point_in_time_and_the_latest_sync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(example_with("replica", &["replica"]).arg(tmp.path()));
+    assert!(
+        out.contains("restored sync 2 (before the second note): 1 notes"),
+        "{out}"
+    );
+    assert!(out.contains("restored sync 3 (latest): 2 notes"), "{out}");
+    let objects = printed_path(&out, "replica in ", None).join("syncs");
+    assert_eq!(
+        std::fs::read_dir(&objects).unwrap().count(),
+        3,
+        "{}",
+        objects.display()
+    );
 }

@@ -353,6 +353,62 @@ fn truncated_missing_and_foreign_objects_are_named() {
     );
 }
 
+/// An object whose checksums hold but whose page 1 is no database header (here the image,
+/// which later deltas' page 1 would have covered): the restore refuses it and names it.
+#[test]
+fn a_checksummed_object_that_is_no_database_is_named() {
+    let prefix = Path::from("forged");
+    let (store, _) = three_syncs(&prefix);
+    let first = Path::from("forged/syncs/00000000000000000001.dsbr");
+    let mut forged = get(&store, &first);
+    let entries = u32::from_le_bytes(forged[20..24].try_into().unwrap()) as usize;
+    let page_one = 72 + 4 * entries;
+    forged[page_one..page_one + 16].copy_from_slice(b"Not a database!\0");
+    let body_crc = crc32fast::hash(&forged[72..]);
+    forged[64..68].copy_from_slice(&body_crc.to_le_bytes());
+    let head_crc = crc32fast::hash(&forged[..68]);
+    forged[68..72].copy_from_slice(&head_crc.to_le_bytes());
+    put(&store, &first, forged);
+    let err = restore_err(&store, &prefix, RestoreTarget::Latest);
+    assert!(
+        err.contains(first.as_ref()) && err.contains("page 1"),
+        "{err}"
+    );
+}
+
+/// Deltas adding up to more than a quarter of the last image start a compaction, however
+/// few syncs that is, so a restore reads little past an image.
+#[test]
+fn compaction_starts_once_the_deltas_pass_a_quarter_of_the_image() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let prefix = Path::from("quarter");
+    let pool = memory_pool().unwrap();
+    exec(
+        &pool,
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, x);
+         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 100)
+         INSERT INTO t SELECT i, randomblob(3000) FROM s;",
+    );
+    let replica = Replica::start(&pool, store.clone(), prefix.clone(), manual()).unwrap();
+    // Each sync rewrites 10 of about 100 pages: 10% of the image.
+    for k in 0..4 {
+        exec(
+            &pool,
+            &format!("UPDATE t SET x = randomblob(3000) WHERE id % 10 = {k}"),
+        );
+        replica.sync_now().unwrap();
+    }
+    replica.stop().unwrap();
+    let objects: Vec<String> = object_sizes(&store, &prefix)
+        .into_iter()
+        .map(|(p, _)| p.to_string())
+        .collect();
+    assert!(
+        objects.iter().any(|p| p.contains("/snapshots/")),
+        "no compaction after 40% of the image in deltas: {objects:?}"
+    );
+}
+
 #[test]
 fn a_sync_or_time_that_does_not_exist_is_a_clear_error_and_keeps_the_data() {
     let prefix = Path::from("none");

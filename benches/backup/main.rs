@@ -17,6 +17,8 @@ mod incremental;
 mod methods;
 mod open;
 mod profile;
+#[cfg(feature = "replica")]
+mod replica;
 mod report;
 mod rss;
 mod snapshot;
@@ -117,6 +119,8 @@ fn main() {
 
     let only = match args.only.as_deref() {
         Some("open") => Some(open::run(args.mib, args.rounds, work.path())),
+        #[cfg(feature = "replica")]
+        Some("replica") => Some(replica::run(args.mib, args.rounds, work.path())),
         Some("incremental") => Some(incremental::run(args.mib, args.rounds, work.path())),
         Some("autosave") => Some(autosave::run(work.path(), args.rounds)),
         Some("attribute") => Some(attribute::run(args.rounds)),
@@ -214,6 +218,8 @@ fn main() {
         });
     }
     goals.extend(open_goals);
+    #[cfg(feature = "replica")] // --features replica
+    goals.extend(replica::run(args.mib, args.rounds, work.path()));
     goals.extend(template_goals);
     goals.extend(attribute::run(args.rounds));
     goals.extend(snapshot_goals);

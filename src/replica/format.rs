@@ -127,7 +127,20 @@ impl Header {
 pub(crate) struct Object {
     pub(crate) header: Header,
     pub(crate) numbers: Vec<u32>,
-    pub(crate) pages: Vec<u8>,
+    /// `source[pages_at..]`: no copy.
+    pub(crate) pages: bytes::Bytes,
+    /// The object as read, or its decompressed body.
+    source: bytes::Bytes,
+    pages_at: usize,
+}
+
+impl Object {
+    /// The buffer the pages are in, and where they start: an image's pages become the
+    /// restore's buffer without a copy when nothing else holds the object.
+    pub(crate) fn into_buffer(self) -> (Vec<u8>, usize) {
+        drop(self.pages);
+        (Vec::from(self.source), self.pages_at)
+    }
 }
 
 /// What an object holds, before encoding.
@@ -183,8 +196,8 @@ pub(crate) fn encode(c: &Contents<'_>, zstd_level: Option<i32>) -> Vec<u8> {
 }
 
 /// Decodes and checks a whole object: checksums, lengths, page numbers.
-pub(crate) fn decode(bytes: &[u8]) -> Result<Object, String> {
-    let header = Header::parse(bytes)?;
+pub(crate) fn decode(bytes: bytes::Bytes) -> Result<Object, String> {
+    let header = Header::parse(&bytes)?;
     let stored = &bytes[HEADER_LEN..];
     if stored.len() as u64 != header.body_len {
         return Err(format!(
@@ -199,14 +212,12 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Object, String> {
     let ps = header.page_size as usize;
     let entries = header.entries as usize;
     let want = entries * (4 + ps);
-    let unpacked;
-    let body: &[u8] = match header.codec {
-        Codec::Plain => stored,
-        Codec::Zstd => {
-            unpacked = decompress(stored, want)?;
-            &unpacked
-        }
+    let (source, body_at) = match header.codec {
+        Codec::Plain => (bytes.clone(), HEADER_LEN),
+        Codec::Zstd => (bytes::Bytes::from(decompress(stored, want)?), 0),
     };
+    drop(bytes);
+    let body = &source[body_at..];
     if body.len() != want {
         return Err(format!(
             "body holds {} bytes, {entries} pages need {want}",
@@ -223,10 +234,13 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Object, String> {
     if !ascending || !in_range || !whole {
         return Err("page numbers out of order or out of range".into());
     }
+    let pages_at = body_at + entries * 4;
     Ok(Object {
         header,
         numbers,
-        pages: body[entries * 4..].to_vec(),
+        pages: source.slice(pages_at..),
+        source,
+        pages_at,
     })
 }
 
@@ -250,13 +264,13 @@ fn decompress(_: &[u8], _: usize) -> Result<Vec<u8>, String> {
     Err("compressed with zstd: build with the replica-zstd feature to read it".into())
 }
 
-/// Applies a delta to `image` (a whole database of `page_size` pages): resizes it to the
-/// delta's page count and writes its pages.
-pub(crate) fn apply(image: &mut Vec<u8>, delta: &Object) {
+/// Applies a delta to the image at `image[start..]` (a whole database of `page_size` pages):
+/// resizes it to the delta's page count and writes its pages.
+pub(crate) fn apply(image: &mut Vec<u8>, start: usize, delta: &Object) {
     let ps = delta.header.page_size as usize;
-    image.resize(delta.header.page_count as usize * ps, 0);
+    image.resize(start + delta.header.page_count as usize * ps, 0);
     for (i, &n) in delta.numbers.iter().enumerate() {
-        let at = (n as usize - 1) * ps;
+        let at = start + (n as usize - 1) * ps;
         image[at..at + ps].copy_from_slice(&delta.pages[i * ps..(i + 1) * ps]);
     }
 }
@@ -285,7 +299,7 @@ mod tests {
     #[test]
     fn round_trips_and_every_flipped_byte_is_caught() {
         let bytes = sample();
-        let o = decode(&bytes).unwrap();
+        let o = decode(bytes.clone().into()).unwrap();
         assert_eq!(o.numbers, vec![1, 9]);
         assert_eq!(
             (o.header.sync, o.header.base, o.header.generation),
@@ -294,11 +308,11 @@ mod tests {
         for at in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[at] ^= 0x10;
-            assert!(decode(&bad).is_err(), "flip at {at} not caught");
+            assert!(decode(bad.into()).is_err(), "flip at {at} not caught");
         }
-        assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode(bytes[..bytes.len() - 1].to_vec().into()).is_err());
         let mut image = vec![1u8; 512 * 2];
-        apply(&mut image, &o);
+        apply(&mut image, 0, &o);
         assert_eq!(image.len(), 512 * 9);
         assert_eq!(image[..512], [7u8; 512]);
         assert_eq!(image[512..1024], [1u8; 512]);

@@ -23,6 +23,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use object_store::path::Path;
 use object_store::{ObjectStore, PutPayload};
 
+/// Compaction also starts once the deltas since the last image add up to more than this
+/// fraction of it: a restore then reads at most 1 + 1/4 images' worth.
+const COMPACT_FRACTION: u64 = 4;
+
 pub use options::{Compression, ReplicaOptions, Retain};
 pub(crate) use restore::restore_from_replica;
 use source::{object_label, Read, Schedule, Source, Uploaded};
@@ -513,7 +517,7 @@ impl Worker {
         self.settle(shared)?;
         let compact = self.last.is_some()
             && (self.since_base >= self.options.compact_after
-                || self.bytes_since_base > self.base_bytes);
+                || self.bytes_since_base > self.base_bytes / COMPACT_FRACTION);
         let read = self.source.read(self.last, compact, self.options.timeout)?;
         self.version = read.header;
         // Every commit moves the change counter: the same header is the same content.

@@ -124,7 +124,7 @@ impl ReplicaOptions {
     }
 
     /// After this many syncs of changed pages since the last whole image (or once they add
-    /// up to more bytes than that image), a sync also writes a new image, so that a
+    /// up to more than a quarter of that image's bytes), a sync also writes a new image, so that a
     /// restore never reads a long chain. Default: 100; at least 1.
     pub fn compact_after(mut self, syncs: u32) -> Self {
         self.compact_after = syncs.max(1);

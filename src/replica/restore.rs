@@ -93,12 +93,13 @@ fn resolve(listing: &Listing, target: &RestoreTarget, prefix: &Path) -> Result<u
     }
 }
 
-/// The whole image of the database at sync `n`, every object checked on the way.
+/// The whole image of the database at sync `n` (`buffer[start..]`: the base object's own
+/// buffer, not copied), every object checked on the way.
 fn image_of(
     store: &Store,
     listing: &Listing,
     n: u64,
-) -> Result<(Vec<u8>, SystemTime), BackupError> {
+) -> Result<(Vec<u8>, usize, SystemTime), BackupError> {
     let invalid = |location: &Path, reason: String| {
         BackupError::invalid_db(OP, &object_label(location), reason)
     };
@@ -110,19 +111,39 @@ fn image_of(
         .collect();
     bases.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
     bases.dedup();
+    // The image's final size, from the header of sync `n`: the image is allocated once.
+    let final_len = [Folder::Syncs, Folder::Snapshots]
+        .iter()
+        .find_map(|&f| match listing.get(&(f, n)) {
+            Some(Ok(h)) => Some(h.page_count as usize * h.page_size as usize),
+            _ => None,
+        })
+        .unwrap_or(0);
     let mut first_error = None;
     for (b, folder) in bases {
         let location = store.location(folder, b);
-        let base = store.get(&location).and_then(|bytes| {
-            let o = format::decode(&bytes).map_err(|r| invalid(&location, r))?;
-            if o.header.kind != Kind::Snapshot || o.header.sync != b {
-                return Err(invalid(
-                    &location,
-                    format!("its header says sync {}", o.header.sync),
-                ));
-            }
-            Ok(o)
-        });
+        // The base and every delta after it, read concurrently.
+        let mut wanted = vec![location.clone()];
+        wanted.extend(
+            (b + 1..=n)
+                .filter(|&m| listing.contains_key(&(Folder::Syncs, m)))
+                .map(|m| store.location(Folder::Syncs, m)),
+        );
+        let mut objects = store.get_all(&wanted).into_iter();
+        let base = objects
+            .next()
+            .expect("the base was asked for")
+            .and_then(|bytes| {
+                let o = format::decode(bytes).map_err(|r| invalid(&location, r))?;
+                if o.header.kind != Kind::Snapshot || o.header.sync != b {
+                    return Err(invalid(
+                        &location,
+                        format!("its header says sync {}", o.header.sync),
+                    ));
+                }
+                check_first_page(&o).map_err(|r| invalid(&location, r))?;
+                Ok(o)
+            });
         let base = match base {
             Ok(o) => o,
             Err(e) => {
@@ -134,7 +155,8 @@ fn image_of(
         let generation = base.header.generation;
         let page_size = base.header.page_size;
         let mut time = base.header.time();
-        let mut image = base.pages;
+        let (mut image, start) = base.into_buffer();
+        image.reserve_exact((start + final_len).saturating_sub(image.len()));
         for m in b + 1..=n {
             let location = store.location(Folder::Syncs, m);
             if !listing.contains_key(&(Folder::Syncs, m)) {
@@ -145,8 +167,8 @@ fn image_of(
                     ),
                 ));
             }
-            let bytes = store.get(&location)?;
-            let delta = format::decode(&bytes).map_err(|r| invalid(&location, r))?;
+            let bytes = objects.next().expect("every present delta was asked for")?;
+            let delta = format::decode(bytes).map_err(|r| invalid(&location, r))?;
             let h = &delta.header;
             if h.kind != Kind::Delta || h.sync != m {
                 return Err(invalid(
@@ -175,10 +197,16 @@ fn image_of(
                     ),
                 ));
             }
-            format::apply(&mut image, &delta);
+            check_first_page(&delta).map_err(|r| invalid(&location, r))?;
+            format::apply(&mut image, start, &delta);
             time = h.time();
         }
-        return Ok((image, time));
+        // SQLite reads the pages in place: start them 8-byte aligned, as an allocation is.
+        if !(image.as_ptr() as usize + start).is_multiple_of(8) {
+            image.drain(..start);
+            return Ok((image, 0, time));
+        }
+        return Ok((image, start, time));
     }
     // No usable base: name the newest object whose header was bad, if any.
     let unreadable = listing
@@ -196,6 +224,24 @@ fn image_of(
             format!("no image of sync {n} or of a sync before it is left in the store"),
         )
     }))
+}
+
+/// Page 1, when an object holds it, must be a SQLite header of the object's page size: the
+/// CRCs prove the bytes are the ones written, this that they are a database's.
+fn check_first_page(o: &format::Object) -> Result<(), String> {
+    if o.numbers.first() != Some(&1) {
+        return Ok(());
+    }
+    let page = &o.pages[..o.header.page_size as usize];
+    let field = u16::from_be_bytes([page[16], page[17]]) as u32;
+    let size = if field == 1 { 65536 } else { field };
+    if !page.starts_with(b"SQLite format 3\0") || size != o.header.page_size {
+        return Err(format!(
+            "page 1 is not the header of a database of {}-byte pages",
+            o.header.page_size
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn list_syncs(
@@ -216,8 +262,8 @@ pub(crate) fn restore_from_replica(
     let store = Store::new(store, prefix.clone(), OP)?;
     let listing = store.list()?;
     let sync = resolve(&listing, &target, prefix)?;
-    let (image, time) = image_of(&store, &listing, sync)?;
-    super::source::restore_image(conn, &image)?;
+    let (buffer, start, time) = image_of(&store, &listing, sync)?;
+    super::source::restore_image(conn, &buffer[start..])?;
     Ok(super::RestoreInfo { sync, time })
 }
 

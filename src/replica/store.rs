@@ -149,10 +149,34 @@ impl Store {
         }
     }
 
-    pub(crate) fn get(&self, location: &Path) -> Result<bytes::Bytes, BackupError> {
-        let get = async { self.store.get(location).await?.bytes().await };
-        self.block_on(get)
-            .map_err(|e| self.error(location, "get", e))
+    /// `get` of every location at once (a restore's chain), in the order given.
+    pub(crate) fn get_all(&self, locations: &[Path]) -> Vec<Result<bytes::Bytes, BackupError>> {
+        let fetch = async {
+            let mut set = tokio::task::JoinSet::new();
+            for (i, location) in locations.iter().enumerate() {
+                let (store, location) = (Arc::clone(&self.store), location.clone());
+                set.spawn(
+                    async move { (i, async { store.get(&location).await?.bytes().await }.await) },
+                );
+            }
+            let mut out: Vec<Option<Result<bytes::Bytes, object_store::Error>>> =
+                (0..locations.len()).map(|_| None).collect();
+            while let Some(joined) = set.join_next().await {
+                let (i, answer) =
+                    joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+                out[i] = Some(answer);
+            }
+            out
+        };
+        self.block_on(fetch)
+            .into_iter()
+            .zip(locations)
+            .map(|(answer, location)| {
+                answer
+                    .expect("every task answered")
+                    .map_err(|e| self.error(location, "get", e))
+            })
+            .collect()
     }
 
     pub(crate) fn delete(&self, location: &Path) -> Result<(), BackupError> {
