@@ -186,7 +186,13 @@ impl Replica {
     ) -> Result<Replica, BackupError> {
         let store = Store::new(store, prefix, OP)?;
         let listing = store.list()?;
-        let next = listing.keys().map(|&(_, n)| n + 1).max().unwrap_or(1);
+        // Saturating: a name at u64::MAX (garbage) makes the first upload's create fail, not
+        // this addition overflow.
+        let next = listing
+            .keys()
+            .map(|&(_, n)| n.saturating_add(1))
+            .max()
+            .unwrap_or(1);
         // Times only grow along a prefix's history, whatever the clock does.
         let last_time_ns = listing
             .values()
@@ -615,7 +621,7 @@ impl Worker {
     ) {
         self.uncertain = None;
         self.last_header = header;
-        self.next = n + 1;
+        self.next = n.saturating_add(1);
         self.last = Some(uploaded);
         self.last_time_ns = time_ns;
         shared.syncs.fetch_add(1, Ordering::Relaxed);

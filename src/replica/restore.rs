@@ -142,6 +142,18 @@ fn image_of(
                     ));
                 }
                 check_first_page(&o).map_err(|r| invalid(&location, r))?;
+                // A compaction image is of the same replica as the sync it stands for.
+                if let Some(Ok(sync)) = listing.get(&(Folder::Syncs, b)) {
+                    if folder == Folder::Snapshots && sync.generation != o.header.generation {
+                        return Err(invalid(
+                            &location,
+                            format!(
+                                "written by another replica (generation {:016x}, sync {b} is {:016x})",
+                                o.header.generation, sync.generation
+                            ),
+                        ));
+                    }
+                }
                 Ok(o)
             });
         let base = match base {
@@ -156,7 +168,8 @@ fn image_of(
         let page_size = base.header.page_size;
         let mut time = base.header.time();
         let (mut image, start) = base.into_buffer();
-        image.reserve_exact((start + final_len).saturating_sub(image.len()));
+        // A hint only: the size comes from a header not yet checked against its pages.
+        let _ = image.try_reserve_exact((start + final_len).saturating_sub(image.len()));
         for m in b + 1..=n {
             let location = store.location(Folder::Syncs, m);
             if !listing.contains_key(&(Folder::Syncs, m)) {
@@ -198,6 +211,8 @@ fn image_of(
                 ));
             }
             check_first_page(&delta).map_err(|r| invalid(&location, r))?;
+            let pages_now = (image.len() - start) / page_size as usize;
+            grows_only_by_its_pages(pages_now, &delta).map_err(|r| invalid(&location, r))?;
             format::apply(&mut image, start, &delta);
             time = h.time();
         }
@@ -224,6 +239,21 @@ fn image_of(
             format!("no image of sync {n} or of a sync before it is left in the store"),
         )
     }))
+}
+
+/// A database grows only by pages that were written (memdb zero-fills a gap, and the write
+/// record marks the gap as written): a delta's page count above both the image's and its
+/// own highest page is forged, and would make the restore allocate without bound.
+fn grows_only_by_its_pages(pages_now: usize, delta: &format::Object) -> Result<(), String> {
+    let highest = delta.numbers.iter().copied().max().unwrap_or(0) as usize;
+    let most = pages_now.max(highest);
+    match delta.header.page_count as usize <= most {
+        true => Ok(()),
+        false => Err(format!(
+            "its page count {} is more than the image's {pages_now} pages and its own highest page {highest}",
+            delta.header.page_count
+        )),
+    }
 }
 
 /// Page 1, when an object holds it, must be a SQLite header of the object's page size: the
@@ -273,4 +303,45 @@ pub(crate) fn bases(listing: &Listing) -> BTreeMap<u64, SystemTime> {
         .keys()
         .filter_map(|&(_, n)| bases_at(listing, n).first().map(|(_, h)| (n, h.time())))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replica::format::{decode, encode, Contents};
+
+    fn delta(page_count: u32) -> format::Object {
+        let pages = vec![7u8; 1024];
+        let bytes = encode(
+            &Contents {
+                kind: Kind::Delta,
+                page_size: 512,
+                page_count,
+                sync: 5,
+                generation: 42,
+                time_ns: 1,
+                numbers: &[1, 9],
+                pages: &pages,
+            },
+            None,
+        );
+        decode(bytes.into()).unwrap()
+    }
+
+    /// A delta with valid checksums but a forged page count is refused before the image is
+    /// resized to it (it aborted the process on a failed 16 TiB allocation).
+    #[test]
+    fn a_forged_page_count_is_refused_before_any_allocation() {
+        assert!(
+            grows_only_by_its_pages(4, &delta(9)).is_ok(),
+            "grows to its page 9"
+        );
+        assert!(grows_only_by_its_pages(20, &delta(12)).is_ok(), "shrinks");
+        let err = grows_only_by_its_pages(4, &delta(u32::MAX)).unwrap_err();
+        assert!(err.contains("page count 4294967295"), "{err}");
+        assert!(
+            grows_only_by_its_pages(4, &delta(10)).is_err(),
+            "one past its pages"
+        );
+    }
 }
