@@ -250,9 +250,8 @@ pub fn delete(store: &Arc<dyn ObjectStore>, at: &Path) {
     rt.block_on(store.delete(at)).unwrap();
 }
 
-/// A replica of three syncs (a whole image, two deltas) in an `InMemory` store.
-fn three_syncs(prefix: &Path) -> (Arc<dyn ObjectStore>, Vec<Vec<u8>>) {
-    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+/// A replica of three syncs (a whole image, two deltas) in `store`.
+fn three_syncs(store: Arc<dyn ObjectStore>, prefix: &Path) -> (Arc<dyn ObjectStore>, Vec<Vec<u8>>) {
     let pool = memory_pool().unwrap();
     exec(&pool, "CREATE TABLE t(x); WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 50) INSERT INTO t SELECT randomblob(500) FROM s;");
     let replica = Replica::start(&pool, store.clone(), prefix.clone(), manual()).unwrap();
@@ -284,8 +283,15 @@ fn restore_err(store: &Arc<dyn ObjectStore>, prefix: &Path, target: RestoreTarge
 /// the old data stays.
 #[test]
 fn a_flipped_byte_anywhere_is_caught_and_named() {
+    // A local folder's objects are mapped rather than read: both routes.
+    for (_name, store, _dir) in stores() {
+        flipped_bytes(store);
+    }
+}
+
+fn flipped_bytes(store: Arc<dyn ObjectStore>) {
     let prefix = Path::from("flip");
-    let (store, _) = three_syncs(&prefix);
+    let (store, _) = three_syncs(store, &prefix);
     for (at, size) in object_sizes(&store, &prefix) {
         let good = get(&store, &at);
         // Every header byte, then a spread of body bytes and the last one.
@@ -311,8 +317,14 @@ fn a_flipped_byte_anywhere_is_caught_and_named() {
 
 #[test]
 fn truncated_missing_and_foreign_objects_are_named() {
+    for (_name, store, _dir) in stores() {
+        truncated_missing_and_foreign(store);
+    }
+}
+
+fn truncated_missing_and_foreign(store: Arc<dyn ObjectStore>) {
     let prefix = Path::from("hostile");
-    let (store, states) = three_syncs(&prefix);
+    let (store, states) = three_syncs(store, &prefix);
     let second = Path::from("hostile/syncs/00000000000000000002.dsbr");
     let good = get(&store, &second);
     put(&store, &second, good[..good.len() - 1].to_vec());
@@ -343,7 +355,7 @@ fn truncated_missing_and_foreign_objects_are_named() {
         .collect();
     assert_eq!(listed, vec![1], "a broken chain is not listed");
     // The same sync number from another replica's history.
-    let (other, _) = three_syncs(&Path::from("other"));
+    let (other, _) = three_syncs(Arc::new(InMemory::new()), &Path::from("other"));
     let foreign = get(&other, &Path::from("other/syncs/00000000000000000002.dsbr"));
     put(&store, &second, foreign);
     let err = restore_err(&store, &prefix, RestoreTarget::Latest);
@@ -357,8 +369,14 @@ fn truncated_missing_and_foreign_objects_are_named() {
 /// which later deltas' page 1 would have covered): the restore refuses it and names it.
 #[test]
 fn a_checksummed_object_that_is_no_database_is_named() {
+    for (_name, store, _dir) in stores() {
+        forged_page_one(store);
+    }
+}
+
+fn forged_page_one(store: Arc<dyn ObjectStore>) {
     let prefix = Path::from("forged");
-    let (store, _) = three_syncs(&prefix);
+    let (store, _) = three_syncs(store, &prefix);
     let first = Path::from("forged/syncs/00000000000000000001.dsbr");
     let mut forged = get(&store, &first);
     let entries = u32::from_le_bytes(forged[20..24].try_into().unwrap()) as usize;
@@ -412,7 +430,7 @@ fn compaction_starts_once_the_deltas_pass_a_quarter_of_the_image() {
 #[test]
 fn a_sync_or_time_that_does_not_exist_is_a_clear_error_and_keeps_the_data() {
     let prefix = Path::from("none");
-    let (store, _) = three_syncs(&prefix);
+    let (store, _) = three_syncs(Arc::new(InMemory::new()), &prefix);
     let err = restore_err(&store, &prefix, RestoreTarget::Sync(4));
     assert!(
         err.contains("no sync 4") && err.contains("syncs 1 to 3"),

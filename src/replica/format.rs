@@ -197,7 +197,30 @@ pub(crate) fn encode(c: &Contents<'_>, zstd_level: Option<i32>) -> Vec<u8> {
 
 /// Decodes and checks a whole object: checksums, lengths, page numbers.
 pub(crate) fn decode(bytes: bytes::Bytes) -> Result<Object, String> {
-    let header = Header::parse(&bytes)?;
+    let header = verify(&bytes)?;
+    let (source, body_at) = match header.codec {
+        Codec::Plain => (bytes.clone(), HEADER_LEN),
+        Codec::Zstd => {
+            let want = header.entries as usize * (4 + header.page_size as usize);
+            let body = decompress(&bytes[HEADER_LEN..], want)?;
+            (bytes::Bytes::from(body), 0)
+        }
+    };
+    drop(bytes);
+    let numbers = page_numbers(&header, &source[body_at..])?;
+    let pages_at = body_at + numbers.len() * 4;
+    Ok(Object {
+        header,
+        numbers,
+        pages: source.slice(pages_at..),
+        source,
+        pages_at,
+    })
+}
+
+/// Checks an object's header, its length and its body's checksum.
+pub(crate) fn verify(bytes: &[u8]) -> Result<Header, String> {
+    let header = Header::parse(bytes)?;
     let stored = &bytes[HEADER_LEN..];
     if stored.len() as u64 != header.body_len {
         return Err(format!(
@@ -209,15 +232,14 @@ pub(crate) fn decode(bytes: bytes::Bytes) -> Result<Object, String> {
     if crc32fast::hash(stored) != header.body_crc {
         return Err("body checksum mismatch (corrupt)".into());
     }
-    let ps = header.page_size as usize;
+    Ok(header)
+}
+
+/// The page numbers of a verified object's (decompressed) body, checked against its header;
+/// the pages follow them.
+pub(crate) fn page_numbers(header: &Header, body: &[u8]) -> Result<Vec<u32>, String> {
     let entries = header.entries as usize;
-    let want = entries * (4 + ps);
-    let (source, body_at) = match header.codec {
-        Codec::Plain => (bytes.clone(), HEADER_LEN),
-        Codec::Zstd => (bytes::Bytes::from(decompress(stored, want)?), 0),
-    };
-    drop(bytes);
-    let body = &source[body_at..];
+    let want = entries * (4 + header.page_size as usize);
     if body.len() != want {
         return Err(format!(
             "body holds {} bytes, {entries} pages need {want}",
@@ -234,14 +256,7 @@ pub(crate) fn decode(bytes: bytes::Bytes) -> Result<Object, String> {
     if !ascending || !in_range || !whole {
         return Err("page numbers out of order or out of range".into());
     }
-    let pages_at = body_at + entries * 4;
-    Ok(Object {
-        header,
-        numbers,
-        pages: source.slice(pages_at..),
-        source,
-        pages_at,
-    })
+    Ok(numbers)
 }
 
 #[cfg(feature = "replica-zstd")]
@@ -262,17 +277,6 @@ fn decompress(stored: &[u8], want: usize) -> Result<Vec<u8>, String> {
 #[cfg(not(feature = "replica-zstd"))]
 fn decompress(_: &[u8], _: usize) -> Result<Vec<u8>, String> {
     Err("compressed with zstd: build with the replica-zstd feature to read it".into())
-}
-
-/// Applies a delta to the image at `image[start..]` (a whole database of `page_size` pages):
-/// resizes it to the delta's page count and writes its pages.
-pub(crate) fn apply(image: &mut Vec<u8>, start: usize, delta: &Object) {
-    let ps = delta.header.page_size as usize;
-    image.resize(start + delta.header.page_count as usize * ps, 0);
-    for (i, &n) in delta.numbers.iter().enumerate() {
-        let at = start + (n as usize - 1) * ps;
-        image[at..at + ps].copy_from_slice(&delta.pages[i * ps..(i + 1) * ps]);
-    }
 }
 
 #[cfg(test)]
@@ -311,10 +315,5 @@ mod tests {
             assert!(decode(bad.into()).is_err(), "flip at {at} not caught");
         }
         assert!(decode(bytes[..bytes.len() - 1].to_vec().into()).is_err());
-        let mut image = vec![1u8; 512 * 2];
-        apply(&mut image, 0, &o);
-        assert_eq!(image.len(), 512 * 9);
-        assert_eq!(image[..512], [7u8; 512]);
-        assert_eq!(image[512..1024], [1u8; 512]);
     }
 }

@@ -7,6 +7,7 @@
 //! them as one object. Its record is its own: saves and autosaves never clear it.
 
 mod format;
+mod image;
 mod options;
 mod restore;
 mod source;

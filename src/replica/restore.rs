@@ -5,9 +5,10 @@ use std::time::SystemTime;
 
 use object_store::path::Path;
 
-use super::format::{self, Header, Kind};
+use super::format::{self, Header, Kind, HEADER_LEN};
+use super::image::Image;
 use super::source::object_label;
-use super::store::{Folder, Listing, Store};
+use super::store::{Fetched, Folder, Listing, Store};
 use super::{RestoreTarget, SyncInfo};
 use crate::error::{BackupError, Operation};
 
@@ -93,13 +94,9 @@ fn resolve(listing: &Listing, target: &RestoreTarget, prefix: &Path) -> Result<u
     }
 }
 
-/// The whole image of the database at sync `n` (`buffer[start..]`: the base object's own
-/// buffer, not copied), every object checked on the way.
-fn image_of(
-    store: &Store,
-    listing: &Listing,
-    n: u64,
-) -> Result<(Vec<u8>, usize, SystemTime), BackupError> {
+/// The whole image of the database at sync `n`, built in the base object's own buffer or
+/// mapping, every object checked on the way.
+fn image_of(store: &Store, listing: &Listing, n: u64) -> Result<(Image, SystemTime), BackupError> {
     let invalid = |location: &Path, reason: String| {
         BackupError::invalid_db(OP, &object_label(location), reason)
     };
@@ -130,46 +127,36 @@ fn image_of(
                 .map(|m| store.location(Folder::Syncs, m)),
         );
         let mut objects = store.get_all(&wanted).into_iter();
-        let base = objects
-            .next()
-            .expect("the base was asked for")
-            .and_then(|bytes| {
-                let o = format::decode(bytes).map_err(|r| invalid(&location, r))?;
-                if o.header.kind != Kind::Snapshot || o.header.sync != b {
-                    return Err(invalid(
-                        &location,
-                        format!("its header says sync {}", o.header.sync),
-                    ));
-                }
-                check_first_page(&o).map_err(|r| invalid(&location, r))?;
-                // A compaction image is of the same replica as the sync it stands for.
-                if let Some(Ok(sync)) = listing.get(&(Folder::Syncs, b)) {
-                    if folder == Folder::Snapshots && sync.generation != o.header.generation {
-                        return Err(invalid(
-                            &location,
-                            format!(
-                                "written by another replica (generation {:016x}, sync {b} is {:016x})",
-                                o.header.generation, sync.generation
-                            ),
-                        ));
-                    }
-                }
-                Ok(o)
+        let base = objects.next().expect("the base was asked for");
+        // The deltas' checksums are checked on a second thread while this one checks the
+        // base's: each is a pass over memory.
+        let (base, deltas) = std::thread::scope(|s| {
+            let deltas = s.spawn(|| {
+                objects
+                    .map(|fetched| fetched.map(|f| bytes_of(f).and_then(format::decode)))
+                    .collect::<Vec<_>>()
             });
-        let base = match base {
-            Ok(o) => o,
+            let base = base.and_then(|fetched| {
+                let checked = checked_base(listing, fetched, b, folder, final_len);
+                checked.map_err(|r| invalid(&location, r))
+            });
+            let deltas = deltas
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (base, deltas)
+        });
+        let mut deltas = deltas.into_iter();
+        let (base, mut image) = match base {
+            Ok(found) => found,
             Err(e) => {
                 // An older base may still lead to `n`.
                 first_error.get_or_insert(e);
                 continue;
             }
         };
-        let generation = base.header.generation;
-        let page_size = base.header.page_size;
-        let mut time = base.header.time();
-        let (mut image, start) = base.into_buffer();
-        // A hint only: the size comes from a header not yet checked against its pages.
-        let _ = image.try_reserve_exact((start + final_len).saturating_sub(image.len()));
+        let generation = base.generation;
+        let page_size = base.page_size;
+        let mut time = base.time();
         for m in b + 1..=n {
             let location = store.location(Folder::Syncs, m);
             if !listing.contains_key(&(Folder::Syncs, m)) {
@@ -180,8 +167,8 @@ fn image_of(
                     ),
                 ));
             }
-            let bytes = objects.next().expect("every present delta was asked for")?;
-            let delta = format::decode(bytes).map_err(|r| invalid(&location, r))?;
+            let delta = deltas.next().expect("every present delta was asked for")?;
+            let delta = delta.map_err(|r| invalid(&location, r))?;
             let h = &delta.header;
             if h.kind != Kind::Delta || h.sync != m {
                 return Err(invalid(
@@ -210,18 +197,14 @@ fn image_of(
                     ),
                 ));
             }
-            check_first_page(&delta).map_err(|r| invalid(&location, r))?;
-            let pages_now = (image.len() - start) / page_size as usize;
+            check_first_page(h, delta.numbers.first().copied(), &delta.pages)
+                .map_err(|r| invalid(&location, r))?;
+            let pages_now = image.bytes().len() / page_size as usize;
             grows_only_by_its_pages(pages_now, &delta).map_err(|r| invalid(&location, r))?;
-            format::apply(&mut image, start, &delta);
+            image.apply(&delta);
             time = h.time();
         }
-        // SQLite reads the pages in place: start them 8-byte aligned, as an allocation is.
-        if !(image.as_ptr() as usize + start).is_multiple_of(8) {
-            image.drain(..start);
-            return Ok((image, 0, time));
-        }
-        return Ok((image, start, time));
+        return Ok((image, time));
     }
     // No usable base: name the newest object whose header was bad, if any.
     let unreadable = listing
@@ -256,22 +239,119 @@ fn grows_only_by_its_pages(pages_now: usize, delta: &format::Object) -> Result<(
     }
 }
 
-/// Page 1, when an object holds it, must be a SQLite header of the object's page size: the
-/// CRCs prove the bytes are the ones written, this that they are a database's.
-fn check_first_page(o: &format::Object) -> Result<(), String> {
-    if o.numbers.first() != Some(&1) {
+/// Page 1, when an object holds it (`first` is its first page number, `pages` its pages),
+/// must be a SQLite header of the object's page size: the CRCs prove the bytes are the ones
+/// written, this that they are a database's.
+fn check_first_page(header: &Header, first: Option<u32>, pages: &[u8]) -> Result<(), String> {
+    if first != Some(1) {
         return Ok(());
     }
-    let page = &o.pages[..o.header.page_size as usize];
+    let page = &pages[..header.page_size as usize];
     let field = u16::from_be_bytes([page[16], page[17]]) as u32;
     let size = if field == 1 { 65536 } else { field };
-    if !page.starts_with(b"SQLite format 3\0") || size != o.header.page_size {
+    if !page.starts_with(b"SQLite format 3\0") || size != header.page_size {
         return Err(format!(
             "page 1 is not the header of a database of {}-byte pages",
-            o.header.page_size
+            header.page_size
         ));
     }
     Ok(())
+}
+
+/// The base of a chain, checked: the object itself (see [`base_image`]), that it is the
+/// image of sync `b`, and that a compaction image is of the replica that wrote sync `b`.
+fn checked_base(
+    listing: &Listing,
+    fetched: Fetched,
+    b: u64,
+    folder: Folder,
+    final_len: usize,
+) -> Result<(Header, Image), String> {
+    let (header, image) = base_image(fetched, final_len)?;
+    if header.kind != Kind::Snapshot || header.sync != b {
+        return Err(format!("its header says sync {}", header.sync));
+    }
+    let first = (header.page_count > 0).then_some(1);
+    check_first_page(&header, first, image.bytes())?;
+    if let Some(Ok(sync)) = listing.get(&(Folder::Syncs, b)) {
+        if folder == Folder::Snapshots && sync.generation != header.generation {
+            return Err(format!(
+                "written by another replica (generation {:016x}, sync {b} is {:016x})",
+                header.generation, sync.generation
+            ));
+        }
+    }
+    Ok((header, image))
+}
+
+/// The bytes of a fetched object; a file is mapped read-only (see [`Image`]), or read.
+fn bytes_of(fetched: Fetched) -> Result<bytes::Bytes, String> {
+    match fetched {
+        Fetched::Bytes(bytes) => Ok(bytes),
+        Fetched::File(file, len) => {
+            let len = usize::try_from(len).map_err(|_| "larger than this machine's memory")?;
+            #[cfg(unix)]
+            if let Ok(map) = super::image::mapping::Mapping::new(&file, len, len) {
+                return Ok(map.into_bytes(len));
+            }
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(&file, len as u64), &mut bytes)
+                .map_err(|e| format!("unreadable: {e}"))?;
+            Ok(bytes.into())
+        }
+    }
+}
+
+/// A base object's pages as an image, checked (length, checksums, page numbers), with room
+/// for `final_len` bytes where that is cheap. A file is mapped rather than read (see
+/// [`Image`]); one that cannot be is read.
+fn base_image(fetched: Fetched, final_len: usize) -> Result<(Header, Image), String> {
+    #[cfg(unix)]
+    let fetched = match fetched {
+        Fetched::File(file, len) => {
+            let len = usize::try_from(len).map_err(|_| "larger than this machine's memory")?;
+            match mapped_image(&file, len, final_len)? {
+                Some(found) => return Ok(found),
+                None => Fetched::File(file, len as u64),
+            }
+        }
+        bytes => bytes,
+    };
+    let object = format::decode(bytes_of(fetched)?)?;
+    let header = object.header.clone();
+    let mut image = Image::of_object(object);
+    image.reserve(final_len);
+    Ok((header, image))
+}
+
+/// The image of a base object mapped from its file, if it could be mapped and is stored
+/// uncompressed.
+#[cfg(unix)]
+fn mapped_image(
+    file: &std::fs::File,
+    len: usize,
+    final_len: usize,
+) -> Result<Option<(Header, Image)>, String> {
+    use super::image::mapping::Mapping;
+    // Room to grow in place; the capacity comes from a header not yet checked, so a refused
+    // reservation falls back to the file's own length.
+    let Some(map) = Mapping::new(file, len, len.saturating_add(final_len))
+        .or_else(|_| Mapping::new(file, len, len))
+        .ok()
+    else {
+        return Ok(None);
+    };
+    let object = &map.as_slice()[..len];
+    let header = format::verify(object)?;
+    if header.codec != format::Codec::Plain {
+        return Ok(None);
+    }
+    let numbers = format::page_numbers(&header, &object[HEADER_LEN..])?;
+    let pages_at = HEADER_LEN + numbers.len() * 4;
+    Ok(Some((
+        header,
+        Image::of_mapping(map, pages_at, len - pages_at),
+    )))
 }
 
 pub(crate) fn list_syncs(
@@ -292,8 +372,8 @@ pub(crate) fn restore_from_replica(
     let store = Store::new(store, prefix.clone(), OP)?;
     let listing = store.list()?;
     let sync = resolve(&listing, &target, prefix)?;
-    let (buffer, start, time) = image_of(&store, &listing, sync)?;
-    super::source::restore_image(conn, &buffer[start..])?;
+    let (image, time) = image_of(&store, &listing, sync)?;
+    super::source::restore_image(conn, image.bytes())?;
     Ok(super::RestoreInfo { sync, time })
 }
 

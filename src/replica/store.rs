@@ -8,7 +8,9 @@ use std::io;
 use std::sync::Arc;
 
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{
+    GetResultPayload, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+};
 
 use super::format::{self, Header, HEADER_LEN};
 use super::source::object_label;
@@ -42,6 +44,26 @@ async fn read_header(
 ) -> (Path, object_store::Result<bytes::Bytes>) {
     let answer = store.get_range(&location, 0..HEADER_LEN as u64).await;
     (location, answer)
+}
+
+/// An object as fetched: its bytes, or the open file of a store that keeps objects as files
+/// on this machine, with its length.
+pub(crate) enum Fetched {
+    Bytes(bytes::Bytes),
+    File(std::fs::File, u64),
+}
+
+/// Gets `location` whole: as its file when the store answers with one.
+async fn fetch(store: Arc<dyn ObjectStore>, location: Path) -> object_store::Result<Fetched> {
+    let got = store.get(&location).await?;
+    let whole = got.range == (0..got.meta.size);
+    match got.payload {
+        GetResultPayload::File(file, _) if whole => Ok(Fetched::File(file, got.meta.size)),
+        payload => {
+            let got = object_store::GetResult { payload, ..got };
+            got.bytes().await.map(Fetched::Bytes)
+        }
+    }
 }
 
 /// Where an object of sync `n` lives: `syncs/` holds the sync objects, `snapshots/` the
@@ -149,17 +171,16 @@ impl Store {
         }
     }
 
-    /// `get` of every location at once (a restore's chain), in the order given.
-    pub(crate) fn get_all(&self, locations: &[Path]) -> Vec<Result<bytes::Bytes, BackupError>> {
+    /// `get` of every location at once (a restore's chain), in the order given, as files
+    /// when the store keeps them on this machine.
+    pub(crate) fn get_all(&self, locations: &[Path]) -> Vec<Result<Fetched, BackupError>> {
         let fetch = async {
             let mut set = tokio::task::JoinSet::new();
             for (i, location) in locations.iter().enumerate() {
                 let (store, location) = (Arc::clone(&self.store), location.clone());
-                set.spawn(
-                    async move { (i, async { store.get(&location).await?.bytes().await }.await) },
-                );
+                set.spawn(async move { (i, fetch(store, location).await) });
             }
-            let mut out: Vec<Option<Result<bytes::Bytes, object_store::Error>>> =
+            let mut out: Vec<Option<object_store::Result<Fetched>>> =
                 (0..locations.len()).map(|_| None).collect();
             while let Some(joined) = set.join_next().await {
                 let (i, answer) =

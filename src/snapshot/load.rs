@@ -57,9 +57,12 @@ fn restore_bytes(
     unsafe { source.db().borrow_image_readonly(&image) }.map_err(|f| classify(label, f))?;
     let src = source.db();
     // Pages are then served by pointer into the image (memdb's xFetch) instead of copied
-    // into the page cache first. The image is memory, not a file, so no read can fault.
-    src.exec(&format!("PRAGMA mmap_size={}", image.len()))
-        .map_err(|f| classify(label, f))?;
+    // into the page cache first; only from an 8-byte-aligned start, as an allocation's,
+    // which is all SQLite's own buffers ever give it.
+    if (image.as_ptr() as usize).is_multiple_of(8) {
+        src.exec(&format!("PRAGMA mmap_size={}", image.len()))
+            .map_err(|f| classify(label, f))?;
+    }
     begin_read(&src, label, &budget).map_err(|f| classify(label, f))?;
     if opts.verify {
         verify_integrity(&src, label)?;
