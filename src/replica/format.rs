@@ -143,7 +143,7 @@ impl Object {
     }
 }
 
-/// What an object holds, before encoding.
+/// What an object holds besides its pages.
 pub(crate) struct Contents<'a> {
     pub(crate) kind: Kind,
     pub(crate) page_size: u32,
@@ -152,19 +152,35 @@ pub(crate) struct Contents<'a> {
     pub(crate) generation: u64,
     pub(crate) time_ns: u64,
     pub(crate) numbers: &'a [u32],
-    /// `numbers.len()` pages, one after another.
-    pub(crate) pages: &'a [u8],
 }
 
-/// Encodes `c`, its body compressed with zstd at `zstd_level` if given.
-pub(crate) fn encode(c: &Contents<'_>, zstd_level: Option<i32>) -> Vec<u8> {
-    // The body is built in place after room for the header: one copy of the pages.
-    let mut out = Vec::with_capacity(HEADER_LEN + c.numbers.len() * 4 + c.pages.len());
-    out.resize(HEADER_LEN, 0);
-    for n in c.numbers {
-        out.extend_from_slice(&n.to_le_bytes());
+/// Where the pages of an object of `entries` pages start, uncompressed.
+pub(crate) fn pages_at(entries: usize) -> usize {
+    HEADER_LEN + entries * 4
+}
+
+/// Encodes `c` with `pages` (`c.numbers.len()` pages, one after another), its body
+/// compressed with zstd at `zstd_level` if given.
+pub(crate) fn encode(c: &Contents<'_>, pages: &[u8], zstd_level: Option<i32>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(pages_at(c.numbers.len()) + pages.len());
+    out.resize(pages_at(c.numbers.len()), 0);
+    out.extend_from_slice(pages);
+    encode_in_place(c, out, zstd_level)
+}
+
+/// Encodes `c` in `out`, which holds the pages from [`pages_at`] on (where a sync reads
+/// them): the page numbers and the header are written around them, so uncompressed pages
+/// are never copied.
+pub(crate) fn encode_in_place(
+    c: &Contents<'_>,
+    mut out: Vec<u8>,
+    zstd_level: Option<i32>,
+) -> Vec<u8> {
+    let at = pages_at(c.numbers.len());
+    assert!(out.len() >= at, "room for the header and the page numbers");
+    for (i, n) in c.numbers.iter().enumerate() {
+        out[HEADER_LEN + i * 4..HEADER_LEN + i * 4 + 4].copy_from_slice(&n.to_le_bytes());
     }
-    out.extend_from_slice(c.pages);
     let codec = match zstd_level {
         None => Codec::Plain,
         Some(level) => {
@@ -294,8 +310,8 @@ mod tests {
                 generation: 42,
                 time_ns: 1,
                 numbers: &[1, 9],
-                pages: &pages,
             },
+            &pages,
             None,
         )
     }

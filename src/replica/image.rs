@@ -244,8 +244,8 @@ mod tests {
                 generation: 42,
                 time_ns: 1,
                 numbers: &[1, 9],
-                pages: &pages,
             },
+            &pages,
             None,
         );
         decode(bytes.into()).unwrap()

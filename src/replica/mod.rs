@@ -525,7 +525,7 @@ impl Worker {
         let compact = self.last.is_some()
             && (self.since_base >= self.options.compact_after
                 || self.bytes_since_base > self.base_bytes / COMPACT_FRACTION);
-        let read = self.source.read(self.last, compact, self.options.timeout)?;
+        let mut read = self.source.read(self.last, compact, self.options.timeout)?;
         self.version = read.header;
         // Every commit moves the change counter: the same header is the same content.
         let same =
@@ -540,14 +540,35 @@ impl Worker {
             .map_or(0, |d| d.as_nanos()) as u64)
             .max(self.last_time_ns + 1);
         let whole = read.full && read.changed.is_none();
-        let delta_pages;
-        let (kind, numbers, pages): (format::Kind, &[u32], &[u8]) = if whole {
-            (format::Kind::Snapshot, &read.numbers, &read.data)
-        } else if let Some(changed) = &read.changed {
-            delta_pages = cut(&read, changed);
-            (format::Kind::Delta, changed, &delta_pages)
-        } else {
-            (format::Kind::Delta, &read.numbers, &read.data)
+        let generation = self.generation;
+        let contents = |kind, numbers| format::Contents {
+            kind,
+            page_size: read.page_size,
+            page_count: read.pages,
+            sync: n,
+            generation,
+            time_ns,
+            numbers,
+        };
+        let zstd = self.options.zstd_level();
+        let (kind, object) = match &read.changed {
+            // Compaction: the pages that changed, cut out of the whole read.
+            Some(changed) => {
+                let delta = contents(format::Kind::Delta, changed);
+                (None, format::encode(&delta, &cut(&read, changed), zstd))
+            }
+            None => {
+                let kind = if whole {
+                    format::Kind::Snapshot
+                } else {
+                    format::Kind::Delta
+                };
+                let object = std::mem::take(&mut read.object);
+                (
+                    Some(kind),
+                    format::encode_in_place(&contents(kind, &read.numbers), object, zstd),
+                )
+            }
         };
         let attempt = Attempt {
             sync: n,
@@ -559,19 +580,13 @@ impl Worker {
             time_ns,
             header: read.header,
             full: whole,
-            object: self.encode(kind, &read, n, time_ns, numbers, pages).into(),
+            object: object.into(),
         };
         self.put(shared, attempt)?;
-        if read.full && !whole {
-            // Compaction: the same read as a whole image, beside the delta.
-            let image = self.encode(
-                format::Kind::Snapshot,
-                &read,
-                n,
-                time_ns,
-                &read.numbers,
-                &read.data,
-            );
+        if kind.is_none() {
+            // ... and the same read as a whole image, beside the delta.
+            let image = contents(format::Kind::Snapshot, &read.numbers);
+            let image = format::encode_in_place(&image, std::mem::take(&mut read.object), zstd);
             let image_bytes = image.len() as u64;
             let location = self.store.location(Folder::Snapshots, n);
             match self.store.create(&location, image.into()) {
@@ -582,30 +597,6 @@ impl Worker {
             }
         }
         Ok(())
-    }
-
-    fn encode(
-        &self,
-        kind: format::Kind,
-        read: &Read,
-        n: u64,
-        time_ns: u64,
-        numbers: &[u32],
-        pages: &[u8],
-    ) -> Vec<u8> {
-        format::encode(
-            &format::Contents {
-                kind,
-                page_size: read.page_size,
-                page_count: read.pages,
-                sync: n,
-                generation: self.generation,
-                time_ns,
-                numbers,
-                pages,
-            },
-            self.options.zstd_level(),
-        )
     }
 
     /// Records a sync that is in the store.
@@ -731,10 +722,11 @@ impl Worker {
 /// The pages `changed` cut out of a whole read.
 fn cut(read: &Read, changed: &[u32]) -> Vec<u8> {
     let ps = read.page_size as usize;
+    let pages = read.pages();
     let mut out = Vec::with_capacity(changed.len() * ps);
     for &p in changed {
         let at = (p as usize - 1) * ps;
-        out.extend_from_slice(&read.data[at..at + ps]);
+        out.extend_from_slice(&pages[at..at + ps]);
     }
     out
 }

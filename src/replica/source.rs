@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use diesel::SqliteConnection;
 
+use super::format;
 pub(crate) use crate::autosave::schedule::Schedule;
 use crate::autosave::{open_private, worker};
 use crate::copy::{checks::begin_read, BackupOptions};
@@ -31,8 +32,9 @@ pub(crate) struct Read {
     pub(crate) pages: u32,
     /// Page numbers, ascending; every page when `full`.
     pub(crate) numbers: Vec<u32>,
-    /// Their content, one page after another.
-    pub(crate) data: Vec<u8>,
+    /// The object being built: their content, one page after another, from
+    /// [`format::pages_at`] on, after room for the header and the page numbers.
+    pub(crate) object: Vec<u8>,
     /// The record could not prove what changed, or a whole image was asked for.
     pub(crate) full: bool,
     /// With a whole image asked for: the pages that changed since the last upload, when
@@ -153,25 +155,24 @@ impl Source {
             } else {
                 changed.clone().unwrap_or_default()
             };
-            data.resize(numbers.len() * ps as usize, 0);
+            let pages_at = format::pages_at(numbers.len());
+            data.resize(pages_at + numbers.len() * ps as usize, 0);
+            let into = &mut data[pages_at..];
             if full {
-                db.read_at(c"main", 0, &mut data).map_err(sqlite)?;
+                db.read_at(c"main", 0, into).map_err(sqlite)?;
             } else {
                 for (i, &p) in numbers.iter().enumerate() {
                     let at = i * ps as usize;
-                    db.read_at(
-                        c"main",
-                        u64::from(p - 1) * ps,
-                        &mut data[at..at + ps as usize],
-                    )
-                    .map_err(sqlite)?;
+                    let page = &mut into[at..at + ps as usize];
+                    db.read_at(c"main", u64::from(p - 1) * ps, page)
+                        .map_err(sqlite)?;
                 }
             }
             Ok(Read {
                 page_size,
                 pages,
                 numbers,
-                data,
+                object: data,
                 full,
                 changed: if full { changed } else { None },
                 mark,
@@ -199,11 +200,25 @@ impl Source {
     }
 }
 
-/// A buffer for about `bytes`, plus a margin for commits landing before the read lock, with
-/// every page of it written once: faulting a fresh allocation in during the copy would hold
-/// the read lock (which writers wait for) twice as long (as `memdb::save` found).
+/// A buffer for about `bytes`, plus a margin for commits landing before the read lock and
+/// for the object's header and page numbers, with every memory page of it written once:
+/// faulting a fresh allocation in during the copy would hold the read lock (which writers
+/// wait for) twice as long (as `memdb::save` found). One byte per memory page faults it in
+/// without a pass over the whole buffer.
 fn touched(bytes: usize) -> Vec<u8> {
-    vec![1u8; bytes + bytes / 8 + (64 << 10)]
+    let mut buffer = vec![0u8; bytes + bytes / 8 + (64 << 10)];
+    for at in (0..buffer.len()).step_by(4096) {
+        // Not 0: a store of zero into calloc'd memory may be optimised away.
+        buffer[at] = 1;
+    }
+    buffer
+}
+
+impl Read {
+    /// The pages read, one after another.
+    pub(crate) fn pages(&self) -> &[u8] {
+        &self.object[format::pages_at(self.numbers.len())..]
+    }
 }
 
 /// Replaces the database of `conn` with `image`, with every guarantee of
