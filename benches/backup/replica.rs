@@ -5,7 +5,8 @@
 //! - restore `Latest` after 100 such syncs and `At(the time of sync 50)` against
 //!   `restore_from` of the same database from a file (interleaved, medians);
 //! - a writer loop of one-row updates with and without a `Replica` on its defaults, as in
-//!   autosave.rs (rounds of three samples: without, with, without; the order rotates).
+//!   autosave.rs (rounds of three samples: without, with, without; the order rotates), on
+//!   this database and on an 8 MiB one (the size autosave.rs measures).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -138,46 +139,22 @@ pub fn run(mib: u64, rounds: usize, dir: &Path) -> Vec<Goal> {
     drop(target);
     std::fs::remove_file(&file).ok();
 
-    // 3. Writers, on a fresh prefix.
-    let writers = StorePath::from("writers");
-    let (mut on, mut off, mut off_again) = (Vec::new(), Vec::new(), Vec::new());
-    let mut background = 0;
-    let mut with = |pool: &Pool| {
-        let replica = Replica::start(
-            pool,
-            store.clone(),
-            writers.clone(),
-            ReplicaOptions::default(),
-        )
+    // 3. Writers, on fresh prefixes: on this database, and on an 8 MiB one as the autosave
+    // benchmark measures.
+    let large = writer_loss(&pool, rows, rounds, &store, "writers");
+    drop(pool);
+    let small_rows = 8 * 1024;
+    let small = memory_pool().unwrap();
+    small
+        .get()
+        .unwrap()
+        .batch_execute(&format!(
+            "CREATE TABLE item(id INTEGER PRIMARY KEY, body BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {small_rows})
+             INSERT INTO item SELECT i, randomblob(1000) FROM n;"
+        ))
         .unwrap();
-        let rate = writer_rate(pool, rows);
-        background += replica.syncs() - 1;
-        replica.stop().unwrap();
-        rate
-    };
-    for round in 0..rounds.max(3) {
-        let (a, b, c) = match round % 3 {
-            0 => (
-                writer_rate(&pool, rows),
-                with(&pool),
-                writer_rate(&pool, rows),
-            ),
-            1 => {
-                let b = with(&pool);
-                (writer_rate(&pool, rows), b, writer_rate(&pool, rows))
-            }
-            _ => {
-                let (a, c) = (writer_rate(&pool, rows), writer_rate(&pool, rows));
-                (a, with(&pool), c)
-            }
-        };
-        off.push(a);
-        on.push(b);
-        off_again.push(c);
-    }
-    let pct = |f: &dyn Fn(usize) -> f64| median((0..on.len()).map(f).collect());
-    let loss = pct(&|i| (1.0 - 2.0 * on[i] / (off[i] + off_again[i])) * 100.0);
-    let noise = pct(&|i| (1.0 - off_again[i] / off[i]).abs() * 100.0);
+    let small = writer_loss(&small, small_rows, rounds, &store, "writers-8");
     std::fs::remove_dir_all(&folder).ok();
 
     let ms = |v: &[f64]| median(v.to_vec()) * 1000.0;
@@ -198,13 +175,17 @@ pub fn run(mib: u64, rounds: usize, dir: &Path) -> Vec<Goal> {
         SYNCS / 2,
         ms(&at_mid)
     );
-    println!(
-        "writers: {:.0} transactions/s without, {:.0} with a Replica on its defaults \
-         ({background} background syncs); lost {loss:.2}% (median of the rounds' own losses), \
-         noise {noise:.2}%",
-        median(off.clone()),
-        median(on.clone())
-    );
+    for (label, w) in [
+        (format!("{mib} MiB"), &large),
+        ("8 MiB".to_string(), &small),
+    ] {
+        println!(
+            "writers, {label}: {:.0} transactions/s without, {:.0} with a Replica on its \
+             defaults ({} background syncs); lost {:.2}% (median of the rounds' own losses), \
+             noise {:.2}%",
+            w.off, w.on, w.background, w.loss, w.noise
+        );
+    }
     let goal = |what: &str, value: f64, limit: f64, unit: &'static str| Goal {
         what: what.into(),
         value,
@@ -230,6 +211,80 @@ pub fn run(mib: u64, rounds: usize, dir: &Path) -> Vec<Goal> {
             1.5,
             "x",
         ),
-        goal("throughput lost to a replica", loss, 2.0, "%"),
+        goal(
+            "throughput lost to a replica (this database)",
+            large.loss,
+            2.0,
+            "%",
+        ),
+        goal(
+            "throughput lost to a replica (8 MiB, as for autosave)",
+            small.loss,
+            2.0,
+            "%",
+        ),
     ]
+}
+
+/// What a `Replica` on its defaults costs a writer loop.
+struct WriterLoss {
+    /// Medians, transactions per second.
+    off: f64,
+    on: f64,
+    /// Syncs the replicas made on their own.
+    background: u64,
+    /// Median of the rounds' own losses, and of the differences between their two samples
+    /// without a replica, in percent.
+    loss: f64,
+    noise: f64,
+}
+
+/// Rounds of three samples (without, with, without; the order rotates), as autosave.rs.
+fn writer_loss(
+    pool: &Pool,
+    rows: u64,
+    rounds: usize,
+    store: &Arc<dyn ObjectStore>,
+    prefix: &str,
+) -> WriterLoss {
+    let writers = StorePath::from(prefix);
+    let (mut on, mut off, mut off_again) = (Vec::new(), Vec::new(), Vec::new());
+    let mut background = 0;
+    let mut with = |pool: &Pool| {
+        let replica = Replica::start(
+            pool,
+            store.clone(),
+            writers.clone(),
+            ReplicaOptions::default(),
+        )
+        .unwrap();
+        let rate = writer_rate(pool, rows);
+        background += replica.syncs() - 1;
+        replica.stop().unwrap();
+        rate
+    };
+    for round in 0..rounds.max(3) {
+        let (a, b, c) = match round % 3 {
+            0 => (writer_rate(pool, rows), with(pool), writer_rate(pool, rows)),
+            1 => {
+                let b = with(pool);
+                (writer_rate(pool, rows), b, writer_rate(pool, rows))
+            }
+            _ => {
+                let (a, c) = (writer_rate(pool, rows), writer_rate(pool, rows));
+                (a, with(pool), c)
+            }
+        };
+        off.push(a);
+        on.push(b);
+        off_again.push(c);
+    }
+    let pct = |f: &dyn Fn(usize) -> f64| median((0..on.len()).map(f).collect());
+    WriterLoss {
+        off: median(off.clone()),
+        on: median(on.clone()),
+        background,
+        loss: pct(&|i| (1.0 - 2.0 * on[i] / (off[i] + off_again[i])) * 100.0),
+        noise: pct(&|i| (1.0 - off_again[i] / off[i]).abs() * 100.0),
+    }
 }
