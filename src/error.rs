@@ -25,6 +25,9 @@ pub enum Operation {
     Autosave,
     /// Opening a shared in-memory database ([`MemoryDatabase::new`](crate::MemoryDatabase::new)).
     Connect,
+    /// Starting or running a `Replica` (feature `replica`): its syncs, compaction and
+    /// retention. A restore from a replica is [`Operation::Restore`].
+    Replica,
 }
 
 impl fmt::Display for Operation {
@@ -37,6 +40,7 @@ impl fmt::Display for Operation {
             Operation::Snapshot => "snapshot",
             Operation::Autosave => "autosave",
             Operation::Connect => "connect",
+            Operation::Replica => "replica",
         })
     }
 }

@@ -638,6 +638,195 @@ fn stop_and_drop_sync_what_is_pending() {
     send_sync::<Replica>();
 }
 
+/// Objects and their bytes.
+type Objects = Vec<(Path, Vec<u8>)>;
+
+/// A store whose read of `trigger` after `reads_before` others finds it as a replica's
+/// retention left it after a newer image (`before`'s objects deleted, `after`'s there): what a restore meets when
+/// retention runs between its listing and its reads.
+#[derive(Debug)]
+struct RetainedMeanwhile {
+    inner: InMemory,
+    trigger: Path,
+    /// Reads of `trigger` that still find it (a listing reads each header once).
+    reads_before: std::sync::atomic::AtomicUsize,
+    before: Vec<Path>,
+    after: Mutex<Option<Objects>>,
+}
+
+impl std::fmt::Display for RetainedMeanwhile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RetainedMeanwhile({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for RetainedMeanwhile {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        let reads = &self.reads_before;
+        let now = location == &self.trigger
+            && reads
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_err();
+        let after = match now {
+            true => self.after.lock().unwrap().take(),
+            false => None,
+        };
+        if let Some(after) = after {
+            for (at, bytes) in after {
+                self.inner.put(&at, bytes.into()).await?;
+            }
+            for at in &self.before {
+                self.inner.delete(at).await?;
+            }
+        }
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures_core::stream::BoxStream<'static, object_store::Result<Path>>,
+    ) -> futures_core::stream::BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&Path>,
+    ) -> futures_core::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+    {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// Retention deletes the image (and deltas) a restore listed, before the listing reads their
+/// headers or before the restore reads them: the restore loads the newest sync, instead of
+/// failing on a missing object.
+#[test]
+fn a_restore_lists_again_when_retention_deletes_what_it_listed() {
+    // 0: while listing (the first read is a header's); 1: after the listing.
+    for reads_before in [0, 1] {
+        retention_meanwhile(reads_before);
+    }
+}
+
+fn retention_meanwhile(reads_before: usize) {
+    let source: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let prefix = Path::from("meanwhile");
+    let pool = memory_pool().unwrap();
+    // Enough pages that an insert changes few of them: its sync is a delta.
+    exec(
+        &pool,
+        "CREATE TABLE pad(x);
+         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 40)
+         INSERT INTO pad SELECT randomblob(3000) FROM s;
+         CREATE TABLE t(x);",
+    );
+    let options = manual().compact_after(2).retain(Retain::Snapshots(1));
+    let replica = Replica::start(&pool, source.clone(), prefix.clone(), options).unwrap();
+    let objects = |store: &Arc<dyn ObjectStore>| -> Objects {
+        let sizes = object_sizes(store, &prefix);
+        sizes
+            .into_iter()
+            .map(|(p, _)| (p.clone(), get(store, &p)))
+            .collect()
+    };
+    exec(&pool, "INSERT INTO t VALUES (1)");
+    replica.sync_now().unwrap();
+    let before = objects(&source);
+    let first = Path::from("meanwhile/syncs/00000000000000000001.dsbr");
+    let names = |objects: &Objects| -> Vec<String> {
+        objects.iter().map(|(p, _)| p.to_string()).collect()
+    };
+    assert_eq!(
+        names(&before).len(),
+        2,
+        "an image and a delta: {:?}",
+        names(&before)
+    );
+    assert!(
+        before.iter().any(|(p, _)| p == &first),
+        "{:?}",
+        names(&before)
+    );
+    // Until a newer image has made retention delete sync 1.
+    for i in 2.. {
+        exec(&pool, &format!("INSERT INTO t VALUES ({i})"));
+        replica.sync_now().unwrap();
+        if !objects(&source).iter().any(|(p, _)| p == &first) {
+            break;
+        }
+        assert!(i < 50, "retention never dropped sync 1");
+    }
+    replica.stop().unwrap();
+    let latest = list_syncs(source.clone(), &prefix)
+        .unwrap()
+        .last()
+        .unwrap()
+        .number;
+    let want = pages(&mut pool.get().unwrap());
+
+    let inner = InMemory::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for (at, bytes) in &before {
+        rt.block_on(inner.put(at, bytes.clone().into())).unwrap();
+    }
+    let store: Arc<dyn ObjectStore> = Arc::new(RetainedMeanwhile {
+        inner,
+        trigger: first.clone(),
+        reads_before: reads_before.into(),
+        before: before.iter().map(|(p, _)| p.clone()).collect(),
+        after: Mutex::new(Some(objects(&source))),
+    });
+    let dest = memory_pool().unwrap();
+    let info = dest
+        .get()
+        .unwrap()
+        .restore_from_replica(store, &prefix, RestoreTarget::Latest)
+        .unwrap();
+    assert_eq!(info.sync, latest);
+    same(&pages(&mut dest.get().unwrap()), &want, "the newest sync");
+}
+
 /// The background schedule: a commit reaches the store without `sync_now`.
 #[test]
 fn commits_reach_the_store_on_their_own() {

@@ -36,7 +36,7 @@ use store::{Created, Folder, Store};
 use crate::error::{BackupError, Operation};
 use crate::pool::SingletonManager;
 
-const OP: Operation = Operation::Save;
+const OP: Operation = Operation::Replica;
 
 /// Which sync [`restore_from_replica`](crate::BackupExt::restore_from_replica) restores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

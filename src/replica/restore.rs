@@ -8,7 +8,7 @@ use object_store::path::Path;
 use super::format::{self, Header, Kind, HEADER_LEN};
 use super::image::Image;
 use super::source::object_label;
-use super::store::{Fetched, Folder, Listing, Store};
+use super::store::{Fetched, Folder, Listing, Store, LISTINGS};
 use super::{RestoreTarget, SyncInfo};
 use crate::error::{BackupError, Operation};
 
@@ -370,11 +370,25 @@ pub(crate) fn restore_from_replica(
     target: RestoreTarget,
 ) -> Result<super::RestoreInfo, BackupError> {
     let store = Store::new(store, prefix.clone(), OP)?;
-    let listing = store.list()?;
-    let sync = resolve(&listing, &target, prefix)?;
-    let (image, time) = image_of(&store, &listing, sync)?;
+    let mut tries = 1;
+    let (sync, image, time) = loop {
+        let listing = store.list()?;
+        let sync = resolve(&listing, &target, prefix)?;
+        match image_of(&store, &listing, sync) {
+            Ok((image, time)) => break (sync, image, time),
+            // Retention deleted an object between the listing and its read: what it left
+            // is listed again (a replica deletes only what a newer image makes unneeded).
+            Err(e) if vanished(&e) && tries < LISTINGS => tries += 1,
+            Err(e) => return Err(e),
+        }
+    };
     super::source::restore_image(conn, image.bytes())?;
     Ok(super::RestoreInfo { sync, time })
+}
+
+/// An object the listing named was not found when read.
+fn vanished(e: &BackupError) -> bool {
+    matches!(e, BackupError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// The bases (whole images) in `listing`, oldest first, with their times.

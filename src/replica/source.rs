@@ -16,6 +16,8 @@ use crate::pool::{MemoryDatabase, SingletonManager};
 use crate::sqlite::memdb::{self, record::Tracker};
 use crate::sqlite::OwnedDb;
 
+const OP: Operation = Operation::Replica;
+
 /// What the last upload held, for the next one to send only what changed since.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Uploaded {
@@ -55,17 +57,13 @@ pub(crate) struct Source {
 impl Source {
     /// Finds the pool's database through one borrowed connection and opens our own.
     pub(crate) fn open(pool: &r2d2::Pool<SingletonManager>) -> Result<Source, BackupError> {
-        let mut conn = pool
-            .get()
-            .map_err(|e| BackupError::init(Operation::Save, e))?;
+        let mut conn = pool.get().map_err(|e| BackupError::init(OP, e))?;
         Self::beside(&mut conn)
     }
 
     /// [`Self::open`] for a [`MemoryDatabase`].
     pub(crate) fn open_database(database: &MemoryDatabase) -> Result<Source, BackupError> {
-        let mut conn = database
-            .connect()
-            .map_err(|e| BackupError::init(Operation::Save, e))?;
+        let mut conn = database.connect().map_err(|e| BackupError::init(OP, e))?;
         Self::beside(&mut conn)
     }
 
@@ -92,11 +90,9 @@ impl Source {
     ) -> Result<Read, BackupError> {
         let db = self.db.db();
         let label = db.display_path(c"main");
-        let budget = BackupOptions::default()
-            .timeout(timeout)
-            .budget(Operation::Save);
+        let budget = BackupOptions::default().timeout(timeout).budget(OP);
         let sqlite = |failure| BackupError::Sqlite {
-            op: Operation::Save,
+            op: OP,
             path: label.clone(),
             failure,
         };
@@ -108,7 +104,7 @@ impl Source {
             let ps = u64::from(page_size);
             if len % ps != 0 || len / ps > u64::from(u32::MAX) {
                 return Err(BackupError::invalid_db(
-                    Operation::Save,
+                    OP,
                     &label,
                     format!("its size {len} is not a whole number of {page_size}-byte pages"),
                 ));

@@ -34,6 +34,9 @@ impl Drop for Store {
     }
 }
 
+/// Listings made at most when objects vanish while they are read (see [`Store::list`]).
+pub(crate) const LISTINGS: u32 = 3;
+
 /// Header reads in flight at once while listing.
 const READS_AT_ONCE: usize = 16;
 
@@ -234,8 +237,22 @@ impl Store {
     }
 
     /// Every object under the prefix with a name of ours, and its header. Other names are
-    /// ignored.
+    /// ignored. Objects deleted between the listing and the reads of their headers (by a
+    /// replica's retention) are left out, and the store is listed again to see what was
+    /// written meanwhile, a few times at most.
     pub(crate) fn list(&self) -> Result<Listing, BackupError> {
+        let mut tries = 1;
+        loop {
+            let (listing, vanished) = self.list_once()?;
+            if !vanished || tries == LISTINGS {
+                return Ok(listing);
+            }
+            tries += 1;
+        }
+    }
+
+    /// One listing, and whether any object listed was gone when its header was read.
+    fn list_once(&self) -> Result<(Listing, bool), BackupError> {
         let mut names = Vec::new();
         for folder in [Folder::Syncs, Folder::Snapshots] {
             let dir = self.prefix.clone().join(folder.name());
@@ -276,8 +293,13 @@ impl Store {
             done.into_iter().collect()
         });
         let mut found = Listing::new();
+        let mut vanished = false;
         for (folder, sync, location) in names {
             let answer = answers.remove(&location).expect("every name was read");
+            if matches!(answer, Err(object_store::Error::NotFound { .. })) {
+                vanished = true;
+                continue;
+            }
             let header = self.judge(&location, answer)?.and_then(|h| {
                 let kind_ok = folder == Folder::Syncs || h.kind == format::Kind::Snapshot;
                 match (h.sync == sync, kind_ok) {
@@ -287,6 +309,6 @@ impl Store {
             });
             found.insert((folder, sync), header);
         }
-        Ok(found)
+        Ok((found, vanished))
     }
 }
