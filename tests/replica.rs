@@ -772,9 +772,8 @@ fn retention_meanwhile(reads_before: usize) {
     replica.sync_now().unwrap();
     let before = objects(&source);
     let first = Path::from("meanwhile/syncs/00000000000000000001.dsbr");
-    let names = |objects: &Objects| -> Vec<String> {
-        objects.iter().map(|(p, _)| p.to_string()).collect()
-    };
+    let names =
+        |objects: &Objects| -> Vec<String> { objects.iter().map(|(p, _)| p.to_string()).collect() };
     assert_eq!(
         names(&before).len(),
         2,

@@ -8,15 +8,15 @@
 //! look.
 
 mod lock;
-mod options;
+pub(crate) mod options;
 pub(crate) mod schedule;
+pub(crate) mod tickets;
 pub(crate) mod worker;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::Instant;
 
 use diesel::SqliteConnection;
 
@@ -193,8 +193,7 @@ impl Autosave {
     ) -> Result<Autosave, BackupError> {
         let tracker = memdb::tracker_of(&db.db(), c"main");
         // Read before the first save: a commit after this look is saved again later.
-        let version = worker::header(&db).unwrap_or([0; 100]);
-        let looked_at = Instant::now();
+        let watch = schedule::Watch::new(worker::header(&db));
         let mut first = (options.save_options)().schema("main");
         let budget = first.budget(Operation::Save);
         let accepted = {
@@ -219,8 +218,7 @@ impl Autosave {
             tracker: tracker.clone(),
             reported: None,
             options,
-            version,
-            looked_at,
+            watch,
         };
         let thread = std::thread::Builder::new()
             .name("dsb-autosave".into())

@@ -21,6 +21,18 @@ pub const DEFAULT_EVERY: Duration = Duration::from_secs(1);
 pub const DEFAULT_QUIET: Duration = Duration::from_millis(200);
 
 pub(crate) type ErrorHandler = Box<dyn FnMut(&BackupError) + Send>;
+
+/// The default `on_error` of a background `who`: a tracing warning when a subscriber
+/// listens, else a line on standard error.
+pub(crate) fn report_by_default(who: &'static str) -> ErrorHandler {
+    Box::new(move |e| {
+        if crate::observe::listening() {
+            tracing::warn!(error = %e, "{who} failed, will retry");
+        } else {
+            eprintln!("diesel-sqlite-backup {who}: {e}");
+        }
+    })
+}
 pub(crate) type SaveOptionsFactory = Box<dyn Fn() -> BackupOptions<'static> + Send>;
 
 /// Options for [`Autosave::start`](super::Autosave::start). Start from
@@ -49,13 +61,7 @@ impl Default for AutosaveOptions {
         AutosaveOptions {
             every: DEFAULT_EVERY,
             quiet: DEFAULT_QUIET,
-            on_error: Box::new(|e| {
-                if crate::observe::listening() {
-                    tracing::warn!(error = %e, "autosave failed, will retry");
-                } else {
-                    eprintln!("diesel-sqlite-backup autosave: {e}");
-                }
-            }),
+            on_error: report_by_default("autosave"),
             save_options: Box::new(|| BackupOptions::default().incremental(true)),
         }
     }

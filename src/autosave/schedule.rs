@@ -23,6 +23,49 @@ struct Pending {
     last: Instant,
 }
 
+/// The database header at the last look, and when that look was: every commit changes the
+/// header (its change counter), so a different one is a commit since.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    version: [u8; 100],
+    looked_at: Instant,
+}
+
+impl Watch {
+    /// Starts from `header` read now (`None`: unreadable, counted as a change later).
+    pub(crate) fn new(header: Option<[u8; 100]>) -> Self {
+        Watch {
+            version: header.unwrap_or([0; 100]),
+            looked_at: Instant::now(),
+        }
+    }
+
+    /// Tells `schedule` about a commit since the last look, from `header` read now. Returns
+    /// true when it could not be read: a change cannot be ruled out.
+    pub(crate) fn look(&mut self, header: Option<[u8; 100]>, schedule: &mut Schedule) -> bool {
+        let now = Instant::now();
+        let previous = std::mem::replace(&mut self.looked_at, now);
+        match header {
+            Some(v) if v != self.version => {
+                self.version = v;
+                schedule.changed(previous, now);
+                false
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
+
+    /// A save or sync read `header`: later looks compare with it.
+    pub(crate) fn saw(&mut self, header: [u8; 100]) {
+        self.version = header;
+    }
+
+    pub(crate) fn looked_at(&self) -> Instant {
+        self.looked_at
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Schedule {
     every: Duration,

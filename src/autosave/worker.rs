@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use super::lock::TargetLock;
 use super::options::AutosaveOptions;
-use super::schedule::Schedule;
+use super::schedule::{Schedule, Watch};
+use super::tickets::{self, Tickets};
 use crate::error::BusyReason;
 use crate::error::{BackupError, Operation};
 use crate::save::save_from;
@@ -42,26 +43,9 @@ struct State {
     retarget: Option<Retarget>,
     /// `resume` asks for the refused changes to be saved soon.
     resumed: bool,
-    /// `save_now` tickets handed out, and answered so far.
-    requested: u64,
-    answered: u64,
-    /// Every ticket up to this one was answered by a successful save.
-    answered_ok: u64,
-    /// The error of the last failed answer.
-    last_error: Option<BackupError>,
+    /// `save_now` tickets.
+    tickets: Tickets,
     stop: Option<Stop>,
-    /// The thread has ended (stopped, or died): nobody will answer new tickets.
-    gone: bool,
-}
-
-impl State {
-    /// The result of the save that answered `ticket`, once there is one.
-    fn answer(&self, ticket: u64) -> Option<Result<(), BackupError>> {
-        (self.answered >= ticket).then(|| match &self.last_error {
-            Some(e) if self.answered_ok < ticket => Err(e.clone()),
-            _ => Ok(()),
-        })
-    }
 }
 
 /// Before an Open replaces the database: the commits made so far go to the file first, as a
@@ -84,11 +68,11 @@ impl Flush for Shared {
         loop {
             {
                 let state = self.lock();
-                match state.answer(ticket) {
+                match state.tickets.answer(ticket) {
                     // Nothing to save to: the database holds an Open not yet accepted.
                     Some(Err(BackupError::DocumentOpened { .. })) => return Ok(()),
                     Some(answer) => return answer,
-                    None if state.gone => return Ok(()), // stopped: its last save is done
+                    None if state.tickets.gone => return Ok(()), // stopped: its last save is done
                     None => {}
                 }
             }
@@ -123,12 +107,8 @@ impl Shared {
             accepted,
             retarget: None,
             resumed: false,
-            requested: 0,
-            answered: 0,
-            answered_ok: 0,
-            last_error: None,
+            tickets: Tickets::default(),
             stop: None,
-            gone: false,
         };
         Shared {
             state: Mutex::new(state),
@@ -149,27 +129,14 @@ impl Shared {
     /// ended without answering.
     pub(crate) fn save_now(&self) -> Option<Result<(), BackupError>> {
         let ticket = self.ask();
-        let mut state = self.lock();
-        loop {
-            if let Some(answer) = state.answer(ticket) {
-                return Some(answer);
-            }
-            if state.gone {
-                return None;
-            }
-            state = self
-                .answered
-                .wait(state)
-                .unwrap_or_else(|poison| poison.into_inner());
-        }
+        tickets::wait(self.lock(), &self.answered, ticket, |s| &s.tickets)
     }
 
     /// Hands the thread a ticket for a save of every commit so far, and returns it.
     fn ask(&self) -> u64 {
-        let mut state = self.lock();
-        state.requested += 1;
+        let ticket = self.lock().tickets.take();
         self.wake.notify_all();
-        state.requested
+        ticket
     }
 
     /// Marks the thread ended when dropped, even by a panic, and wakes every waiter.
@@ -177,7 +144,7 @@ impl Shared {
         struct Exit<'a>(&'a Shared);
         impl Drop for Exit<'_> {
             fn drop(&mut self) {
-                self.0.lock().gone = true;
+                self.0.lock().tickets.gone = true;
                 self.0.answered.notify_all();
             }
         }
@@ -220,9 +187,8 @@ pub(crate) struct Worker {
     /// The Opens count last reported to `on_error` as refused.
     pub(crate) reported: Option<u64>,
     pub(crate) options: AutosaveOptions,
-    /// The database header at the last look, and when that look was.
-    pub(crate) version: [u8; 100],
-    pub(crate) looked_at: Instant,
+    /// What the last look at the database header saw.
+    pub(crate) watch: Watch,
 }
 
 impl Worker {
@@ -233,7 +199,8 @@ impl Worker {
             let (tickets, stop, retarget, resumed) = {
                 let mut state = shared.lock();
                 let idle = state.retarget.is_none() && !state.resumed;
-                if idle && state.stop.is_none() && state.requested == state.answered {
+                let asked = state.tickets.waiting(state.tickets.requested());
+                if idle && state.stop.is_none() && !asked {
                     let sleep = schedule.sleep(Instant::now());
                     state = shared
                         .wake
@@ -248,17 +215,18 @@ impl Worker {
                     state.accepted = state.accepted.max(to.accepted);
                 }
                 let resumed = std::mem::take(&mut state.resumed);
-                (state.requested, state.stop, retarget, resumed)
+                (state.tickets.requested(), state.stop, retarget, resumed)
             };
             let moved = retarget.is_some();
             if let Some(to) = retarget {
                 self.path = to.path;
                 self.lock = to.lock; // releases the old file's lock
             }
-            let unsure = self.look(&mut schedule);
+            let unsure = self.watch.look(header(&self.db), &mut schedule);
             if moved || (resumed && self.reported.is_some()) {
                 // The new file needs the whole database; refused changes wait no longer.
-                schedule.changed(self.looked_at, self.looked_at);
+                let at = self.watch.looked_at();
+                schedule.changed(at, at);
             }
             if let Some(how) = stop {
                 // Nothing is saved after this: the handle waits for the thread to end.
@@ -277,7 +245,7 @@ impl Worker {
                     (_, result) => result,
                 };
             }
-            let asked = tickets > shared.lock().answered;
+            let asked = shared.lock().tickets.waiting(tickets);
             if asked || schedule.is_due(Instant::now()) {
                 let result = if asked && !schedule.is_pending() && !unsure {
                     Ok(()) // the last save already holds every commit
@@ -290,22 +258,6 @@ impl Worker {
                     Err(e) => self.report(&e),
                 }
             }
-        }
-    }
-
-    /// Reads the database's header and tells the schedule about a change. Returns
-    /// true when it could not be read: a change cannot be ruled out.
-    fn look(&mut self, schedule: &mut Schedule) -> bool {
-        let now = Instant::now();
-        let previous = std::mem::replace(&mut self.looked_at, now);
-        match header(&self.db) {
-            Some(v) if v != self.version => {
-                self.version = v;
-                schedule.changed(previous, now);
-                false
-            }
-            Some(_) => false,
-            None => true,
         }
     }
 
@@ -378,12 +330,7 @@ impl Worker {
 
 /// Answers every ticket up to `tickets` with `result`.
 fn answer(shared: &Shared, tickets: u64, result: &Result<(), BackupError>) {
-    let mut state = shared.lock();
-    state.answered = state.answered.max(tickets);
-    match result {
-        Ok(()) => state.answered_ok = state.answered_ok.max(tickets),
-        Err(e) => state.last_error = Some(e.clone()),
-    }
+    shared.lock().tickets.settle(tickets, result);
     shared.answered.notify_all();
 }
 

@@ -30,9 +30,10 @@ const COMPACT_FRACTION: u64 = 4;
 
 pub use options::{Compression, ReplicaOptions, Retain};
 pub(crate) use restore::restore_from_replica;
-use source::{object_label, Read, Schedule, Source, Uploaded};
+use source::{object_label, Read, Schedule, Source, Uploaded, Watch};
 use store::{Created, Folder, Store};
 
+use crate::autosave::tickets::{self, Tickets};
 use crate::error::{BackupError, Operation};
 use crate::pool::SingletonManager;
 
@@ -201,8 +202,7 @@ impl Replica {
             .max()
             .unwrap_or(0);
         let mut worker = Worker {
-            version: source.header().unwrap_or([0; 100]),
-            looked_at: Instant::now(),
+            watch: Watch::new(source.header()),
             source,
             store,
             options,
@@ -331,13 +331,10 @@ struct Shared {
 #[derive(Default)]
 struct State {
     prefix: std::path::PathBuf,
-    requested: u64,
-    answered: u64,
-    answered_ok: u64,
-    last_error: Option<BackupError>,
+    /// `sync_now` tickets.
+    tickets: Tickets,
     /// Stop asked: `true` when `stop()` returns the last error, `false` for `on_error`.
     stop: Option<bool>,
-    gone: bool,
 }
 
 impl Shared {
@@ -350,35 +347,17 @@ impl Shared {
     }
 
     fn ask(&self) -> u64 {
-        let mut s = self.lock();
-        s.requested += 1;
+        let ticket = self.lock().tickets.take();
         self.wake.notify_all();
-        s.requested
+        ticket
     }
 
     fn wait(&self, ticket: u64) -> Option<Result<(), BackupError>> {
-        let mut s = self.lock();
-        loop {
-            if s.answered >= ticket {
-                return Some(match &s.last_error {
-                    Some(e) if s.answered_ok < ticket => Err(e.clone()),
-                    _ => Ok(()),
-                });
-            }
-            if s.gone {
-                return None;
-            }
-            s = self.answered.wait(s).unwrap_or_else(|p| p.into_inner());
-        }
+        tickets::wait(self.lock(), &self.answered, ticket, |s| &s.tickets)
     }
 
     fn answer(&self, tickets: u64, result: &Result<(), BackupError>) {
-        let mut s = self.lock();
-        s.answered = s.answered.max(tickets);
-        match result {
-            Ok(()) => s.answered_ok = s.answered_ok.max(tickets),
-            Err(e) => s.last_error = Some(e.clone()),
-        }
+        self.lock().tickets.settle(tickets, result);
         self.answered.notify_all();
     }
 
@@ -391,7 +370,7 @@ impl Shared {
         struct Exit<'a>(&'a Shared);
         impl Drop for Exit<'_> {
             fn drop(&mut self) {
-                self.0.lock().gone = true;
+                self.0.lock().tickets.gone = true;
                 self.0.answered.notify_all();
             }
         }
@@ -432,9 +411,8 @@ struct Worker {
     uncertain: Option<Attempt>,
     /// Another replica writes this prefix: nothing more is synced.
     conflict: Option<BackupError>,
-    /// The header at the last look or sync, and when that look was.
-    version: [u8; 100],
-    looked_at: Instant,
+    /// What the last look at the database header, or the last sync, saw.
+    watch: Watch,
 }
 
 impl Worker {
@@ -443,7 +421,7 @@ impl Worker {
         loop {
             let (tickets, stop) = {
                 let mut s = shared.lock();
-                if s.stop.is_none() && s.requested == s.answered {
+                if s.stop.is_none() && !s.tickets.waiting(s.tickets.requested()) {
                     let sleep = schedule.sleep(Instant::now());
                     s = shared
                         .wake
@@ -451,9 +429,9 @@ impl Worker {
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
                 }
-                (s.requested, s.stop)
+                (s.tickets.requested(), s.stop)
             };
-            let unsure = self.look(&mut schedule);
+            let unsure = self.watch.look(self.source.header(), &mut schedule);
             if let Some(returned) = stop {
                 let result = if schedule.is_pending() || unsure {
                     self.scheduled(shared, &mut schedule)
@@ -468,7 +446,7 @@ impl Worker {
                 }
                 return Ok(());
             }
-            let asked = tickets > shared.lock().answered;
+            let asked = shared.lock().tickets.waiting(tickets);
             if asked || schedule.is_due(Instant::now()) {
                 let result = if asked && !schedule.is_pending() && !unsure {
                     Ok(())
@@ -481,22 +459,6 @@ impl Worker {
                     self.report(e);
                 }
             }
-        }
-    }
-
-    /// Tells the schedule about a commit since the last look; true when the header could
-    /// not be read.
-    fn look(&mut self, schedule: &mut Schedule) -> bool {
-        let now = Instant::now();
-        let previous = std::mem::replace(&mut self.looked_at, now);
-        match self.source.header() {
-            Some(v) if v != self.version => {
-                self.version = v;
-                schedule.changed(previous, now);
-                false
-            }
-            Some(_) => false,
-            None => true,
         }
     }
 
@@ -526,7 +488,7 @@ impl Worker {
             && (self.since_base >= self.options.compact_after
                 || self.bytes_since_base > self.base_bytes / COMPACT_FRACTION);
         let mut read = self.source.read(self.last, compact, self.options.timeout)?;
-        self.version = read.header;
+        self.watch.saw(read.header);
         // Every commit moves the change counter: the same header is the same content.
         let same =
             self.last.is_some_and(|l| l.pages == read.pages) && read.header == self.last_header;

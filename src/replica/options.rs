@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::autosave::options::{report_by_default, ErrorHandler};
 use crate::error::BackupError;
 use crate::{DEFAULT_EVERY, DEFAULT_QUIET};
 
@@ -33,8 +34,6 @@ pub enum Compression {
     Zstd(i32),
 }
 
-pub(crate) type ErrorHandler = Box<dyn FnMut(&BackupError) + Send>;
-
 /// Options for [`Replica::start`](super::Replica::start). Start from
 /// [`ReplicaOptions::default()`] and chain the builder methods.
 ///
@@ -64,7 +63,7 @@ impl Default for ReplicaOptions {
         ReplicaOptions {
             every: DEFAULT_EVERY,
             quiet: DEFAULT_QUIET,
-            on_error: Box::new(|e| eprintln!("diesel-sqlite-backup replica: {e}")),
+            on_error: report_by_default("replica"),
             retain: Retain::For(Duration::from_secs(24 * 3600)),
             compression: Compression::None,
             compact_after: 100,
@@ -104,8 +103,8 @@ impl ReplicaOptions {
 
     /// Called on the replica's thread with every failed background sync (and a failed
     /// compaction or retention pass, and a failed final sync on drop). The replica keeps
-    /// going and retries. A panic in the callback is caught. Default: print to standard
-    /// error.
+    /// going and retries. A panic in the callback is caught. Default: a `tracing` warning
+    /// when a subscriber is installed, else a line on standard error, as for autosaves.
     pub fn on_error(mut self, callback: impl FnMut(&BackupError) + Send + 'static) -> Self {
         self.on_error = Box::new(callback);
         self

@@ -8,7 +8,7 @@ use std::time::Duration;
 use diesel::SqliteConnection;
 
 use super::format;
-pub(crate) use crate::autosave::schedule::Schedule;
+pub(crate) use crate::autosave::schedule::{Schedule, Watch};
 use crate::autosave::{open_private, worker};
 use crate::copy::{checks::begin_read, BackupOptions};
 use crate::error::{BackupError, Operation};
