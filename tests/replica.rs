@@ -826,6 +826,50 @@ fn retention_meanwhile(reads_before: usize) {
     same(&pages(&mut dest.get().unwrap()), &want, "the newest sync");
 }
 
+/// The store wiped under a running replica: its next sync is a whole image, so the store is
+/// restorable again at once (a delta would have had nothing to apply to).
+#[test]
+fn a_store_wiped_under_a_replica_gets_a_whole_image_next() {
+    for (name, store, _dir) in stores() {
+        let prefix = Path::from("wiped");
+        let pool = memory_pool().unwrap();
+        exec(
+            &pool,
+            "CREATE TABLE pad(x);
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 40)
+             INSERT INTO pad SELECT randomblob(3000) FROM s;
+             CREATE TABLE t(x);",
+        );
+        let replica = Replica::start(&pool, store.clone(), prefix.clone(), manual()).unwrap();
+        exec(&pool, "INSERT INTO t VALUES (1)");
+        replica.sync_now().unwrap();
+        for (at, _) in object_sizes(&store, &prefix) {
+            delete(&store, &at);
+        }
+        exec(&pool, "INSERT INTO t VALUES (2)");
+        replica.sync_now().unwrap();
+        let listed: Vec<u64> = list_syncs(store.clone(), &prefix)
+            .unwrap()
+            .iter()
+            .map(|s| s.number)
+            .collect();
+        assert_eq!(listed, vec![3], "{name}");
+        let dest = memory_pool().unwrap();
+        let info = dest
+            .get()
+            .unwrap()
+            .restore_from_replica(store.clone(), &prefix, RestoreTarget::Latest)
+            .unwrap();
+        assert_eq!(info.sync, 3, "{name}");
+        same(
+            &pages(&mut dest.get().unwrap()),
+            &pages(&mut pool.get().unwrap()),
+            name,
+        );
+        replica.stop().unwrap();
+    }
+}
+
 /// The background schedule: a commit reaches the store without `sync_now`.
 #[test]
 fn commits_reach_the_store_on_their_own() {

@@ -484,6 +484,7 @@ impl Worker {
             return Err(e.clone());
         }
         self.settle(shared)?;
+        self.check_chain()?;
         let compact = self.last.is_some()
             && (self.since_base >= self.options.compact_after
                 || self.bytes_since_base > self.base_bytes / COMPACT_FRACTION);
@@ -559,6 +560,25 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// A delta goes only onto a chain that is still there: when the last sync's object is
+    /// gone (the store was wiped, or the prefix's objects deleted), the next sync is a whole
+    /// image; when another replica's object stands in its place, this one stops.
+    fn check_chain(&mut self) -> Result<(), BackupError> {
+        let Some(last) = self.next.checked_sub(1).filter(|_| self.last.is_some()) else {
+            return Ok(());
+        };
+        let location = self.store.location(Folder::Syncs, last);
+        match self.store.header(&location)? {
+            Ok(h) if h.generation == self.generation => Ok(()),
+            Ok(_) => Err(self.conflicted(last)),
+            Err(reason) => {
+                tracing::debug!(object = %location, %reason, "the last sync is gone: a whole image follows");
+                self.last = None;
+                Ok(())
+            }
+        }
     }
 
     /// Records a sync that is in the store.
