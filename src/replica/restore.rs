@@ -157,6 +157,9 @@ fn image_of(store: &Store, listing: &Listing, n: u64) -> Result<(Image, SystemTi
         let generation = base.generation;
         let page_size = base.page_size;
         let mut time = base.time();
+        // Every delta is checked before any is applied.
+        let mut checked = Vec::new();
+        let mut pages_now = image.bytes().len() / page_size as usize;
         for m in b + 1..=n {
             let location = store.location(Folder::Syncs, m);
             if !listing.contains_key(&(Folder::Syncs, m)) {
@@ -199,11 +202,12 @@ fn image_of(store: &Store, listing: &Listing, n: u64) -> Result<(Image, SystemTi
             }
             check_first_page(h, delta.numbers.first().copied(), &delta.pages)
                 .map_err(|r| invalid(&location, r))?;
-            let pages_now = image.bytes().len() / page_size as usize;
             grows_only_by_its_pages(pages_now, &delta).map_err(|r| invalid(&location, r))?;
-            image.apply(&delta);
+            pages_now = h.page_count as usize;
             time = h.time();
+            checked.push(delta);
         }
+        image.apply_all(&checked);
         return Ok((image, time));
     }
     // No usable base: name the newest object whose header was bad, if any.
