@@ -88,6 +88,18 @@ pub fn same(got: &[u8], want: &[u8], what: &str) {
     }
 }
 
+/// 40 pages of padding and an empty table `t`: enough pages that an insert into `t` changes
+/// few of them, so its sync is a delta.
+fn pad(pool: &common::Pool) {
+    exec(
+        pool,
+        "CREATE TABLE pad(x);
+         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 40)
+         INSERT INTO pad SELECT randomblob(3000) FROM s;
+         CREATE TABLE t(x);",
+    );
+}
+
 fn exec(pool: &common::Pool, sql: &str) {
     pool.get().unwrap().batch_execute(sql).unwrap();
 }
@@ -751,14 +763,7 @@ fn retention_meanwhile(reads_before: usize) {
     let source: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let prefix = Path::from("meanwhile");
     let pool = memory_pool().unwrap();
-    // Enough pages that an insert changes few of them: its sync is a delta.
-    exec(
-        &pool,
-        "CREATE TABLE pad(x);
-         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 40)
-         INSERT INTO pad SELECT randomblob(3000) FROM s;
-         CREATE TABLE t(x);",
-    );
+    pad(&pool);
     let options = manual().compact_after(2).retain(Retain::Snapshots(1));
     let replica = Replica::start(&pool, source.clone(), prefix.clone(), options).unwrap();
     let objects = |store: &Arc<dyn ObjectStore>| -> Objects {
@@ -833,13 +838,7 @@ fn a_store_wiped_under_a_replica_gets_a_whole_image_next() {
     for (name, store, _dir) in stores() {
         let prefix = Path::from("wiped");
         let pool = memory_pool().unwrap();
-        exec(
-            &pool,
-            "CREATE TABLE pad(x);
-             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 40)
-             INSERT INTO pad SELECT randomblob(3000) FROM s;
-             CREATE TABLE t(x);",
-        );
+        pad(&pool);
         let replica = Replica::start(&pool, store.clone(), prefix.clone(), manual()).unwrap();
         exec(&pool, "INSERT INTO t VALUES (1)");
         replica.sync_now().unwrap();
@@ -897,14 +896,7 @@ fn retention_keeps_the_latest_restorable() {
     let prefix = Path::from("retain");
     let pool = memory_pool().unwrap();
     let options = manual().compact_after(3).retain(Retain::Snapshots(2));
-    // Enough pages that an insert changes few of them: syncs are deltas, then compaction.
-    exec(
-        &pool,
-        "CREATE TABLE pad(x);
-         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 40)
-         INSERT INTO pad SELECT randomblob(3000) FROM s;
-         CREATE TABLE t(x);",
-    );
+    pad(&pool);
     let replica = Replica::start(&pool, store.clone(), prefix.clone(), options).unwrap();
     for i in 0..20 {
         exec(&pool, &format!("INSERT INTO t VALUES ({i})"));

@@ -40,6 +40,20 @@ fn changed_bytes(a: &[u8], b: &[u8], page: usize) -> u64 {
         * page as u64
 }
 
+/// A pool database of `rows` rows of 1000 random bytes: four fill a 4 KiB page.
+fn item_pool(rows: u64) -> Pool {
+    let pool = memory_pool().unwrap();
+    pool.get()
+        .unwrap()
+        .batch_execute(&format!(
+            "CREATE TABLE item(id INTEGER PRIMARY KEY, body BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows})
+             INSERT INTO item SELECT i, randomblob(1000) FROM n;"
+        ))
+        .unwrap();
+    pool
+}
+
 /// One-row updates at random for [`SAMPLE`]: transactions per second.
 fn writer_rate(pool: &Pool, rows: u64) -> f64 {
     let mut conn = pool.get().unwrap();
@@ -63,15 +77,7 @@ pub fn run(mib: u64, rounds: usize, dir: &Path) -> Vec<Goal> {
         .unwrap_or(mib);
     // Four rows of 1000 bytes fill a 4 KiB page: 1024 rows a MiB.
     let rows = mib * 1024;
-    let pool = memory_pool().unwrap();
-    pool.get()
-        .unwrap()
-        .batch_execute(&format!(
-            "CREATE TABLE item(id INTEGER PRIMARY KEY, body BLOB);
-             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows})
-             INSERT INTO item SELECT i, randomblob(1000) FROM n;"
-        ))
-        .unwrap();
+    let pool = item_pool(rows);
     let folder = dir.join("replica-store");
     std::fs::create_dir_all(&folder).unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(&folder).unwrap());
@@ -144,17 +150,13 @@ pub fn run(mib: u64, rounds: usize, dir: &Path) -> Vec<Goal> {
     let large = writer_loss(&pool, rows, rounds, &store, "writers");
     drop(pool);
     let small_rows = 8 * 1024;
-    let small = memory_pool().unwrap();
-    small
-        .get()
-        .unwrap()
-        .batch_execute(&format!(
-            "CREATE TABLE item(id INTEGER PRIMARY KEY, body BLOB);
-             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {small_rows})
-             INSERT INTO item SELECT i, randomblob(1000) FROM n;"
-        ))
-        .unwrap();
-    let small = writer_loss(&small, small_rows, rounds, &store, "writers-8");
+    let small = writer_loss(
+        &item_pool(small_rows),
+        small_rows,
+        rounds,
+        &store,
+        "writers-8",
+    );
     std::fs::remove_dir_all(&folder).ok();
 
     let ms = |v: &[f64]| median(v.to_vec()) * 1000.0;
