@@ -77,6 +77,12 @@ fn moto() -> Option<Moto> {
         .local_addr()
         .unwrap()
         .port();
+    moto_on(port)
+}
+
+/// Starts moto_server on `port` (it keeps nothing: a new one is an empty store) and makes
+/// bucket `dsb-replica`.
+fn moto_on(port: u16) -> Option<Moto> {
     let child = Command::new("moto_server")
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
@@ -329,4 +335,72 @@ fn replica_survives_a_server_outage() {
     }
     replica.stop().unwrap();
     drop(moto);
+}
+
+/// The server is killed mid-run and a new one started on the same address (moto keeps
+/// objects in memory, so the store comes back empty): the failures reach `sync_now` and
+/// `on_error`, nothing committed is lost, and the next sync, finding its last sync gone,
+/// uploads a whole image that restores to the source.
+#[test]
+fn replica_survives_a_server_restart() {
+    let Some((store, prefix, moto)) = s3(Duration::from_secs(2)) else {
+        return;
+    };
+    let Some(moto) = moto else {
+        return; // real S3 cannot be restarted
+    };
+    let pool = memory_pool().unwrap();
+    // Padding, so that the syncs after the restart are deltas, not whole images.
+    pool.get()
+        .unwrap()
+        .batch_execute(
+            "CREATE TABLE item(id INTEGER PRIMARY KEY, body TEXT);
+             CREATE TABLE total(n INTEGER); INSERT INTO total VALUES (0);
+             CREATE TABLE pad(x);
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 100)
+             INSERT INTO pad SELECT randomblob(3000) FROM s;",
+        )
+        .unwrap();
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let options = ReplicaOptions::default()
+        .every(Duration::from_millis(50))
+        .quiet(Duration::ZERO)
+        .on_error({
+            let errors = errors.clone();
+            move |e| errors.lock().unwrap().push(e.to_string())
+        });
+    let replica = Replica::start(&pool, store.clone(), prefix.clone(), options).unwrap();
+    let mut c = pool.get().unwrap();
+    for _ in 0..5 {
+        add_item(&mut c);
+        replica.sync_now().unwrap();
+    }
+    let port = moto.port;
+    drop(moto); // killed
+    for _ in 0..10 {
+        add_item(&mut c);
+    }
+    let err = replica.sync_now().unwrap_err();
+    assert!(err.to_string().contains(prefix.as_ref()), "{err}");
+    // The background syncs fail too, and say so.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    add_item(&mut c);
+    while errors.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no failure reached on_error");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let Some(_moto) = moto_on(port) else {
+        return;
+    };
+    replica.sync_now().unwrap();
+    // Restorable only if the new store's first sync is a whole image.
+    let syncs = list_syncs(store.clone(), &prefix).unwrap();
+    assert!(syncs.first().is_some_and(|s| s.number > 6), "{syncs:?}");
+    let dest = memory_pool().unwrap();
+    let mut d = dest.get().unwrap();
+    d.restore_from_replica(store.clone(), &prefix, RestoreTarget::Latest)
+        .unwrap();
+    assert_eq!(ledger_of(&mut d), ledger_of(&mut c), "caught up");
+    assert_eq!(ledger_of(&mut d).1, 16);
+    replica.stop().unwrap();
 }
