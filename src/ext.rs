@@ -275,8 +275,12 @@ pub trait BackupExt {
     /// in `store` (written by a [`Replica`](crate::Replica), in any process), with every
     /// guarantee of [`restore_from_bytes`](Self::restore_from_bytes): the image is rebuilt
     /// in memory, every object's checksums, sync number, generation and page count checked,
-    /// and the image passes `PRAGMA integrity_check`, before one destination transaction
-    /// replaces the database; on any failure the old data stays. Feature `replica`.
+    /// and its page 1 a database header, before one destination transaction replaces the
+    /// database; on any failure the old data stays. Like `restore_from_bytes` on its
+    /// defaults, it does not run `PRAGMA integrity_check` (the checksums prove the pages are
+    /// the ones the replica read; run it on the result to check the source itself). From
+    /// `LocalFileSystem` the objects are memory-mapped: no other program may rewrite them
+    /// in place meanwhile (docs/replica.md, "Reading it back"). Feature `replica`.
     ///
     /// # Errors
     /// [`BackupError::InvalidInput`] naming the prefix when no sync matches `target`;

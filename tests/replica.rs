@@ -377,6 +377,52 @@ fn truncated_missing_and_foreign(store: Arc<dyn ObjectStore>) {
     );
 }
 
+/// A FIFO under an object's name in a local store (a folder may hold anything): listing and
+/// restoring never open it, so they cannot wait forever for a writer; `Latest` names it.
+#[cfg(unix)]
+#[test]
+fn a_fifo_named_like_an_object_is_refused_unopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let local: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let prefix = Path::from("fifo");
+    let (store, states) = three_syncs(local, &prefix);
+    let fifo = dir.path().join("fifo/syncs/00000000000000000004.dsbr");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let listed: Vec<u64> = list_syncs(store.clone(), &prefix)
+            .unwrap()
+            .iter()
+            .map(|s| s.number)
+            .collect();
+        let latest = restore_err(&store, &prefix, RestoreTarget::Latest);
+        let dest = memory_pool().unwrap();
+        let third = dest
+            .get()
+            .unwrap()
+            .restore_from_replica(store, &prefix, RestoreTarget::Sync(3))
+            .unwrap();
+        let third_pages = pages(&mut dest.get().unwrap());
+        tx.send((listed, latest, third.sync, third_pages)).unwrap();
+    });
+    // A hang guard: the calls take milliseconds.
+    let (listed, latest, third, third_pages) = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("a restore waited on the FIFO");
+    assert_eq!(listed, vec![1, 2, 3]);
+    assert!(
+        latest.contains("fifo/syncs/00000000000000000004.dsbr") && latest.contains("truncated"),
+        "{latest}"
+    );
+    assert_eq!(third, 3);
+    same(&third_pages, &states[2], "sync 3");
+}
+
 /// An object whose checksums hold but whose page 1 is no database header (here the image,
 /// which later deltas' page 1 would have covered): the restore refuses it and names it.
 #[test]

@@ -58,12 +58,28 @@ pub(crate) fn restorable(listing: &Listing) -> Vec<SyncInfo> {
     out
 }
 
+/// The numbers of `syncs` (ascending) as runs: "1, 3 to 5, 8".
+fn ranges(syncs: &[SyncInfo]) -> String {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for s in syncs {
+        match runs.last_mut() {
+            Some((_, end)) if end.checked_add(1) == Some(s.number) => *end = s.number,
+            _ => runs.push((s.number, s.number)),
+        }
+    }
+    let run = |&(a, b): &(u64, u64)| match a == b {
+        true => a.to_string(),
+        false => format!("{a} to {b}"),
+    };
+    runs.iter().map(run).collect::<Vec<_>>().join(", ")
+}
+
 /// The sync `target` names, from what the store holds.
 fn resolve(listing: &Listing, target: &RestoreTarget, prefix: &Path) -> Result<u64, BackupError> {
     let syncs = restorable(listing);
-    let range = match (syncs.first(), syncs.last()) {
-        (Some(a), Some(b)) => format!("syncs {} to {} can be restored", a.number, b.number),
-        _ => "no sync can be restored".into(),
+    let range = match ranges(&syncs) {
+        r if r.is_empty() => "no sync can be restored".into(),
+        r => format!("syncs {r} can be restored"),
     };
     let none = |what: String| BackupError::InvalidInput {
         op: OP,
@@ -120,10 +136,12 @@ fn image_of(store: &Store, listing: &Listing, n: u64) -> Result<(Image, SystemTi
     for (b, folder) in bases {
         let location = store.location(folder, b);
         // The base and every delta after it, read concurrently.
+        // Only objects whose header was read whole: another is refused for that header below,
+        // unread (it may not even answer a read, as a FIFO).
         let mut wanted = vec![location.clone()];
         wanted.extend(
             (b + 1..=n)
-                .filter(|&m| listing.contains_key(&(Folder::Syncs, m)))
+                .filter(|&m| matches!(listing.get(&(Folder::Syncs, m)), Some(Ok(_))))
                 .map(|m| store.location(Folder::Syncs, m)),
         );
         let mut objects = store.get_all(&wanted).into_iter();
@@ -162,13 +180,17 @@ fn image_of(store: &Store, listing: &Listing, n: u64) -> Result<(Image, SystemTi
         let mut pages_now = image.bytes().len() / page_size as usize;
         for m in b + 1..=n {
             let location = store.location(Folder::Syncs, m);
-            if !listing.contains_key(&(Folder::Syncs, m)) {
-                return Err(invalid(
-                    &location,
-                    format!(
-                        "missing from the store: sync {n} needs it (from the image of sync {b})"
-                    ),
-                ));
+            match listing.get(&(Folder::Syncs, m)) {
+                None => {
+                    return Err(invalid(
+                        &location,
+                        format!(
+                            "missing from the store: sync {n} needs it (from the image of sync {b})"
+                        ),
+                    ))
+                }
+                Some(Err(reason)) => return Err(invalid(&location, reason.clone())),
+                Some(Ok(_)) => {}
             }
             let delta = deltas.next().expect("every present delta was asked for")?;
             let delta = delta.map_err(|r| invalid(&location, r))?;
@@ -424,6 +446,17 @@ mod tests {
             None,
         );
         decode(bytes.into()).unwrap()
+    }
+
+    #[test]
+    fn restorable_syncs_are_named_as_runs() {
+        let at = |n| SyncInfo {
+            number: n,
+            time: SystemTime::UNIX_EPOCH,
+        };
+        let syncs: Vec<SyncInfo> = [1, 3, 4, 5, 8].into_iter().map(at).collect();
+        assert_eq!(ranges(&syncs), "1, 3 to 5, 8");
+        assert_eq!(ranges(&[]), "");
     }
 
     /// A delta with valid checksums but a forged page count is refused before the image is

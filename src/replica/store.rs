@@ -34,8 +34,10 @@ impl Drop for Store {
     }
 }
 
-/// Listings made at most when objects vanish while they are read (see [`Store::list`]).
-pub(crate) const LISTINGS: u32 = 3;
+/// Listings made at most when objects vanish while they are read (see [`Store::list`]): a
+/// replica's retention deletes, at most, what lies before its newest image, so a listing
+/// a moment later is whole unless the replica syncs faster than a listing takes.
+pub(crate) const LISTINGS: u32 = 10;
 
 /// Header reads in flight at once while listing.
 const READS_AT_ONCE: usize = 16;
@@ -267,13 +269,19 @@ impl Store {
                     continue;
                 };
                 if let Ok(sync) = n.parse::<u64>() {
-                    names.push((folder, sync, meta.location));
+                    names.push((folder, sync, meta.location, meta.size));
                 }
             }
         }
         // The headers, a few requests at a time: a listing is one round trip per object.
         let store = Arc::clone(&self.store);
-        let locations: Vec<Path> = names.iter().map(|(_, _, l)| l.clone()).collect();
+        // An object shorter than a header is not read: it cannot be used, and a FIFO (which
+        // a folder may hold under any name, and which lists as 0 bytes) would never answer.
+        let locations: Vec<Path> = names
+            .iter()
+            .filter(|(.., size)| *size >= HEADER_LEN as u64)
+            .map(|(_, _, l, _)| l.clone())
+            .collect();
         let mut answers: std::collections::HashMap<Path, _> = self.block_on(async move {
             let mut pending = locations.into_iter();
             let mut running = tokio::task::JoinSet::new();
@@ -294,7 +302,12 @@ impl Store {
         });
         let mut found = Listing::new();
         let mut vanished = false;
-        for (folder, sync, location) in names {
+        for (folder, sync, location, size) in names {
+            if size < HEADER_LEN as u64 {
+                let short = format!("truncated: {size} bytes, shorter than a header");
+                found.insert((folder, sync), Err(short));
+                continue;
+            }
             let answer = answers.remove(&location).expect("every name was read");
             if matches!(answer, Err(object_store::Error::NotFound { .. })) {
                 vanished = true;
