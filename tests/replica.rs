@@ -1287,3 +1287,125 @@ fn zstd_objects_round_trip_and_are_smaller() {
     let (plain, packed) = (sizes(Compression::None), sizes(Compression::Zstd(3)));
     assert!(packed * 3 < plain, "zstd {packed} bytes, plain {plain}");
 }
+
+/// Restores in tight loops (`Latest`, `At`, `Sync` of a listed number, `list_syncs`) while
+/// writers move money and a replica syncs as fast as it can, compacting and dropping all but
+/// the newest image every sync or two: every restore that succeeds is a sound ledger of a
+/// sync that existed, every failure keeps the old data and is a restore's error, and
+/// neither `Latest` nor `list_syncs` ever fails for what retention deleted meanwhile
+/// (ported from an adversarial review's race test).
+#[test]
+fn restores_racing_retention_get_a_sync_that_existed() {
+    const ACCOUNTS: i64 = 100;
+    for compact in [1, 2] {
+        for (name, store, _dir) in stores() {
+            let pool = common::pool_of(4);
+            exec(
+                &pool,
+                &format!(
+                    "CREATE TABLE acct(id INTEGER PRIMARY KEY, bal INTEGER, pad BLOB);
+                     WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {ACCOUNTS})
+                     INSERT INTO acct SELECT i, 1000, randomblob(1500) FROM s;"
+                ),
+            );
+            let prefix = Path::from("race");
+            let options = ReplicaOptions::default()
+                .every(Duration::from_millis(5))
+                .quiet(Duration::from_millis(1))
+                .retain(Retain::Snapshots(1))
+                .compact_after(compact)
+                .on_error(|_| {});
+            let replica = Replica::start(&pool, store.clone(), prefix.clone(), options).unwrap();
+            let stop = AtomicBool::new(false);
+            let started = SystemTime::now();
+            let bad = Mutex::new(Vec::<String>::new());
+            let check = |c: &mut SqliteConnection| -> Result<(), String> {
+                let sum = common::scalar(c, "SELECT sum(bal) AS n FROM acct");
+                match (common::integrity_of(c).as_str(), sum) {
+                    ("ok", s) if s == ACCOUNTS * 1000 => Ok(()),
+                    (integrity, s) => Err(format!("integrity {integrity}, total {s}")),
+                }
+            };
+            std::thread::scope(|s| {
+                for w in 0..2u64 {
+                    let (pool, stop) = (&pool, &stop);
+                    s.spawn(move || {
+                        let mut c = pool.get().unwrap();
+                        let mut i = w;
+                        while !stop.load(Ordering::Relaxed) {
+                            let (a, b) = ((i * 7) % 100 + 1, (i * 13 + 5) % 100 + 1);
+                            c.batch_execute(&format!(
+                                "BEGIN IMMEDIATE;
+                                 UPDATE acct SET bal = bal - 1, pad = randomblob(1500) WHERE id = {a};
+                                 UPDATE acct SET bal = bal + 1 WHERE id = {b}; COMMIT;"
+                            ))
+                            .unwrap();
+                            i += 2;
+                        }
+                    });
+                }
+                s.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        let _ = replica.sync_now();
+                    }
+                });
+                let restorers: Vec<_> = (0..2u64)
+                    .map(|r| {
+                        let (store, prefix, bad, check) = (store.clone(), &prefix, &bad, &check);
+                        s.spawn(move || {
+                            for i in 0..60u64 {
+                                let listed = list_syncs(store.clone(), prefix).unwrap();
+                                let Some(last) = listed.last() else {
+                                    bad.lock().unwrap().push("list_syncs empty".into());
+                                    continue;
+                                };
+                                let target = match (i + r) % 3 {
+                                    0 => RestoreTarget::Latest,
+                                    1 => RestoreTarget::At(SystemTime::now()),
+                                    _ => RestoreTarget::Sync(last.number),
+                                };
+                                let dest = memory_pool().unwrap();
+                                let mut c = dest.get().unwrap();
+                                c.batch_execute("CREATE TABLE old(x); INSERT INTO old VALUES (1)")
+                                    .unwrap();
+                                match c.restore_from_replica(store.clone(), prefix, target) {
+                                    Ok(info) => {
+                                        if let Err(e) = check(&mut c) {
+                                            bad.lock()
+                                                .unwrap()
+                                                .push(format!("sync {}: {e}", info.sync));
+                                        }
+                                    }
+                                    Err(e) => {
+                                        let kept =
+                                            common::scalar(&mut c, "SELECT count(*) AS n FROM old");
+                                        let restore = e.to_string().starts_with("restore");
+                                        let latest = target == RestoreTarget::Latest;
+                                        if latest || kept != 1 || !restore {
+                                            bad.lock().unwrap().push(format!("{target:?}: {e}"));
+                                        }
+                                    }
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                for r in restorers {
+                    r.join().unwrap();
+                }
+                stop.store(true, Ordering::Relaxed);
+            });
+            replica.stop().unwrap();
+            let bad = bad.into_inner().unwrap();
+            assert!(bad.is_empty(), "{name}, compact_after({compact}): {bad:?}");
+            let dest = memory_pool().unwrap();
+            let info = dest
+                .get()
+                .unwrap()
+                .restore_from_replica(store.clone(), &prefix, RestoreTarget::Latest)
+                .unwrap();
+            assert!(info.time >= started);
+            check(&mut dest.get().unwrap()).unwrap();
+        }
+    }
+}
