@@ -1,17 +1,19 @@
-//! The buffer a restore rebuilds a database image in: the base object's own bytes, then
-//! every delta written over them in place.
+//! Fetched objects in memory, and the buffer a restore rebuilds a database image in: the
+//! base object's own bytes, then every delta written over them in place.
 //!
-//! A base that is a file on this machine (object_store's `LocalFileSystem`) is mapped
-//! copy-on-write instead of read: reading 200 MiB into fresh memory costs more than the
-//! whole load into the pool (a page fault and a copy per page), while a private mapping
-//! shares the kernel's cached pages, and only the pages a delta writes are copied.
+//! An object that is a file on this machine (object_store's `LocalFileSystem`) is mapped
+//! instead of read: reading 200 MiB into fresh memory costs more than the whole load into
+//! the pool (a page fault and a copy per page), while a private mapping shares the kernel's
+//! cached pages, and only the pages a delta writes are copied.
 //!
-//! The mapping assumes what object_store promises of its files: they are written once (to a
-//! temporary name, then renamed) and never changed in place. A file truncated by another
+//! The mapping assumes what object_store does with its files: each is written once (to a
+//! temporary name, then renamed) and never changed in place. One truncated by another
 //! program while a restore maps it ends the process with `SIGBUS`, as SQLite's own
-//! memory-mapped I/O would (docs/replica.md, "Reading it back").
+//! memory-mapped I/O would; one rewritten in place may reach the restore after its CRC was
+//! checked (docs/replica.md, "Reading it back").
 
-use super::format::Object;
+use super::format::{self, Header, Object, HEADER_LEN};
+use super::store::Fetched;
 
 /// Where the image's bytes live.
 enum Storage {
@@ -120,6 +122,77 @@ impl Image {
             }
         }
     }
+}
+
+/// The bytes of a fetched object; a file is mapped (privately, and never written), or read
+/// when it cannot be.
+pub(crate) fn bytes_of(fetched: Fetched) -> Result<bytes::Bytes, String> {
+    match fetched {
+        Fetched::Bytes(bytes) => Ok(bytes),
+        Fetched::File(file, len) => {
+            let len = usize::try_from(len).map_err(|_| "larger than this machine's memory")?;
+            #[cfg(unix)]
+            if let Ok(map) = mapping::Mapping::new(&file, len, len) {
+                return Ok(map.into_bytes(len));
+            }
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(&file, len as u64), &mut bytes)
+                .map_err(|e| format!("unreadable: {e}"))?;
+            Ok(bytes.into())
+        }
+    }
+}
+
+/// A base object's pages as an image, checked (length, checksums, page numbers), with room
+/// for `final_len` bytes where that is cheap. A file is mapped rather than read; one that
+/// cannot be is read.
+pub(crate) fn base_image(fetched: Fetched, final_len: usize) -> Result<(Header, Image), String> {
+    #[cfg(unix)]
+    let fetched = match fetched {
+        Fetched::File(file, len) => {
+            let len = usize::try_from(len).map_err(|_| "larger than this machine's memory")?;
+            match mapped_image(&file, len, final_len)? {
+                Some(found) => return Ok(found),
+                None => Fetched::File(file, len as u64),
+            }
+        }
+        bytes => bytes,
+    };
+    let object = format::decode(bytes_of(fetched)?)?;
+    let header = object.header.clone();
+    let mut image = Image::of_object(object);
+    image.reserve(final_len);
+    Ok((header, image))
+}
+
+/// The image of a base object mapped from its file, if it could be mapped and is stored
+/// uncompressed.
+#[cfg(unix)]
+fn mapped_image(
+    file: &std::fs::File,
+    len: usize,
+    final_len: usize,
+) -> Result<Option<(Header, Image)>, String> {
+    use mapping::Mapping;
+    // Room to grow in place; the capacity comes from a header not yet checked, so a refused
+    // reservation falls back to the file's own length.
+    let Some(map) = Mapping::new(file, len, len.saturating_add(final_len))
+        .or_else(|_| Mapping::new(file, len, len))
+        .ok()
+    else {
+        return Ok(None);
+    };
+    let object = &map.as_slice()[..len];
+    let header = format::verify(object)?;
+    if header.codec != format::Codec::Plain {
+        return Ok(None);
+    }
+    let numbers = format::page_numbers(&header, &object[HEADER_LEN..])?;
+    let pages_at = HEADER_LEN + numbers.len() * 4;
+    Ok(Some((
+        header,
+        Image::of_mapping(map, pages_at, len - pages_at),
+    )))
 }
 
 #[cfg(unix)]

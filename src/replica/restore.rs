@@ -5,8 +5,8 @@ use std::time::SystemTime;
 
 use object_store::path::Path;
 
-use super::format::{self, Header, Kind, HEADER_LEN};
-use super::image::Image;
+use super::format::{self, Header, Kind};
+use super::image::{base_image, bytes_of, Image};
 use super::source::object_label;
 use super::store::{Fetched, Folder, Listing, Store, LISTINGS};
 use super::{RestoreTarget, SyncInfo};
@@ -135,9 +135,8 @@ fn image_of(store: &Store, listing: &Listing, n: u64) -> Result<(Image, SystemTi
     let mut first_error = None;
     for (b, folder) in bases {
         let location = store.location(folder, b);
-        // The base and every delta after it, read concurrently.
-        // Only objects whose header was read whole: another is refused for that header below,
-        // unread (it may not even answer a read, as a FIFO).
+        // The base and every delta after it whose header was read whole, fetched concurrently;
+        // another is refused for its header below, unread (a FIFO would never answer).
         let mut wanted = vec![location.clone()];
         wanted.extend(
             (b + 1..=n)
@@ -308,76 +307,6 @@ fn checked_base(
         }
     }
     Ok((header, image))
-}
-
-/// The bytes of a fetched object; a file is mapped read-only (see [`Image`]), or read.
-fn bytes_of(fetched: Fetched) -> Result<bytes::Bytes, String> {
-    match fetched {
-        Fetched::Bytes(bytes) => Ok(bytes),
-        Fetched::File(file, len) => {
-            let len = usize::try_from(len).map_err(|_| "larger than this machine's memory")?;
-            #[cfg(unix)]
-            if let Ok(map) = super::image::mapping::Mapping::new(&file, len, len) {
-                return Ok(map.into_bytes(len));
-            }
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::Read::take(&file, len as u64), &mut bytes)
-                .map_err(|e| format!("unreadable: {e}"))?;
-            Ok(bytes.into())
-        }
-    }
-}
-
-/// A base object's pages as an image, checked (length, checksums, page numbers), with room
-/// for `final_len` bytes where that is cheap. A file is mapped rather than read (see
-/// [`Image`]); one that cannot be is read.
-fn base_image(fetched: Fetched, final_len: usize) -> Result<(Header, Image), String> {
-    #[cfg(unix)]
-    let fetched = match fetched {
-        Fetched::File(file, len) => {
-            let len = usize::try_from(len).map_err(|_| "larger than this machine's memory")?;
-            match mapped_image(&file, len, final_len)? {
-                Some(found) => return Ok(found),
-                None => Fetched::File(file, len as u64),
-            }
-        }
-        bytes => bytes,
-    };
-    let object = format::decode(bytes_of(fetched)?)?;
-    let header = object.header.clone();
-    let mut image = Image::of_object(object);
-    image.reserve(final_len);
-    Ok((header, image))
-}
-
-/// The image of a base object mapped from its file, if it could be mapped and is stored
-/// uncompressed.
-#[cfg(unix)]
-fn mapped_image(
-    file: &std::fs::File,
-    len: usize,
-    final_len: usize,
-) -> Result<Option<(Header, Image)>, String> {
-    use super::image::mapping::Mapping;
-    // Room to grow in place; the capacity comes from a header not yet checked, so a refused
-    // reservation falls back to the file's own length.
-    let Some(map) = Mapping::new(file, len, len.saturating_add(final_len))
-        .or_else(|_| Mapping::new(file, len, len))
-        .ok()
-    else {
-        return Ok(None);
-    };
-    let object = &map.as_slice()[..len];
-    let header = format::verify(object)?;
-    if header.codec != format::Codec::Plain {
-        return Ok(None);
-    }
-    let numbers = format::page_numbers(&header, &object[HEADER_LEN..])?;
-    let pages_at = HEADER_LEN + numbers.len() * 4;
-    Ok(Some((
-        header,
-        Image::of_mapping(map, pages_at, len - pages_at),
-    )))
 }
 
 pub(crate) fn list_syncs(
