@@ -514,23 +514,20 @@ impl Worker {
             numbers,
         };
         let zstd = self.options.zstd_level();
-        let (kind, object) = match &read.changed {
-            // Compaction: the pages that changed, cut out of the whole read.
+        // A compaction read the whole database: its delta is the pages that changed, cut out
+        // of that read, and the read itself becomes an image beside it (below).
+        let object = match &read.changed {
             Some(changed) => {
                 let delta = contents(format::Kind::Delta, changed);
-                (None, format::encode(&delta, &cut(&read, changed), zstd))
+                format::encode(&delta, &cut(&read, changed), zstd)
             }
             None => {
-                let kind = if whole {
-                    format::Kind::Snapshot
-                } else {
-                    format::Kind::Delta
+                let kind = match whole {
+                    true => format::Kind::Snapshot,
+                    false => format::Kind::Delta,
                 };
                 let object = std::mem::take(&mut read.object);
-                (
-                    Some(kind),
-                    format::encode_in_place(&contents(kind, &read.numbers), object, zstd),
-                )
+                format::encode_in_place(&contents(kind, &read.numbers), object, zstd)
             }
         };
         let attempt = Attempt {
@@ -546,8 +543,7 @@ impl Worker {
             object: object.into(),
         };
         self.put(shared, attempt)?;
-        if kind.is_none() {
-            // ... and the same read as a whole image, beside the delta.
+        if read.changed.is_some() {
             let image = contents(format::Kind::Snapshot, &read.numbers);
             let image = format::encode_in_place(&image, std::mem::take(&mut read.object), zstd);
             let image_bytes = image.len() as u64;
