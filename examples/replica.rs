@@ -31,7 +31,9 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .nth(1)
         .map_or_else(|| temp.path().to_owned(), Into::into);
     std::fs::create_dir_all(&folder)?;
-    let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(&folder)?);
+    // with_fsync: each object is on disk before its sync counts (docs/replica.md, power loss).
+    let local = LocalFileSystem::new_with_prefix(&folder)?.with_fsync(true);
+    let store: Arc<dyn ObjectStore> = Arc::new(local);
     let prefix = Path::from("notes");
 
     let pool = memory_pool()?;
