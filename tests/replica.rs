@@ -6,8 +6,12 @@
 #![cfg(feature = "replica")]
 
 mod common;
+#[path = "replica/hooked.rs"]
+mod hooked;
 #[path = "replica/kill.rs"]
 mod kill;
+#[path = "replica/wipes.rs"]
+mod wipes;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,6 +23,7 @@ use diesel_sqlite_backup::{
     list_syncs, memory_pool, Autosave, AutosaveOptions, BackupError, BackupExt, Replica,
     ReplicaOptions, RestoreTarget, Retain,
 };
+use hooked::{Hooked, Objects, SwapOnRead};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -423,6 +428,27 @@ fn a_fifo_named_like_an_object_is_refused_unopened() {
     same(&third_pages, &states[2], "sync 3");
 }
 
+/// Junk under a sync's name, numbered above every sync: `Latest` names the junk and why,
+/// not a gap before it; the syncs below still restore.
+#[test]
+fn junk_named_like_the_newest_sync_is_named() {
+    let prefix = Path::from("junk");
+    let (store, _) = three_syncs(Arc::new(InMemory::new()), &prefix);
+    let junk = Path::from("junk/syncs/00000000000000006199.dsbr");
+    put(&store, &junk, vec![0x41; 100]);
+    let err = restore_err(&store, &prefix, RestoreTarget::Latest);
+    assert!(
+        err.contains(junk.as_ref()) && err.contains("bad magic"),
+        "{err}"
+    );
+    let listed: Vec<u64> = list_syncs(store.clone(), &prefix)
+        .unwrap()
+        .iter()
+        .map(|s| s.number)
+        .collect();
+    assert_eq!(listed, vec![1, 2, 3]);
+}
+
 /// An object whose checksums hold but whose page 1 is no database header (here the image,
 /// which later deltas' page 1 would have covered): the restore refuses it and names it.
 #[test]
@@ -696,104 +722,6 @@ fn stop_and_drop_sync_what_is_pending() {
     send_sync::<Replica>();
 }
 
-/// Objects and their bytes.
-type Objects = Vec<(Path, Vec<u8>)>;
-
-/// A store whose read of `trigger` after `reads_before` others finds it as a replica's
-/// retention left it after a newer image (`before`'s objects deleted, `after`'s there): what a restore meets when
-/// retention runs between its listing and its reads.
-#[derive(Debug)]
-struct RetainedMeanwhile {
-    inner: InMemory,
-    trigger: Path,
-    /// Reads of `trigger` that still find it (a listing reads each header once).
-    reads_before: std::sync::atomic::AtomicUsize,
-    before: Vec<Path>,
-    after: Mutex<Option<Objects>>,
-}
-
-impl std::fmt::Display for RetainedMeanwhile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RetainedMeanwhile({})", self.inner)
-    }
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for RetainedMeanwhile {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: object_store::PutOptions,
-    ) -> object_store::Result<object_store::PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: object_store::PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: object_store::GetOptions,
-    ) -> object_store::Result<object_store::GetResult> {
-        let reads = &self.reads_before;
-        let now = location == &self.trigger
-            && reads
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_err();
-        let after = match now {
-            true => self.after.lock().unwrap().take(),
-            false => None,
-        };
-        if let Some(after) = after {
-            for (at, bytes) in after {
-                self.inner.put(&at, bytes.into()).await?;
-            }
-            for at in &self.before {
-                self.inner.delete(at).await?;
-            }
-        }
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: futures_core::stream::BoxStream<'static, object_store::Result<Path>>,
-    ) -> futures_core::stream::BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(
-        &self,
-        prefix: Option<&Path>,
-    ) -> futures_core::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
-    {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(
-        &self,
-        prefix: Option<&Path>,
-    ) -> object_store::Result<object_store::ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: object_store::CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
-
 /// Retention deletes the image (and deltas) a restore listed, before the listing reads their
 /// headers or before the restore reads them: the restore loads the newest sync, instead of
 /// failing on a missing object.
@@ -853,20 +781,18 @@ fn retention_meanwhile(reads_before: usize) {
         .number;
     let want = pages(&mut pool.get().unwrap());
 
-    let inner = InMemory::new();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     for (at, bytes) in &before {
-        rt.block_on(inner.put(at, bytes.clone().into())).unwrap();
+        put(&inner, at, bytes.clone());
     }
-    let store: Arc<dyn ObjectStore> = Arc::new(RetainedMeanwhile {
-        inner,
+    let hooked = Hooked::new(inner, &prefix);
+    *hooked.swap_on_read.lock().unwrap() = Some(SwapOnRead {
         trigger: first.clone(),
-        reads_before: reads_before.into(),
+        reads_before,
         before: before.iter().map(|(p, _)| p.clone()).collect(),
-        after: Mutex::new(Some(objects(&source))),
+        after: objects(&source),
     });
+    let store: Arc<dyn ObjectStore> = hooked;
     let dest = memory_pool().unwrap();
     let info = dest
         .get()

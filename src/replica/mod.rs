@@ -211,6 +211,7 @@ impl Replica {
             last: None,
             last_time_ns,
             last_header: [0; 100],
+            base: None,
             since_base: 0,
             bytes_since_base: 0,
             base_bytes: 0,
@@ -404,6 +405,8 @@ struct Worker {
     last_time_ns: u64,
     /// The header the last sync holds.
     last_header: [u8; 100],
+    /// The whole image the chain of deltas starts from: its number and object.
+    base: Option<(u64, Path)>,
     /// Deltas, and their bytes, since the last whole image; that image's bytes.
     since_base: u32,
     bytes_since_base: u64,
@@ -550,7 +553,7 @@ impl Worker {
             let location = self.store.location(Folder::Snapshots, n);
             match self.store.create(&location, image.into()) {
                 Ok(_) => {
-                    self.rebased(image_bytes);
+                    self.rebased(n, location, image_bytes);
                 }
                 Err(e) => self.report(&e),
             }
@@ -558,23 +561,30 @@ impl Worker {
         Ok(())
     }
 
-    /// A delta goes only onto a chain that is still there: when the last sync's object is
-    /// gone (the store was wiped, or the prefix's objects deleted), the next sync is a whole
-    /// image; when another replica's object stands in its place, this one stops.
+    /// A delta goes only onto a chain that is still there: when the last sync's object or
+    /// the image the chain starts from is gone (the store was wiped, or objects deleted, even
+    /// while the last sync was being written), the next sync is a whole image; when another
+    /// replica's object stands in their place, this one stops. Two header reads a sync.
     fn check_chain(&mut self) -> Result<(), BackupError> {
         let Some(last) = self.next.checked_sub(1).filter(|_| self.last.is_some()) else {
             return Ok(());
         };
-        let location = self.store.location(Folder::Syncs, last);
-        match self.store.header(&location)? {
-            Ok(h) if h.generation == self.generation => Ok(()),
-            Ok(_) => Err(self.conflicted(last)),
-            Err(reason) => {
-                tracing::debug!(object = %location, %reason, "the last sync is gone: a whole image follows");
-                self.last = None;
-                Ok(())
+        let mut chain = vec![(last, self.store.location(Folder::Syncs, last))];
+        if let Some((n, image)) = self.base.clone().filter(|(_, image)| *image != chain[0].1) {
+            chain.push((n, image));
+        }
+        for (n, location) in chain {
+            match self.store.header(&location)? {
+                Ok(h) if h.generation == self.generation => {}
+                Ok(_) => return Err(self.conflicted(n)),
+                Err(reason) => {
+                    tracing::debug!(object = %location, %reason, "the chain is broken: a whole image follows");
+                    self.last = None;
+                    return Ok(());
+                }
             }
         }
+        Ok(())
     }
 
     /// Records a sync that is in the store.
@@ -596,15 +606,18 @@ impl Worker {
         self.last_time_ns = time_ns;
         shared.syncs.fetch_add(1, Ordering::Relaxed);
         if whole {
-            self.rebased(bytes);
+            let image = self.store.location(Folder::Syncs, n);
+            self.rebased(n, image, bytes);
         } else {
             self.since_base += 1;
             self.bytes_since_base += bytes;
         }
     }
 
-    /// A whole image was written: count from it, and drop what retention no longer keeps.
-    fn rebased(&mut self, bytes: u64) {
+    /// A whole image (sync `n`, at `image`) was written: count from it, and drop what
+    /// retention no longer keeps.
+    fn rebased(&mut self, n: u64, image: Path, bytes: u64) {
+        self.base = Some((n, image));
         self.since_base = 0;
         self.bytes_since_base = 0;
         self.base_bytes = bytes;

@@ -75,7 +75,8 @@ fn ranges(syncs: &[SyncInfo]) -> String {
 }
 
 /// The sync `target` names, from what the store holds.
-fn resolve(listing: &Listing, target: &RestoreTarget, prefix: &Path) -> Result<u64, BackupError> {
+fn resolve(listing: &Listing, target: &RestoreTarget, store: &Store) -> Result<u64, BackupError> {
+    let prefix = &store.prefix;
     let syncs = restorable(listing);
     let range = match ranges(&syncs) {
         r if r.is_empty() => "no sync can be restored".into(),
@@ -89,11 +90,30 @@ fn resolve(listing: &Listing, target: &RestoreTarget, prefix: &Path) -> Result<u
     match *target {
         // The newest sync the store has: if its chain is broken, restoring it fails and
         // says where, rather than quietly going back in time.
-        RestoreTarget::Latest => listing
-            .keys()
-            .map(|&(_, n)| n)
-            .max()
-            .ok_or_else(|| none("no sync".into())),
+        RestoreTarget::Latest => {
+            let n = listing
+                .keys()
+                .map(|&(_, n)| n)
+                .max()
+                .ok_or_else(|| none("no sync".into()))?;
+            // Named so, but not an object of ours: say so of it, not of a gap before it.
+            let at_n = [Folder::Syncs, Folder::Snapshots]
+                .into_iter()
+                .filter_map(|f| listing.get(&(f, n)).map(|h| (f, h)));
+            match at_n
+                .clone()
+                .find_map(|(f, h)| h.as_ref().err().map(|r| (f, r)))
+            {
+                Some((f, reason)) if at_n.clone().all(|(_, h)| h.is_err()) => {
+                    Err(BackupError::invalid_db(
+                        OP,
+                        &object_label(&store.location(f, n)),
+                        reason.clone(),
+                    ))
+                }
+                _ => Ok(n),
+            }
+        }
         RestoreTarget::Sync(n) => {
             if listing.keys().any(|&(_, m)| m == n) {
                 Ok(n)
@@ -328,7 +348,7 @@ pub(crate) fn restore_from_replica(
     let mut tries = 1;
     let (sync, image, time) = loop {
         let listing = store.list()?;
-        let sync = resolve(&listing, &target, prefix)?;
+        let sync = resolve(&listing, &target, &store)?;
         match image_of(&store, &listing, sync) {
             Ok((image, time)) => break (sync, image, time),
             // Retention deleted an object between the listing and its read: what it left
