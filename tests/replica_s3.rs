@@ -170,6 +170,35 @@ fn ledger_of(c: &mut diesel::SqliteConnection) -> (i64, i64) {
     (items, common::scalar(c, "SELECT n FROM total"))
 }
 
+/// A pool holding the ledger `add_item` keeps, and `pad_pages` pages of padding.
+fn ledger(pad_pages: u32) -> common::Pool {
+    let pool = memory_pool().unwrap();
+    pool.get()
+        .unwrap()
+        .batch_execute(&format!(
+            "CREATE TABLE item(id INTEGER PRIMARY KEY, body TEXT);
+             CREATE TABLE total(n INTEGER); INSERT INTO total VALUES (0);
+             CREATE TABLE pad(x);
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {pad_pages})
+             INSERT INTO pad SELECT randomblob(3000) FROM s WHERE {pad_pages} > 0;"
+        ))
+        .unwrap();
+    pool
+}
+
+/// Options that sync 50 ms after each commit, and the errors they are given.
+fn syncing_often() -> (ReplicaOptions, Arc<Mutex<Vec<String>>>) {
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let options = ReplicaOptions::default()
+        .every(Duration::from_millis(50))
+        .quiet(Duration::ZERO)
+        .on_error({
+            let errors = errors.clone();
+            move |e| errors.lock().unwrap().push(e.to_string())
+        });
+    (options, errors)
+}
+
 fn manual() -> ReplicaOptions {
     ReplicaOptions::default().every(HOUR).quiet(HOUR)
 }
@@ -283,22 +312,8 @@ fn replica_survives_a_server_outage() {
     let Some(moto) = moto else {
         return; // real S3 cannot be paused
     };
-    let pool = memory_pool().unwrap();
-    pool.get()
-        .unwrap()
-        .batch_execute(
-            "CREATE TABLE item(id INTEGER PRIMARY KEY, body TEXT);
-             CREATE TABLE total(n INTEGER); INSERT INTO total VALUES (0);",
-        )
-        .unwrap();
-    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
-    let options = ReplicaOptions::default()
-        .every(Duration::from_millis(50))
-        .quiet(Duration::ZERO)
-        .on_error({
-            let errors = errors.clone();
-            move |e| errors.lock().unwrap().push(e.to_string())
-        });
+    let pool = ledger(0);
+    let (options, _errors) = syncing_often();
     let replica = Replica::start(&pool, store.clone(), prefix.clone(), options).unwrap();
     let pid = moto.child.id().to_string();
     let signal = |sig: &str| {
@@ -349,26 +364,9 @@ fn replica_survives_a_server_restart() {
     let Some(moto) = moto else {
         return; // real S3 cannot be restarted
     };
-    let pool = memory_pool().unwrap();
     // Padding, so that the syncs after the restart are deltas, not whole images.
-    pool.get()
-        .unwrap()
-        .batch_execute(
-            "CREATE TABLE item(id INTEGER PRIMARY KEY, body TEXT);
-             CREATE TABLE total(n INTEGER); INSERT INTO total VALUES (0);
-             CREATE TABLE pad(x);
-             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 100)
-             INSERT INTO pad SELECT randomblob(3000) FROM s;",
-        )
-        .unwrap();
-    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
-    let options = ReplicaOptions::default()
-        .every(Duration::from_millis(50))
-        .quiet(Duration::ZERO)
-        .on_error({
-            let errors = errors.clone();
-            move |e| errors.lock().unwrap().push(e.to_string())
-        });
+    let pool = ledger(100);
+    let (options, errors) = syncing_often();
     let replica = Replica::start(&pool, store.clone(), prefix.clone(), options).unwrap();
     let mut c = pool.get().unwrap();
     for _ in 0..5 {

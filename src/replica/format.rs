@@ -295,6 +295,22 @@ fn decompress(_: &[u8], _: usize) -> Result<Vec<u8>, String> {
     Err("compressed with zstd: build with the replica-zstd feature to read it".into())
 }
 
+/// A decoded delta of 512-byte pages to `page_count` pages, writing `numbers` with 7s.
+#[cfg(test)]
+pub(crate) fn test_delta(page_count: u32, numbers: &[u32]) -> Object {
+    let pages = vec![7u8; 512 * numbers.len()];
+    let contents = Contents {
+        kind: Kind::Delta,
+        page_size: 512,
+        page_count,
+        sync: 5,
+        generation: 42,
+        time_ns: 1,
+        numbers,
+    };
+    decode(encode(&contents, &pages, None).into()).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -309,26 +309,7 @@ pub(crate) mod mapping {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replica::format::{decode, encode, Contents, Kind};
-
-    /// A delta of 512-byte pages to `page_count` pages, writing `numbers` with 7s.
-    fn delta_to(page_count: u32, numbers: &[u32]) -> Object {
-        let pages = vec![7u8; 512 * numbers.len()];
-        let bytes = encode(
-            &Contents {
-                kind: Kind::Delta,
-                page_size: 512,
-                page_count,
-                sync: 5,
-                generation: 42,
-                time_ns: 1,
-                numbers,
-            },
-            &pages,
-            None,
-        );
-        decode(bytes.into()).unwrap()
-    }
+    use crate::replica::format::test_delta as delta_to;
 
     fn delta() -> Object {
         delta_to(9, &[1, 9])

@@ -377,24 +377,9 @@ pub(crate) fn bases(listing: &Listing) -> BTreeMap<u64, SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replica::format::{decode, encode, Contents};
 
     fn delta(page_count: u32) -> format::Object {
-        let pages = vec![7u8; 1024];
-        let bytes = encode(
-            &Contents {
-                kind: Kind::Delta,
-                page_size: 512,
-                page_count,
-                sync: 5,
-                generation: 42,
-                time_ns: 1,
-                numbers: &[1, 9],
-            },
-            &pages,
-            None,
-        );
-        decode(bytes.into()).unwrap()
+        format::test_delta(page_count, &[1, 9])
     }
 
     #[test]
