@@ -56,7 +56,8 @@ impl Watch {
         }
     }
 
-    /// A save or sync read `header`: later looks compare with it.
+    /// A sync read `header`: later looks compare with it.
+    #[cfg(feature = "replica")]
     pub(crate) fn saw(&mut self, header: [u8; 100]) {
         self.version = header;
     }
